@@ -1,0 +1,97 @@
+# bpfmesh build. `make` builds BPF objects + skeletons, meshd and meshctl.
+# `make test` runs unit tests (plain and ASan+UBSan) and the sandbox integration tests.
+# `make demo` runs the 2-node sandbox demo. `make bench` runs the benchmark scripts.
+
+B        ?= build
+CC       ?= gcc
+CLANG    ?= clang
+BPFTOOL  ?= bpftool
+SAN      ?=
+
+CFLAGS   ?= -O2 -g
+CFLAGS   += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
+            -Iinclude -Ilib -I$(B) -pthread $(SAN)
+LDLIBS   := -lbpf -lelf -lz -lyaml -ljansson -lssl -lcrypto -lpthread -lm
+LDFLAGS  += $(SAN)
+
+BPF_SRCS   := $(wildcard bpf/*.bpf.c)
+BPF_OBJS   := $(patsubst bpf/%.bpf.c,$(B)/bpf/%.bpf.o,$(BPF_SRCS))
+SKELS      := $(patsubst bpf/%.bpf.c,$(B)/%.skel.h,$(BPF_SRCS))
+LIB_OBJS   := $(patsubst %.c,$(B)/%.o,$(wildcard lib/*.c))
+AGENT_OBJS := $(patsubst %.c,$(B)/%.o,$(filter-out agent/main.c,$(wildcard agent/*.c)))
+CLI_OBJS   := $(patsubst %.c,$(B)/%.o,$(filter-out cli/main.c,$(wildcard cli/*.c)))
+UNIT_OBJS  := $(patsubst %.c,$(B)/%.o,$(wildcard tests/unit/*.c))
+TOOLS      := $(patsubst tests/tools/%.c,$(B)/tools/%,$(wildcard tests/tools/*.c))
+FUZZ_SRCS  := $(wildcard tests/fuzz/*.c)
+
+DEPS_OK  := $(B)/.deps-ok
+
+.PHONY: all deps test unit unit-asan integration demo bench fuzz clean
+all: $(B)/meshd $(B)/meshctl $(TOOLS)
+
+deps: $(DEPS_OK)
+$(DEPS_OK): scripts/deps.sh
+	@mkdir -p $(B)
+	scripts/deps.sh
+	@touch $@
+
+$(B)/vmlinux.h: | $(DEPS_OK)
+	@mkdir -p $(B)
+	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
+
+$(B)/bpf/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/lib/*.h) include/bpfmesh/abi.h $(B)/vmlinux.h
+	@mkdir -p $(dir $@)
+	$(CLANG) -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_x86 -Wall -Werror \
+		-Iinclude -Ibpf -I$(B) -c $< -o $@
+	llvm-strip -g $@ 2>/dev/null || true
+
+$(B)/%.skel.h: $(B)/bpf/%.bpf.o
+	$(BPFTOOL) gen skeleton $< > $@.tmp && mv $@.tmp $@
+
+$(B)/%.o: %.c $(wildcard include/bpfmesh/*.h lib/*.h agent/*.h cli/*.h) | $(DEPS_OK)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(AGENT_OBJS) $(B)/agent/main.o: $(SKELS)
+
+$(B)/libbpfmesh.a: $(LIB_OBJS)
+	ar rcs $@ $^
+
+$(B)/meshd: $(B)/agent/main.o $(AGENT_OBJS) $(B)/libbpfmesh.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(B)/meshctl: $(B)/cli/main.o $(CLI_OBJS) $(B)/libbpfmesh.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(B)/tools/%: tests/tools/%.c | $(DEPS_OK)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+
+$(B)/unit-tests: $(UNIT_OBJS) $(AGENT_OBJS) $(CLI_OBJS) $(B)/libbpfmesh.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcunit
+
+unit: $(B)/unit-tests
+	$(B)/unit-tests
+
+# Same unit tests under AddressSanitizer + UndefinedBehaviorSanitizer.
+unit-asan:
+	$(MAKE) B=build-asan SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+		CFLAGS="-O1 -g" build-asan/unit-tests
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build-asan/unit-tests
+
+integration: all
+	tests/integration/run.sh
+
+test: all unit unit-asan integration
+
+demo: all
+	scripts/demo.sh
+
+bench: all
+	tests/bench/run.sh
+
+fuzz: | $(DEPS_OK)
+	tests/fuzz/run.sh
+
+clean:
+	rm -rf build build-asan

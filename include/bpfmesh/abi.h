@@ -1,0 +1,148 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The kernel/user contract: every map key, value and flag shared by bpf/ and
+ * agent/. Fixed-width types, explicit padding. Addresses and ports are in
+ * network byte order wherever they are compared with socket fields.
+ *
+ * Map names carry a version. A layout change makes a new name (_v2), never
+ * mutates a pinned map in place: meshd adopts pinned maps by name on restart.
+ */
+#ifndef BPFMESH_ABI_H
+#define BPFMESH_ABI_H
+
+#ifdef __BPF__
+/* vmlinux.h provides __u8.. */
+#else
+#include <linux/types.h>
+#endif
+
+#define BM_MAX_SERVICES      65536   /* svc_v1 entries (VIP:port) */
+#define BM_MAX_DESTS         16      /* weighted destinations per service route */
+#define BM_MAX_BACKENDS      64      /* backends per cluster (service x subset) */
+#define BM_MAX_BACKEND_IDS   262144  /* stable backend id space (array index) */
+#define BM_MAX_CLUSTER_IDS   65536   /* stable cluster id space (array index) */
+#define BM_MAX_STATS         262144  /* (service, backend) stat rows */
+
+#define BM_PROTO_TCP 6
+
+/* Load-balancing algorithms (DestinationRule trafficPolicy.loadBalancer.simple). */
+enum bm_lb {
+	BM_LB_LEAST_REQUEST = 0, /* Istio's default; LEAST_CONN is an alias */
+	BM_LB_ROUND_ROBIN   = 1,
+	BM_LB_RANDOM        = 2,
+	BM_LB_PASSTHROUGH   = 3, /* keep the caller's original destination */
+};
+
+/* svc_v1: written by meshd (reconcile), read by connect4.
+ * The service is switched to a new backend set by rewriting this one entry
+ * (rev), after the rev's route and clusters are in place: atomic for readers. */
+struct bm_svc_key {
+	__u32 vip;      /* network order */
+	__u16 port;     /* network order */
+	__u8  proto;    /* BM_PROTO_TCP */
+	__u8  pad;
+};
+
+struct bm_svc {
+	__u32 svc_id;   /* stable id of (service, port), index for stats */
+	__u32 rev;      /* which route/cluster generation is live */
+	__u32 flags;    /* reserved */
+	__u32 pad;
+};
+
+/* route_v1: written by meshd, read by connect4. One weighted pick per connect. */
+struct bm_route_key {
+	__u32 svc_id;
+	__u32 rev;
+};
+
+struct bm_route {
+	__u32 n_dests;                   /* 1..BM_MAX_DESTS */
+	__u32 total_weight;              /* sum of weights, > 0 */
+	__u32 cum_weight[BM_MAX_DESTS];  /* running sums; dest i if r < cum_weight[i] */
+};
+
+/* cluster_v1: one weighted destination's backend set, keyed by (svc, rev, dest
+ * index). Backends are inline so a reader never follows a stale reference. */
+struct bm_cluster_key {
+	__u32 svc_id;
+	__u32 rev;
+	__u32 dest;
+};
+
+struct bm_backend {
+	__u32 id;       /* stable backend id: index into backend_active/eject */
+	__u32 ip;       /* network order */
+	__u16 port;     /* network order */
+	__u16 pad;
+};
+
+struct bm_cluster {
+	__u32 cluster_id;    /* stable id of (service, port, subset): maxConnections, RR */
+	__u32 max_conns;     /* connectionPool.tcp.maxConnections; 0 = unlimited */
+	__u8  lb;            /* enum bm_lb */
+	__u8  min_health;    /* panic threshold percent (minHealthPercent) */
+	__u16 n_backends;    /* 0..BM_MAX_BACKENDS */
+	__u32 pad;
+	struct bm_backend backends[BM_MAX_BACKENDS];
+};
+
+/* cluster_state_v1 (ARRAY by cluster_id): written by connect4/sockops atomically. */
+struct bm_cluster_state {
+	__u32 active;   /* connections counted against maxConnections */
+	__u32 rr;       /* round-robin cursor */
+};
+
+/* backend_active_v1 (ARRAY by backend id, __u32): written by connect4/sockops,
+ * read by connect4 (LEAST_REQUEST) and meshd. */
+/* backend_eject_v1 (ARRAY by backend id, __u32 0/1): written by meshd
+ * (outlier detector, `meshctl backend eject`), read by connect4. */
+
+/* sock_v1 (SK_STORAGE): written by connect4, read by getpeername4/sockops and
+ * by meshd (lookup by socket fd) to learn the original destination. */
+#define BM_SOCK_RESERVED    0x1  /* holds a cluster + backend active slot */
+#define BM_SOCK_ESTABLISHED 0x2  /* sockops saw ESTABLISHED */
+struct bm_sock {
+	__u32 vip;          /* what the app connected to, network order */
+	__u16 vport;
+	__u16 bport;        /* chosen backend port, network order */
+	__u32 bip;          /* chosen backend ip, network order */
+	__u32 svc_id;
+	__u32 backend_id;
+	__u32 cluster_id;
+	__u32 flags;        /* BM_SOCK_* */
+};
+
+/* stats_v1 (PERCPU_HASH): written by sockops, summed by meshd on scrape. */
+struct bm_stats_key {
+	__u32 svc_id;
+	__u32 backend_id;
+};
+
+struct bm_stats {
+	__u64 opened;       /* connects that reached ESTABLISHED */
+	__u64 closed;       /* established connections that closed */
+	__u64 failed;       /* connects that never established */
+	__u64 bytes_sent;   /* bytes acked by the peer, added at close */
+	__u64 bytes_recv;   /* bytes received, added at close */
+};
+
+/* cluster_stats_v1 (PERCPU_ARRAY by cluster_id): written by connect4. */
+struct bm_cluster_stats {
+	__u64 refused_max_conns;  /* over connectionPool.tcp.maxConnections */
+	__u64 refused_no_backend; /* no healthy backend and no panic */
+	__u64 picks;              /* connections balanced */
+	__u64 panics;             /* picks made in panic mode */
+};
+
+#ifndef __BPF__
+_Static_assert(sizeof(struct bm_svc_key) == 8, "svc key");
+_Static_assert(sizeof(struct bm_svc) == 16, "svc");
+_Static_assert(sizeof(struct bm_route) == 8 + 4 * BM_MAX_DESTS, "route");
+_Static_assert(sizeof(struct bm_backend) == 12, "backend");
+_Static_assert(sizeof(struct bm_cluster) == 16 + 12 * BM_MAX_BACKENDS, "cluster");
+_Static_assert(sizeof(struct bm_sock) == 32, "sock");
+_Static_assert(sizeof(struct bm_stats) == 40, "stats");
+#endif
+
+#endif
