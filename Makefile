@@ -26,6 +26,7 @@ FUZZ_SRCS  := $(wildcard tests/fuzz/*.c)
 
 DEPS_OK  := $(B)/.deps-ok
 
+.SECONDARY:
 .PHONY: all deps test unit unit-asan integration demo bench fuzz clean
 all: $(B)/meshd $(B)/meshctl $(TOOLS)
 

@@ -33,9 +33,10 @@ enum bm_lb {
 	BM_LB_PASSTHROUGH   = 3, /* keep the caller's original destination */
 };
 
-/* svc_v1: written by meshd (reconcile), read by connect4.
- * The service is switched to a new backend set by rewriting this one entry
- * (rev), after the rev's route and clusters are in place: atomic for readers. */
+/* svc_v1: written by meshd (reconcile), read by connect4. The value carries
+ * the weighted route itself, so one lookup gives the service's destinations.
+ * A change is made by writing the new rev's clusters first and then replacing
+ * this one entry: a reader sees the old or the new backend set, never a mix. */
 struct bm_svc_key {
 	__u32 vip;      /* network order */
 	__u16 port;     /* network order */
@@ -44,22 +45,11 @@ struct bm_svc_key {
 };
 
 struct bm_svc {
-	__u32 svc_id;   /* stable id of (service, port), index for stats */
-	__u32 rev;      /* which route/cluster generation is live */
-	__u32 flags;    /* reserved */
-	__u32 pad;
-};
-
-/* route_v1: written by meshd, read by connect4. One weighted pick per connect. */
-struct bm_route_key {
-	__u32 svc_id;
-	__u32 rev;
-};
-
-struct bm_route {
-	__u32 n_dests;                   /* 1..BM_MAX_DESTS */
+	__u32 svc_id;                    /* stable id of (VIP, port): stats index */
+	__u32 rev;                       /* which cluster_v1 generation is live */
+	__u32 n_dests;                   /* 1..BM_MAX_DESTS weighted destinations */
 	__u32 total_weight;              /* sum of weights, > 0 */
-	__u32 cum_weight[BM_MAX_DESTS];  /* running sums; dest i if r < cum_weight[i] */
+	__u32 cum_weight[BM_MAX_DESTS];  /* running sums: dest i when r < cum_weight[i] */
 };
 
 /* cluster_v1: one weighted destination's backend set, keyed by (svc, rev, dest
@@ -137,11 +127,10 @@ struct bm_cluster_stats {
 
 #ifndef __BPF__
 _Static_assert(sizeof(struct bm_svc_key) == 8, "svc key");
-_Static_assert(sizeof(struct bm_svc) == 16, "svc");
-_Static_assert(sizeof(struct bm_route) == 8 + 4 * BM_MAX_DESTS, "route");
+_Static_assert(sizeof(struct bm_svc) == 16 + 4 * BM_MAX_DESTS, "svc");
 _Static_assert(sizeof(struct bm_backend) == 12, "backend");
 _Static_assert(sizeof(struct bm_cluster) == 16 + 12 * BM_MAX_BACKENDS, "cluster");
-_Static_assert(sizeof(struct bm_sock) == 32, "sock");
+_Static_assert(sizeof(struct bm_sock) == 28, "sock");
 _Static_assert(sizeof(struct bm_stats) == 40, "stats");
 #endif
 

@@ -1,0 +1,44 @@
+/* meshd's state, shared by its jobs (main loop, admin, reload). */
+#ifndef BM_AGENT_H
+#define BM_AGENT_H
+#include <limits.h>
+#include <stdint.h>
+#include <time.h>
+#include "loader.h"
+#include "model.h"
+#include "pods.h"
+#include "reconcile.h"
+
+struct bm_store;
+
+struct bm_agent {
+	char node[128];
+	char run_dir[PATH_MAX];
+	char store_url[PATH_MAX];
+	struct bm_loader loader;
+	struct bm_reconciler rec;
+	struct bm_pods pods;
+	struct bm_model model;          /* last applied */
+	struct bm_store *store;
+	uint64_t store_generation;      /* last seen in the store */
+	uint64_t applied_generation;    /* last fully applied */
+	uint64_t reloads, reload_errors;
+	unsigned model_warnings;
+	char last_error[512];
+	time_t started;
+	int ready;
+};
+
+uint64_t bm_now_ms(void);
+/* Read the store and apply it; keeps the last good config on failure. */
+int bm_agent_reload(struct bm_agent *a);
+
+/* Admin socket (mode 0600): one JSON request line, one JSON reply line. */
+int bm_admin_listen(const char *path);
+void bm_admin_serve(struct bm_agent *a, int listen_fd);
+
+/* Counters and state read back from the kernel maps. */
+json_t *bm_agent_stats_json(struct bm_agent *a);
+json_t *bm_agent_status_json(struct bm_agent *a);
+
+#endif

@@ -1,0 +1,319 @@
+/*
+ * meshd: the bpfmesh node agent. Loads and adopts the kernel programs for
+ * one node, watches the resource store, compiles it into the kernel maps,
+ * and answers meshctl on its admin socket.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/epoll.h>
+#include <sys/inotify.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <bpf/libbpf.h>
+#include "agent.h"
+#include "log.h"
+#include "store.h"
+
+#define TICK_MS 100          /* GC and the store-generation fallback poll */
+
+uint64_t bm_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: meshd --node NAME --cgroup DIR --bpffs DIR --run-dir DIR [--store URL]\n"
+		"       meshd --cleanup --bpffs DIR\n\n"
+		"  --node      this node's name\n"
+		"  --cgroup    the cgroup v2 subtree holding this node's pods (never the root)\n"
+		"  --bpffs     pin directory for this node's maps and links (e.g. /sys/fs/bpf/bpfmesh/NODE)\n"
+		"  --run-dir   admin socket and node state (e.g. /run/bpfmesh/NODE)\n"
+		"  --store     resource store URL (default $BPFMESH_STORE or file:///var/lib/bpfmesh)\n"
+		"  --cleanup   detach this node's programs and remove its pins, then exit\n");
+}
+
+static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	if (level == LIBBPF_DEBUG)
+		return 0;
+	return vfprintf(stderr, fmt, ap);
+}
+
+int bm_agent_reload(struct bm_agent *a)
+{
+	struct bm_model m;
+	json_t *res = NULL;
+	uint64_t gen = 0;
+	int err;
+
+	a->reloads++;
+	err = bm_store_list(a->store, NULL, NULL, &res, &gen);
+	if (err) {
+		snprintf(a->last_error, sizeof(a->last_error), "read store: %s", strerror(-err));
+		goto fail;
+	}
+	a->store_generation = gen;
+	err = bm_model_build(res, &m, stderr);
+	json_decref(res);
+	if (err) {
+		snprintf(a->last_error, sizeof(a->last_error), "build model: %s", strerror(-err));
+		goto fail;
+	}
+	err = bm_reconcile_apply(&a->rec, &m, bm_now_ms());
+	if (err) {
+		/* Partly applied: the services that failed keep their old entries. */
+		snprintf(a->last_error, sizeof(a->last_error), "apply to maps: %s", strerror(-err));
+		bm_model_free(&a->model);
+		a->model = m;
+		goto fail;
+	}
+	bm_model_free(&a->model);
+	a->model = m;
+	a->model_warnings = m.warnings;
+	a->applied_generation = gen;
+	a->last_error[0] = 0;
+	bm_pods_write_hosts(&a->pods, &a->model);
+	bm_log("generation %llu applied: %u services, %u clusters, %u backends, %u rewritten, %u warnings",
+	       (unsigned long long)gen, a->rec.n_services, a->rec.n_clusters, a->rec.n_backends,
+	       a->rec.writes, m.warnings);
+	return 0;
+fail:
+	a->reload_errors++;
+	bm_log("reload failed, keeping the last good configuration: %s", a->last_error);
+	return err;
+}
+
+static int mkdir_p(const char *path)
+{
+	char buf[PATH_MAX];
+
+	snprintf(buf, sizeof(buf), "%s", path);
+	for (char *p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = 0;
+		if (mkdir(buf, 0755) && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(buf, 0700) && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+/* inotify on the store's generation file's directory: the store renames a
+ * new generation file in after every change. */
+static int watch_store(struct bm_agent *a, char *gen_name, size_t len)
+{
+	char dir[PATH_MAX];
+	const char *path = bm_store_watch_path(a->store);
+	char *slash;
+	int fd;
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	if (!slash)
+		return -EINVAL;
+	*slash = 0;
+	snprintf(gen_name, len, "%s", slash + 1);
+	fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (inotify_add_watch(fd, dir, IN_MOVED_TO | IN_CLOSE_WRITE | IN_CREATE) < 0) {
+		int err = -errno;
+
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+static int run(struct bm_agent *a)
+{
+	char admin_path[PATH_MAX + 16], gen_name[256];
+	int ep, sfd, tfd, ifd, afd, err = 0;
+	struct itimerspec its = { .it_interval = { 0, TICK_MS * 1000000L },
+				  .it_value = { 0, TICK_MS * 1000000L } };
+	uint64_t last_poll = 0;
+	sigset_t mask;
+
+	snprintf(admin_path, sizeof(admin_path), "%s/admin.sock", a->run_dir);
+	afd = bm_admin_listen(admin_path);
+	if (afd < 0) {
+		bm_log("admin socket %s: %s", admin_path, strerror(-afd));
+		return afd;
+	}
+	ifd = watch_store(a, gen_name, sizeof(gen_name));
+	if (ifd < 0)
+		bm_log("watch store: %s; polling every %d ms instead", strerror(-ifd), TICK_MS);
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	sfd = signalfd(-1, &mask, SFD_CLOEXEC);
+	tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	timerfd_settime(tfd, 0, &its, NULL);
+	ep = epoll_create1(EPOLL_CLOEXEC);
+	for (int i = 0, fds[] = { afd, ifd, sfd, tfd }; i < 4; i++) {
+		struct epoll_event ev = { .events = EPOLLIN, .data.fd = fds[i] };
+
+		if (fds[i] >= 0)
+			epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev);
+	}
+	a->ready = 1;
+	bm_log("node %s ready: admin %s, store %s, generation %llu", a->node, admin_path,
+	       a->store_url, (unsigned long long)a->applied_generation);
+
+	for (;;) {
+		struct epoll_event evs[8];
+		int n = epoll_wait(ep, evs, 8, -1);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		for (int i = 0; i < n; i++) {
+			int fd = evs[i].data.fd;
+
+			if (fd == afd) {
+				bm_admin_serve(a, afd);
+			} else if (fd == sfd) {
+				struct signalfd_siginfo si;
+
+				if (read(sfd, &si, sizeof(si)) == sizeof(si) && si.ssi_signo == SIGHUP) {
+					bm_agent_reload(a);
+					continue;
+				}
+				bm_log("signal %d: exiting; the kernel path stays attached", (int)si.ssi_signo);
+				goto out;
+			} else if (fd == ifd) {
+				char buf[4096] __attribute__((aligned(8)));
+				ssize_t len = read(ifd, buf, sizeof(buf));
+				int changed = 0;
+
+				for (char *p = buf; len > 0 && p < buf + len;) {
+					struct inotify_event *ie = (struct inotify_event *)p;
+
+					if (ie->len && !strcmp(ie->name, gen_name))
+						changed = 1;
+					p += sizeof(*ie) + ie->len;
+				}
+				if (changed)
+					bm_agent_reload(a);
+			} else if (fd == tfd) {
+				uint64_t ticks, now = bm_now_ms(), gen = 0;
+
+				if (read(tfd, &ticks, sizeof(ticks)) < 0)
+					continue;
+				bm_reconcile_gc(&a->rec, now);
+				/* Fallback for missed events, and retry after a failed reload. */
+				if (now - last_poll >= 1000) {
+					last_poll = now;
+					if (!bm_store_generation(a->store, &gen) &&
+					    (gen != a->applied_generation || a->last_error[0]))
+						bm_agent_reload(a);
+				}
+			}
+		}
+	}
+out:
+	close(ep);
+	close(tfd);
+	close(sfd);
+	if (ifd >= 0)
+		close(ifd);
+	close(afd);
+	unlink(admin_path);
+	return err;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "node", required_argument, 0, 'n' },   { "cgroup", required_argument, 0, 'c' },
+		{ "bpffs", required_argument, 0, 'b' },  { "run-dir", required_argument, 0, 'r' },
+		{ "store", required_argument, 0, 's' },  { "cleanup", no_argument, 0, 'C' },
+		{ "help", no_argument, 0, 'h' },         { 0, 0, 0, 0 },
+	};
+	static struct bm_agent a;
+	const char *cgroup = NULL, *bpffs = NULL, *store = getenv("BPFMESH_STORE");
+	char path[PATH_MAX + 32];
+	int cleanup = 0, c, err;
+
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'n': snprintf(a.node, sizeof(a.node), "%s", optarg); break;
+		case 'c': cgroup = optarg; break;
+		case 'b': bpffs = optarg; break;
+		case 'r': snprintf(a.run_dir, sizeof(a.run_dir), "%s", optarg); break;
+		case 's': store = optarg; break;
+		case 'C': cleanup = 1; break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	libbpf_set_print(libbpf_print);
+	if (cleanup) {
+		if (!bpffs) {
+			usage(stderr);
+			return 2;
+		}
+		err = bm_loader_cleanup(bpffs);
+		if (err)
+			bm_log("cleanup %s: %s", bpffs, strerror(-err));
+		return err ? 1 : 0;
+	}
+	if (!a.node[0] || !cgroup || !bpffs || !a.run_dir[0]) {
+		usage(stderr);
+		return 2;
+	}
+	snprintf(a.store_url, sizeof(a.store_url), "%s", store && *store ? store : "file:///var/lib/bpfmesh");
+	a.started = time(NULL);
+
+	err = mkdir_p(a.run_dir);
+	if (err) {
+		bm_log("create run directory %s: %s", a.run_dir, strerror(-err));
+		return 1;
+	}
+	err = bm_store_open(a.store_url, &a.store);
+	if (err) {
+		bm_log("open store %s: %s", a.store_url, strerror(-err));
+		return 1;
+	}
+	err = bm_loader_open(&a.loader, bpffs, cgroup);
+	if (err)
+		goto err_store;
+	bm_log("programs %s: %d link(s) adopted, %d attached; maps %s", bpffs,
+	       a.loader.adopted_links, a.loader.created_links,
+	       a.loader.adopted_maps ? "adopted" : "created");
+	snprintf(path, sizeof(path), "%s/ids.json", a.run_dir);
+	err = bm_reconcile_init(&a.rec, &a.loader.fd, path);
+	if (err)
+		goto err_loader;
+	snprintf(path, sizeof(path), "%s/pods.json", a.run_dir);
+	bm_pods_load(&a.pods, path);
+	bm_agent_reload(&a); /* a failure keeps what the maps already hold */
+
+	err = run(&a);
+
+	bm_pods_free(&a.pods);
+	bm_model_free(&a.model);
+	bm_reconcile_free(&a.rec);
+err_loader:
+	bm_loader_close(&a.loader);
+err_store:
+	bm_store_close(a.store);
+	return err ? 1 : 0;
+}

@@ -1,0 +1,615 @@
+/*
+ * Compiles the resource store into per-VIP:port services for the kernel
+ * load balancer. Semantics follow docs/reference/istio-api.md:
+ *  - short hosts expand with the namespace of the resource that names them;
+ *  - one destination gets 100 % whatever its weight; with several, weight-0
+ *    destinations are dropped and the rest are relative;
+ *  - DestinationRule policy: subset trafficPolicy components replace the
+ *    top-level component whole (no field merge);
+ *  - panic threshold: minHealthPercent when outlierDetection is present
+ *    (default 0), Envoy's 50 % when it is absent.
+ * Precedence among several resources naming the same host: oldest first
+ * (creationTimestamp, then namespace/name), as Istio does.
+ */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include "model.h"
+
+#define ROOT_NS "istio-system"
+
+struct res {
+	const json_t *obj;
+	const char *kind, *name, *ns, *created;
+	const json_t *spec;
+};
+
+struct registry {
+	struct res *r;
+	size_t n;
+};
+
+static const char *jstr(const json_t *o, const char *k)
+{
+	const char *s = json_string_value(json_object_get(o, k));
+
+	return s ? s : "";
+}
+
+void bm_fqdn(const char *host, const char *ns, char *out, size_t len)
+{
+	size_t i;
+
+	if (strchr(host, '.') || !strcmp(host, "*"))
+		snprintf(out, len, "%s", host);
+	else
+		snprintf(out, len, "%s.%s.svc.cluster.local", host, ns && *ns ? ns : "default");
+	for (i = 0; out[i]; i++)
+		out[i] = tolower((unsigned char)out[i]);
+}
+
+int bm_host_matches(const char *pattern, const char *host)
+{
+	size_t lp, lh;
+
+	if (!strcmp(pattern, "*"))
+		return 1;
+	if (pattern[0] == '*' && pattern[1] == '.') {
+		lp = strlen(pattern) - 1; /* ".suffix" */
+		lh = strlen(host);
+		return lh > lp && !strcmp(host + lh - lp, pattern + 1);
+	}
+	return !strcmp(pattern, host);
+}
+
+static int res_cmp(const void *a, const void *b)
+{
+	const struct res *x = a, *y = b;
+	int c = strcmp(x->created, y->created);
+
+	if (c)
+		return c;
+	c = strcmp(x->ns, y->ns);
+	return c ? c : strcmp(x->name, y->name);
+}
+
+static int collect(const json_t *resources, const char *kind, struct registry *reg)
+{
+	size_t i;
+	json_t *o;
+
+	reg->n = 0;
+	reg->r = calloc(json_array_size(resources) + 1, sizeof(*reg->r));
+	if (!reg->r)
+		return -ENOMEM;
+	json_array_foreach(resources, i, o) {
+		const json_t *md = json_object_get(o, "metadata");
+		struct res *r;
+
+		if (strcmp(jstr(o, "kind"), kind))
+			continue;
+		r = &reg->r[reg->n++];
+		r->obj = o;
+		r->kind = kind;
+		r->name = jstr(md, "name");
+		r->ns = *jstr(md, "namespace") ? jstr(md, "namespace") : "default";
+		r->created = jstr(md, "creationTimestamp");
+		r->spec = json_object_get(o, "spec");
+	}
+	qsort(reg->r, reg->n, sizeof(*reg->r), res_cmp);
+	return 0;
+}
+
+/* Does every label in selector appear with the same value in labels? */
+static int labels_match(const json_t *selector, const json_t *labels)
+{
+	const char *k;
+	json_t *v;
+
+	json_object_foreach((json_t *)selector, k, v) {
+		const char *have = json_string_value(json_object_get(labels, k));
+
+		if (!have || !json_string_value(v) || strcmp(have, json_string_value(v)))
+			return 0;
+	}
+	return 1;
+}
+
+static int parse_ip(const char *s, uint32_t *ip)
+{
+	char buf[64];
+	char *slash;
+	struct in_addr a;
+
+	snprintf(buf, sizeof(buf), "%s", s);
+	slash = strchr(buf, '/');
+	if (slash) {
+		if (strcmp(slash, "/32"))
+			return -EINVAL; /* a CIDR range is not a VIP */
+		*slash = 0;
+	}
+	if (inet_pton(AF_INET, buf, &a) != 1)
+		return -EINVAL;
+	*ip = a.s_addr;
+	return 0;
+}
+
+/* Does service entry se (namespace ns) have fqdn among its hosts? */
+static int se_has_host(const struct res *se, const char *fqdn)
+{
+	size_t i;
+	json_t *h;
+	char buf[256];
+
+	json_array_foreach(json_object_get(se->spec, "hosts"), i, h) {
+		bm_fqdn(json_string_value(h) ? json_string_value(h) : "", se->ns, buf, sizeof(buf));
+		if (!strcmp(buf, fqdn))
+			return 1;
+	}
+	return 0;
+}
+
+static const struct res *find_se(const struct registry *ses, const char *fqdn)
+{
+	for (size_t i = 0; i < ses->n; i++)
+		if (se_has_host(&ses->r[i], fqdn))
+			return &ses->r[i];
+	return NULL;
+}
+
+/* DestinationRule lookup for a service host: the service's namespace first,
+ * then the root namespace, then any other; an exact host beats a wildcard. */
+static const struct res *find_dr(const struct registry *drs, const char *fqdn, const char *svc_ns)
+{
+	const struct res *best = NULL;
+	int best_rank = 1000;
+
+	for (size_t i = 0; i < drs->n; i++) {
+		const struct res *d = &drs->r[i];
+		char h[256];
+		int rank;
+
+		bm_fqdn(jstr(d->spec, "host"), d->ns, h, sizeof(h));
+		if (!bm_host_matches(h, fqdn))
+			continue;
+		rank = !strcmp(d->ns, svc_ns) ? 0 : !strcmp(d->ns, ROOT_NS) ? 2 : 4;
+		if (strcmp(h, fqdn))
+			rank++; /* wildcard */
+		if (rank < best_rank) {
+			best = d;
+			best_rank = rank;
+		}
+	}
+	return best;
+}
+
+static const json_t *find_subset(const struct res *dr, const char *subset)
+{
+	size_t i;
+	json_t *s;
+
+	if (!dr)
+		return NULL;
+	json_array_foreach(json_object_get(dr->spec, "subsets"), i, s)
+		if (!strcmp(jstr(s, "name"), subset))
+			return s;
+	return NULL;
+}
+
+static uint8_t lb_from(const char *simple)
+{
+	if (!strcmp(simple, "ROUND_ROBIN"))
+		return BM_LB_ROUND_ROBIN;
+	if (!strcmp(simple, "RANDOM"))
+		return BM_LB_RANDOM;
+	if (!strcmp(simple, "PASSTHROUGH"))
+		return BM_LB_PASSTHROUGH;
+	return BM_LB_LEAST_REQUEST; /* unset, UNSPECIFIED, LEAST_REQUEST, LEAST_CONN */
+}
+
+/* Merge policy: each component the subset sets replaces the top-level one. */
+static void apply_policy(struct bm_m_cluster *c, const json_t *top, const json_t *sub)
+{
+	const json_t *lb = json_object_get(top, "loadBalancer");
+	const json_t *cp = json_object_get(top, "connectionPool");
+	const json_t *od = json_object_get(top, "outlierDetection");
+	json_int_t maxc;
+
+	if (sub && json_object_get(sub, "loadBalancer"))
+		lb = json_object_get(sub, "loadBalancer");
+	if (sub && json_object_get(sub, "connectionPool"))
+		cp = json_object_get(sub, "connectionPool");
+	if (sub && json_object_get(sub, "outlierDetection"))
+		od = json_object_get(sub, "outlierDetection");
+
+	c->lb = lb_from(jstr(lb, "simple"));
+	maxc = json_integer_value(json_object_get(json_object_get(cp, "tcp"), "maxConnections"));
+	c->max_conns = maxc > 0 && maxc < UINT32_MAX ? (uint32_t)maxc : 0;
+	if (od) {
+		json_int_t mh = json_integer_value(json_object_get(od, "minHealthPercent"));
+
+		c->min_health = mh > 0 && mh <= 100 ? (uint8_t)mh : 0;
+	} else {
+		c->min_health = 50;
+	}
+}
+
+/* The port of a ServiceEntry a destination means (§1.4: required only when
+ * the service has several ports). */
+static const json_t *dest_port(const struct res *target, const struct res *self,
+			       const json_t *self_port, json_int_t want)
+{
+	const json_t *ports = json_object_get(target->spec, "ports");
+	json_int_t self_num = json_integer_value(json_object_get(self_port, "number"));
+	size_t i;
+	json_t *p;
+
+	if (!want && target == self)
+		return self_port;
+	if (!want && json_array_size(ports) == 1)
+		return json_array_get(ports, 0);
+	if (!want)
+		want = self_num;
+	json_array_foreach(ports, i, p)
+		if (json_integer_value(json_object_get(p, "number")) == want)
+			return p;
+	return NULL;
+}
+
+static void add_endpoint(struct bm_m_cluster *c, const json_t *ep, const json_t *port,
+			 const json_t *subset_labels, FILE *log)
+{
+	const char *pname = jstr(port, "name");
+	json_int_t pnum = json_integer_value(json_object_get(port, "targetPort"));
+	json_int_t mapped = json_integer_value(json_object_get(json_object_get(ep, "ports"), pname));
+	uint32_t ip;
+
+	if (subset_labels && !labels_match(subset_labels, json_object_get(ep, "labels")))
+		return;
+	if (parse_ip(jstr(ep, "address"), &ip))
+		return;
+	if (!pnum)
+		pnum = json_integer_value(json_object_get(port, "number"));
+	if (mapped)
+		pnum = mapped;
+	for (uint32_t i = 0; i < c->n; i++)
+		if (c->b[i].ip == ip && c->b[i].port == htons((uint16_t)pnum))
+			return;
+	if (c->n >= BM_MAX_BACKENDS) {
+		if (c->n == BM_MAX_BACKENDS && log)
+			fprintf(log, "model: %s: more than %d backends, extra ones ignored\n",
+				c->name, BM_MAX_BACKENDS);
+		return;
+	}
+	c->b[c->n].ip = ip;
+	c->b[c->n].port = htons((uint16_t)pnum);
+	c->n++;
+}
+
+static struct bm_m_cluster *build_cluster(const struct registry *ses, const struct registry *wes,
+					  const struct registry *drs, const struct res *self,
+					  const json_t *self_port, const json_t *dest,
+					  const char *rule_ns, struct bm_model *m, FILE *log)
+{
+	char fqdn[256];
+	const char *subset = jstr(dest, "subset");
+	json_int_t want = json_integer_value(json_object_get(json_object_get(dest, "port"), "number"));
+	const struct res *target, *dr;
+	const json_t *port, *sub = NULL, *sub_labels = NULL;
+	struct bm_m_cluster *c = calloc(1, sizeof(*c));
+	size_t i;
+	json_t *ep;
+
+	if (!c)
+		return NULL;
+	bm_fqdn(jstr(dest, "host"), rule_ns, fqdn, sizeof(fqdn));
+	target = find_se(ses, fqdn);
+	port = target ? dest_port(target, self, self_port, want) : NULL;
+	snprintf(c->name, sizeof(c->name), "outbound|%lld|%s|%s",
+		 (long long)(port ? json_integer_value(json_object_get(port, "number")) : want),
+		 subset, fqdn);
+	c->min_health = 50;
+	if (!target || !port) {
+		fprintf(log, "model: %s: no ServiceEntry%s for this destination; connections to it are refused\n",
+			c->name, target ? " port" : "");
+		m->warnings++;
+		return c;
+	}
+	dr = find_dr(drs, fqdn, target->ns);
+	if (*subset) {
+		sub = find_subset(dr, subset);
+		if (!sub) {
+			fprintf(log, "model: %s: subset \"%s\" is not defined by any DestinationRule; connections to it are refused\n",
+				c->name, subset);
+			m->warnings++;
+			return c;
+		}
+		sub_labels = json_object_get(sub, "labels");
+	}
+	apply_policy(c, dr ? json_object_get(dr->spec, "trafficPolicy") : NULL,
+		     sub ? json_object_get(sub, "trafficPolicy") : NULL);
+
+	/* Endpoints: WorkloadEntries of the entry's namespace selected by its
+	 * workloadSelector, and inline endpoints. */
+	if (json_object_get(target->spec, "workloadSelector")) {
+		const json_t *sel = json_object_get(json_object_get(target->spec, "workloadSelector"), "labels");
+
+		for (i = 0; i < wes->n; i++)
+			if (!strcmp(wes->r[i].ns, target->ns) &&
+			    labels_match(sel, json_object_get(wes->r[i].spec, "labels")))
+				add_endpoint(c, wes->r[i].spec, port, sub_labels, log);
+	}
+	json_array_foreach(json_object_get(target->spec, "endpoints"), i, ep)
+		add_endpoint(c, ep, port, sub_labels, log);
+	return c;
+}
+
+/* The first VirtualService (oldest) whose hosts include one of se's hosts. */
+static const struct res *find_vs(const struct registry *vss, const struct res *se)
+{
+	for (size_t i = 0; i < vss->n; i++) {
+		size_t j;
+		json_t *h;
+
+		json_array_foreach(json_object_get(vss->r[i].spec, "hosts"), j, h) {
+			char fq[256];
+			size_t k;
+			json_t *sh;
+
+			bm_fqdn(json_string_value(h) ? json_string_value(h) : "", vss->r[i].ns, fq, sizeof(fq));
+			json_array_foreach(json_object_get(se->spec, "hosts"), k, sh) {
+				char sfq[256];
+
+				bm_fqdn(json_string_value(sh) ? json_string_value(sh) : "", se->ns, sfq, sizeof(sfq));
+				if (bm_host_matches(fq, sfq))
+					return &vss->r[i];
+			}
+		}
+	}
+	return NULL;
+}
+
+static int subnet_contains(const char *cidr, uint32_t ip_n)
+{
+	char buf[64];
+	char *slash;
+	struct in_addr a;
+	int bits = 32;
+	uint32_t mask;
+
+	snprintf(buf, sizeof(buf), "%s", cidr);
+	slash = strchr(buf, '/');
+	if (slash) {
+		bits = atoi(slash + 1);
+		*slash = 0;
+	}
+	if (inet_pton(AF_INET, buf, &a) != 1 || bits < 0 || bits > 32)
+		return 0;
+	mask = bits ? htonl(~0u << (32 - bits)) : 0;
+	return (a.s_addr & mask) == (ip_n & mask);
+}
+
+/* TCP routes: first rule whose match (port, destinationSubnets) fits. */
+static const json_t *pick_tcp_rule(const json_t *tcp, uint32_t vip, json_int_t port)
+{
+	size_t i, j, k;
+	json_t *rule, *mt, *sn;
+
+	json_array_foreach(tcp, i, rule) {
+		const json_t *matches = json_object_get(rule, "match");
+
+		if (!json_array_size(matches))
+			return rule;
+		json_array_foreach(matches, j, mt) {
+			json_int_t p = json_integer_value(json_object_get(mt, "port"));
+			const json_t *subnets = json_object_get(mt, "destinationSubnets");
+			int ok = !p || p == port;
+
+			if (ok && json_array_size(subnets)) {
+				ok = 0;
+				json_array_foreach(subnets, k, sn)
+					if (subnet_contains(json_string_value(sn) ? json_string_value(sn) : "", vip))
+						ok = 1;
+			}
+			if (ok)
+				return rule;
+		}
+	}
+	return NULL;
+}
+
+/* HTTP rules carry only weighted routes at L4: the first rule without a
+ * match applies per connection. */
+static const json_t *pick_http_rule(const json_t *http)
+{
+	size_t i;
+	json_t *rule;
+
+	json_array_foreach(http, i, rule)
+		if (!json_array_size(json_object_get(rule, "match")))
+			return rule;
+	return NULL;
+}
+
+static int build_service(struct bm_m_service *s, const struct registry *ses,
+			 const struct registry *wes, const struct registry *drs,
+			 const struct registry *vss, const struct res *se,
+			 const json_t *port, uint32_t vip, struct bm_model *m, FILE *log)
+{
+	json_int_t pnum = json_integer_value(json_object_get(port, "number"));
+	const struct res *vs = find_vs(vss, se);
+	const json_t *rule = NULL, *route = NULL;
+	json_t *self_dest = NULL;
+	const char *rule_ns = se->ns, *h0;
+	size_t i, n_nonzero = 0;
+	json_t *d;
+
+	memset(s, 0, sizeof(*s));
+	s->vip = vip;
+	s->port = htons((uint16_t)pnum);
+	h0 = json_string_value(json_array_get(json_object_get(se->spec, "hosts"), 0));
+	bm_fqdn(h0 ? h0 : "", se->ns, s->host, sizeof(s->host));
+	snprintf(s->ns, sizeof(s->ns), "%s", se->ns);
+
+	if (vs) {
+		rule = pick_tcp_rule(json_object_get(vs->spec, "tcp"), vip, pnum);
+		if (!rule)
+			rule = pick_http_rule(json_object_get(vs->spec, "http"));
+		if (rule) {
+			route = json_object_get(rule, "route");
+			rule_ns = vs->ns;
+		}
+	}
+	if (!json_array_size(route)) {
+		/* No route: the whole service, default policy of its DR. */
+		self_dest = json_pack("[{s:{s:s}}]", "destination", "host", s->host);
+		if (!self_dest)
+			return -ENOMEM;
+		route = self_dest;
+		rule_ns = se->ns;
+	}
+
+	json_array_foreach(route, i, d)
+		if (json_integer_value(json_object_get(d, "weight")) > 0)
+			n_nonzero++;
+	json_array_foreach(route, i, d) {
+		uint32_t w = (uint32_t)json_integer_value(json_object_get(d, "weight"));
+		struct bm_m_cluster *c;
+
+		if (json_array_size(route) == 1)
+			w = 1; /* a single destination gets 100 % whatever its weight */
+		else if (n_nonzero == 0)
+			w = 1; /* defensive: validation refuses all-zero weights */
+		else if (w == 0)
+			continue;
+		if (s->n_dests >= BM_MAX_DESTS) {
+			fprintf(log, "model: %s:%lld: more than %d destinations, extra ones ignored\n",
+				s->host, (long long)pnum, BM_MAX_DESTS);
+			m->warnings++;
+			break;
+		}
+		c = build_cluster(ses, wes, drs, se, port, json_object_get(d, "destination"),
+				  rule_ns, m, log);
+		if (!c) {
+			json_decref(self_dest);
+			return -ENOMEM;
+		}
+		s->d[s->n_dests].weight = w;
+		s->d[s->n_dests].c = c;
+		s->n_dests++;
+	}
+	json_decref(self_dest);
+	return 0;
+}
+
+static int add_names(struct bm_model *m, const struct res *se, uint32_t vip)
+{
+	size_t i;
+	json_t *h;
+
+	json_array_foreach(json_object_get(se->spec, "hosts"), i, h) {
+		char fq[256];
+		struct bm_m_name *nn;
+
+		bm_fqdn(json_string_value(h) ? json_string_value(h) : "", se->ns, fq, sizeof(fq));
+		nn = realloc(m->names, (m->n_names + 1) * sizeof(*nn));
+		if (!nn)
+			return -ENOMEM;
+		m->names = nn;
+		nn = &m->names[m->n_names++];
+		nn->vip = vip;
+		snprintf(nn->ns, sizeof(nn->ns), "%s", se->ns);
+		snprintf(nn->name, sizeof(nn->name), "%s", fq);
+	}
+	return 0;
+}
+
+int bm_model_build(const json_t *resources, struct bm_model *m, FILE *log)
+{
+	struct registry ses = {}, wes = {}, drs = {}, vss = {};
+	int err;
+
+	memset(m, 0, sizeof(*m));
+	if ((err = collect(resources, "ServiceEntry", &ses)) ||
+	    (err = collect(resources, "WorkloadEntry", &wes)) ||
+	    (err = collect(resources, "DestinationRule", &drs)) ||
+	    (err = collect(resources, "VirtualService", &vss)))
+		goto out;
+
+	for (size_t i = 0; i < ses.n; i++) {
+		const struct res *se = &ses.r[i];
+		size_t j, k;
+		json_t *addr, *port;
+
+		json_array_foreach(json_object_get(se->spec, "addresses"), j, addr) {
+			uint32_t vip;
+
+			if (parse_ip(json_string_value(addr) ? json_string_value(addr) : "", &vip))
+				continue;
+			if ((err = add_names(m, se, vip)))
+				goto out;
+			json_array_foreach(json_object_get(se->spec, "ports"), k, port) {
+				struct bm_m_service *ns;
+				uint16_t pn = htons((uint16_t)json_integer_value(json_object_get(port, "number")));
+				int dup = 0;
+
+				for (size_t x = 0; x < m->n_svc; x++)
+					if (m->svc[x].vip == vip && m->svc[x].port == pn)
+						dup = 1;
+				if (dup) {
+					fprintf(log, "model: ServiceEntry %s/%s: %s:%u is already taken by an older ServiceEntry; ignored\n",
+						se->ns, se->name, json_string_value(addr), ntohs(pn));
+					m->warnings++;
+					continue;
+				}
+				ns = realloc(m->svc, (m->n_svc + 1) * sizeof(*ns));
+				if (!ns) {
+					err = -ENOMEM;
+					goto out;
+				}
+				m->svc = ns;
+				err = build_service(&m->svc[m->n_svc], &ses, &wes, &drs, &vss, se, port,
+						    vip, m, log);
+				m->n_svc++;
+				if (err)
+					goto out;
+			}
+		}
+	}
+out:
+	free(ses.r);
+	free(wes.r);
+	free(drs.r);
+	free(vss.r);
+	if (err)
+		bm_model_free(m);
+	return err;
+}
+
+void bm_model_free(struct bm_model *m)
+{
+	for (size_t i = 0; i < m->n_svc; i++)
+		for (uint32_t j = 0; j < m->svc[i].n_dests; j++)
+			free(m->svc[i].d[j].c);
+	free(m->svc);
+	free(m->names);
+	memset(m, 0, sizeof(*m));
+}
+
+void bm_model_svc_value(const struct bm_m_service *s, uint32_t svc_id, uint32_t rev,
+			struct bm_svc *out)
+{
+	uint32_t sum = 0;
+
+	memset(out, 0, sizeof(*out));
+	out->svc_id = svc_id;
+	out->rev = rev;
+	out->n_dests = s->n_dests;
+	for (uint32_t i = 0; i < s->n_dests && i < BM_MAX_DESTS; i++) {
+		sum += s->d[i].weight;
+		out->cum_weight[i] = sum;
+	}
+	out->total_weight = sum;
+}

@@ -1,0 +1,375 @@
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <bpf/bpf.h>
+#include "log.h"
+#include "reconcile.h"
+
+static void svc_name(uint32_t vip, uint16_t port, char *buf, size_t len)
+{
+	char ip[INET_ADDRSTRLEN];
+
+	inet_ntop(AF_INET, &vip, ip, sizeof(ip));
+	snprintf(buf, len, "%s:%u", ip, ntohs(port));
+}
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+	const unsigned char *b = p;
+
+	while (n--)
+		h = (h ^ *b++) * 1099511628211ULL;
+	return h;
+}
+
+int bm_reconcile_init(struct bm_reconciler *r, const struct bm_maps *fd, const char *ids_path)
+{
+	struct bm_svc_key key, next;
+	struct bm_svc val;
+	int err;
+
+	memset(r, 0, sizeof(*r));
+	r->fd = fd;
+	err = bm_ids_init(&r->ids, ids_path);
+	if (err)
+		return err;
+	/* Adopt what a previous meshd left live: its revisions are the base for
+	 * ours, and its services are removed if the store no longer has them. */
+	for (int e = bpf_map_get_next_key(fd->svc, NULL, &next); !e;
+	     e = bpf_map_get_next_key(fd->svc, &key, &next)) {
+		char name[64];
+
+		key = next;
+		if (bpf_map_lookup_elem(fd->svc, &key, &val))
+			continue;
+		svc_name(key.vip, key.port, name, sizeof(name));
+		bm_strmap_set(&r->live, name, val.rev | ((uint64_t)val.n_dests << 32));
+	}
+	r->sweep_due_ms = 1; /* sweep stray revisions once, after the first apply */
+	return 0;
+}
+
+void bm_reconcile_free(struct bm_reconciler *r)
+{
+	bm_ids_free(&r->ids);
+	bm_strmap_free(&r->applied);
+	bm_strmap_free(&r->live);
+	free(r->gc);
+	memset(r, 0, sizeof(*r));
+}
+
+static int retire(struct bm_reconciler *r, uint32_t svc_id, uint32_t rev, uint32_t n, uint64_t due)
+{
+	if (r->n_gc == r->cap_gc) {
+		size_t nc = r->cap_gc ? r->cap_gc * 2 : 64;
+		struct bm_gc_entry *g = realloc(r->gc, nc * sizeof(*g));
+
+		if (!g)
+			return -ENOMEM;
+		r->gc = g;
+		r->cap_gc = nc;
+	}
+	r->gc[r->n_gc++] = (struct bm_gc_entry){ svc_id, rev, n, due };
+	return 0;
+}
+
+/* Fill a cluster value; ids are allocated for the cluster and its backends. */
+static int cluster_value(struct bm_reconciler *r, const struct bm_m_cluster *mc,
+			 struct bm_cluster *out, struct bm_strmap *seen)
+{
+	uint32_t cid;
+	int err;
+
+	memset(out, 0, sizeof(*out));
+	err = bm_ids_get(&r->ids, BM_ID_CLUSTER, mc->name, &cid);
+	if (err)
+		return err;
+	bm_strmap_set(&seen[BM_ID_CLUSTER], mc->name, 1);
+	out->cluster_id = cid;
+	out->max_conns = mc->max_conns;
+	out->lb = mc->lb;
+	out->min_health = mc->min_health;
+	out->n_backends = (uint16_t)mc->n;
+	for (uint32_t i = 0; i < mc->n && i < BM_MAX_BACKENDS; i++) {
+		char name[64];
+		uint32_t bid;
+
+		svc_name(mc->b[i].ip, mc->b[i].port, name, sizeof(name));
+		err = bm_ids_get(&r->ids, BM_ID_BACKEND, name, &bid);
+		if (err)
+			return err;
+		bm_strmap_set(&seen[BM_ID_BACKEND], name, 1);
+		out->backends[i].id = bid;
+		out->backends[i].ip = mc->b[i].ip;
+		out->backends[i].port = mc->b[i].port;
+	}
+	return 0;
+}
+
+static int apply_service(struct bm_reconciler *r, const struct bm_m_service *s,
+			 struct bm_strmap *seen, uint64_t now_ms)
+{
+	struct bm_cluster *cl = calloc(BM_MAX_DESTS, sizeof(*cl));
+	struct bm_svc_key key = { .vip = s->vip, .port = s->port, .proto = BM_PROTO_TCP };
+	uint64_t h = 1469598103934665603ULL, old_h, old_live = 0;
+	uint32_t svc_id, rev;
+	struct bm_svc val;
+	char name[64];
+	int err, had_live;
+
+	if (!cl)
+		return -ENOMEM;
+	svc_name(s->vip, s->port, name, sizeof(name));
+	err = bm_ids_get(&r->ids, BM_ID_SVC, name, &svc_id);
+	if (err)
+		goto out;
+	bm_strmap_set(&seen[BM_ID_SVC], name, 1);
+	for (uint32_t d = 0; d < s->n_dests; d++) {
+		err = cluster_value(r, s->d[d].c, &cl[d], seen);
+		if (err)
+			goto out;
+		h = fnv(h, &cl[d], sizeof(cl[d]));
+	}
+	bm_model_svc_value(s, svc_id, 0, &val);
+	h = fnv(h, &val, sizeof(val));
+
+	had_live = !bm_strmap_get(&r->live, name, &old_live);
+	if (had_live && !bm_strmap_get(&r->applied, name, &old_h) && old_h == h)
+		goto out; /* unchanged */
+
+	rev = had_live ? (uint32_t)old_live + 1 : 1;
+	for (uint32_t d = 0; d < s->n_dests; d++) {
+		struct bm_cluster_key ck = { svc_id, rev, d };
+
+		if (bpf_map_update_elem(r->fd->cluster, &ck, &cl[d], BPF_ANY)) {
+			err = -errno;
+			bm_log("write cluster %s rev %u: %s", s->d[d].c->name, rev, strerror(errno));
+			goto out;
+		}
+	}
+	val.rev = rev;
+	if (bpf_map_update_elem(r->fd->svc, &key, &val, BPF_ANY)) {
+		err = -errno;
+		bm_log("write service %s: %s", name, strerror(errno));
+		goto out;
+	}
+	if (had_live)
+		retire(r, svc_id, (uint32_t)old_live, (uint32_t)(old_live >> 32), now_ms + BM_GC_GRACE_MS);
+	bm_strmap_set(&r->live, name, rev | ((uint64_t)s->n_dests << 32));
+	bm_strmap_set(&r->applied, name, h);
+	r->writes++;
+out:
+	free(cl);
+	return err;
+}
+
+/* Stats rows of released services or backends would otherwise be inherited
+ * by whoever gets the id next. */
+static void drop_stats(struct bm_reconciler *r, const uint8_t *dead_svc, const uint8_t *dead_be)
+{
+	struct bm_stats_key k, next;
+	int e = bpf_map_get_next_key(r->fd->stats, NULL, &next);
+
+	while (!e) {
+		k = next;
+		e = bpf_map_get_next_key(r->fd->stats, &k, &next);
+		if ((k.svc_id < BM_MAX_SERVICES && dead_svc[k.svc_id]) ||
+		    (k.backend_id < BM_MAX_BACKEND_IDS && dead_be[k.backend_id]))
+			bpf_map_delete_elem(r->fd->stats, &k);
+	}
+}
+
+static int svc_retiring(const struct bm_reconciler *r, uint32_t svc_id)
+{
+	for (size_t i = 0; i < r->n_gc; i++)
+		if (r->gc[i].svc_id == svc_id)
+			return 1;
+	return 0;
+}
+
+/* Release ids the model no longer uses (and that hold no live connection). */
+static void release_unused(struct bm_reconciler *r, struct bm_strmap *seen)
+{
+	uint8_t *dead_svc = calloc(BM_MAX_SERVICES, 1), *dead_be = calloc(BM_MAX_BACKEND_IDS, 1);
+	int any = 0;
+
+	if (!dead_svc || !dead_be)
+		goto out;
+	for (int k = 0; k < BM_ID_KINDS; k++) {
+		const char *key;
+		uint64_t id;
+		size_t it = 0;
+		char **drop = NULL;
+		size_t n_drop = 0;
+
+		while (bm_strmap_next(&r->ids.map[k], &it, &key, &id)) {
+			uint32_t idx = (uint32_t)id, active = 0;
+			char **nd;
+
+			if (!bm_strmap_get(&seen[k], key, NULL))
+				continue;
+			if (k == BM_ID_SVC && svc_retiring(r, idx))
+				continue; /* its old clusters are still queued for deletion */
+			if (k == BM_ID_BACKEND) {
+				bpf_map_lookup_elem(r->fd->backend_active, &idx, &active);
+			} else if (k == BM_ID_CLUSTER) {
+				struct bm_cluster_state cs = {};
+
+				bpf_map_lookup_elem(r->fd->cluster_state, &idx, &cs);
+				active = cs.active;
+			}
+			if (active)
+				continue;
+			nd = realloc(drop, (n_drop + 1) * sizeof(*drop));
+			if (!nd)
+				break;
+			drop = nd;
+			drop[n_drop++] = strdup(key);
+			if (k == BM_ID_SVC)
+				dead_svc[idx] = 1;
+			if (k == BM_ID_BACKEND) {
+				uint32_t zero = 0;
+
+				dead_be[idx] = 1;
+				bpf_map_update_elem(r->fd->backend_eject, &idx, &zero, BPF_ANY);
+			}
+			if (k == BM_ID_CLUSTER) {
+				struct bm_cluster_state zero = {};
+
+				bpf_map_update_elem(r->fd->cluster_state, &idx, &zero, BPF_ANY);
+			}
+			any = 1;
+		}
+		for (size_t i = 0; i < n_drop; i++) {
+			if (drop[i])
+				bm_ids_release(&r->ids, k, drop[i]);
+			free(drop[i]);
+		}
+		free(drop);
+	}
+	if (any)
+		drop_stats(r, dead_svc, dead_be);
+out:
+	free(dead_svc);
+	free(dead_be);
+}
+
+int bm_reconcile_apply(struct bm_reconciler *r, const struct bm_model *m, uint64_t now_ms)
+{
+	struct bm_strmap seen[BM_ID_KINDS] = {};
+	const char *key;
+	uint64_t v;
+	char **gone = NULL;
+	size_t n_gone = 0, it = 0;
+	int err = 0;
+
+	r->writes = 0;
+	for (size_t i = 0; i < m->n_svc; i++) {
+		int e = apply_service(r, &m->svc[i], seen, now_ms);
+
+		if (e && !err)
+			err = e; /* keep going: one bad service must not block the rest */
+	}
+	/* Services that left the model: unpublish, then retire their clusters. */
+	while (bm_strmap_next(&r->live, &it, &key, &v)) {
+		char **ng;
+
+		if (!bm_strmap_get(&seen[BM_ID_SVC], key, NULL))
+			continue;
+		ng = realloc(gone, (n_gone + 1) * sizeof(*gone));
+		if (!ng)
+			break;
+		gone = ng;
+		gone[n_gone++] = strdup(key);
+	}
+	for (size_t i = 0; i < n_gone; i++) {
+		struct bm_svc_key k = { .proto = BM_PROTO_TCP };
+		char ip[INET_ADDRSTRLEN];
+		unsigned port = 0;
+		uint32_t svc_id;
+
+		if (!gone[i])
+			continue;
+		if (sscanf(gone[i], "%15[0-9.]:%u", ip, &port) == 2 && inet_pton(AF_INET, ip, &k.vip) == 1) {
+			k.port = htons((uint16_t)port);
+			bpf_map_delete_elem(r->fd->svc, &k);
+		}
+		bm_strmap_get(&r->live, gone[i], &v);
+		if (!bm_ids_lookup(&r->ids, BM_ID_SVC, gone[i], &svc_id))
+			retire(r, svc_id, (uint32_t)v, (uint32_t)(v >> 32), now_ms + BM_GC_GRACE_MS);
+		bm_strmap_del(&r->live, gone[i]);
+		bm_strmap_del(&r->applied, gone[i]);
+		r->writes++;
+		free(gone[i]);
+	}
+	free(gone);
+
+	release_unused(r, seen);
+	r->n_services = (unsigned)seen[BM_ID_SVC].len;
+	r->n_clusters = (unsigned)seen[BM_ID_CLUSTER].len;
+	r->n_backends = (unsigned)seen[BM_ID_BACKEND].len;
+	for (int k = 0; k < BM_ID_KINDS; k++)
+		bm_strmap_free(&seen[k]);
+	if (r->sweep_due_ms == 1)
+		r->sweep_due_ms = now_ms + BM_GC_GRACE_MS;
+	bm_ids_save(&r->ids);
+	return err;
+}
+
+/* After a restart: cluster entries of revisions that are not live and not
+ * queued (a previous meshd died between writing and retiring them). */
+static void sweep_strays(struct bm_reconciler *r)
+{
+	struct bm_cluster_key k, next;
+	int e = bpf_map_get_next_key(r->fd->cluster, NULL, &next);
+	uint32_t *live_rev = calloc(BM_MAX_SERVICES, sizeof(*live_rev));
+	const char *key;
+	uint64_t v;
+	size_t it = 0;
+
+	if (!live_rev)
+		return;
+	while (bm_strmap_next(&r->live, &it, &key, &v)) {
+		uint32_t id;
+
+		if (!bm_ids_lookup(&r->ids, BM_ID_SVC, key, &id) && id < BM_MAX_SERVICES)
+			live_rev[id] = (uint32_t)v;
+	}
+	while (!e) {
+		k = next;
+		e = bpf_map_get_next_key(r->fd->cluster, &k, &next);
+		if (k.svc_id >= BM_MAX_SERVICES || live_rev[k.svc_id] != k.rev)
+			bpf_map_delete_elem(r->fd->cluster, &k);
+	}
+	free(live_rev);
+}
+
+void bm_reconcile_gc(struct bm_reconciler *r, uint64_t now_ms)
+{
+	size_t kept = 0;
+
+	for (size_t i = 0; i < r->n_gc; i++) {
+		struct bm_gc_entry *g = &r->gc[i];
+
+		if (g->due_ms > now_ms) {
+			r->gc[kept++] = *g;
+			continue;
+		}
+		for (uint32_t d = 0; d < g->n_dests; d++) {
+			struct bm_cluster_key k = { g->svc_id, g->rev, d };
+
+			bpf_map_delete_elem(r->fd->cluster, &k);
+		}
+	}
+	r->n_gc = kept;
+	if (r->sweep_due_ms > 1 && now_ms >= r->sweep_due_ms && r->n_gc == 0) {
+		sweep_strays(r);
+		r->sweep_due_ms = 0;
+	}
+}
+
+int bm_reconcile_backend_id(const struct bm_reconciler *r, const char *addr, uint32_t *id)
+{
+	return bm_ids_lookup(&r->ids, BM_ID_BACKEND, addr, id);
+}

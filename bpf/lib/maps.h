@@ -1,0 +1,107 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Maps shared by every bpfmesh program. Pinned by name under the node's
+ * bpffs directory, so each .bpf.o reuses the same instances and a restarted
+ * meshd adopts them. Each says who writes it and who reads it. */
+#ifndef BM_MAPS_H
+#define BM_MAPS_H
+
+#include "bpfmesh/abi.h"
+
+/* meshd writes; connect4 reads. VIP:port -> weighted route + live rev. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BM_MAX_SERVICES);
+	__type(key, struct bm_svc_key);
+	__type(value, struct bm_svc);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} svc_v1 SEC(".maps");
+
+/* meshd writes; connect4 reads. (svc, rev, dest) -> backend set + policy. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4 * BM_MAX_SERVICES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct bm_cluster_key);
+	__type(value, struct bm_cluster);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cluster_v1 SEC(".maps");
+
+/* connect4/sockops/sock_release write atomically; meshd reads. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, BM_MAX_CLUSTER_IDS);
+	__type(key, __u32);
+	__type(value, struct bm_cluster_state);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cluster_state_v1 SEC(".maps");
+
+/* connect4/sockops/sock_release write atomically; connect4 (LEAST_REQUEST)
+ * and meshd read. Active connections per backend id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, BM_MAX_BACKEND_IDS);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} backend_active_v1 SEC(".maps");
+
+/* meshd writes (outlier detector, manual eject); connect4 reads. 1 = ejected. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, BM_MAX_BACKEND_IDS);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} backend_eject_v1 SEC(".maps");
+
+/* connect4 writes; getpeername4, sockops, sock_release and meshd read. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct bm_sock);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sock_v1 SEC(".maps");
+
+/* sockops writes; meshd sums per CPU when exporting. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, BM_MAX_STATS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct bm_stats_key);
+	__type(value, struct bm_stats);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} stats_v1 SEC(".maps");
+
+/* connect4 writes; meshd sums per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, BM_MAX_CLUSTER_IDS);
+	__type(key, __u32);
+	__type(value, struct bm_cluster_stats);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cluster_stats_v1 SEC(".maps");
+
+/* Give back the maxConnections and least-request slots a socket holds.
+ * Called from sockops (TCP_CLOSE) and sock_release, whichever comes first;
+ * the atomic flag clear makes the second a no-op. */
+static __always_inline void bm_sock_release_slots(struct bm_sock *s)
+{
+	__u32 old = __sync_fetch_and_and(&s->flags, ~(__u32)BM_SOCK_RESERVED);
+	struct bm_cluster_state *cs;
+	__u32 *active;
+	__u32 key;
+
+	if (!(old & BM_SOCK_RESERVED))
+		return;
+	key = s->cluster_id;
+	cs = bpf_map_lookup_elem(&cluster_state_v1, &key);
+	if (cs)
+		__sync_fetch_and_sub(&cs->active, 1);
+	key = s->backend_id;
+	active = bpf_map_lookup_elem(&backend_active_v1, &key);
+	if (active)
+		__sync_fetch_and_sub(active, 1);
+}
+
+#endif

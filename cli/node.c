@@ -1,0 +1,245 @@
+/* meshctl verbs that talk to node agents: status, backend, pod, stats. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "admin.h"
+#include "cli.h"
+
+struct node_opts {
+	const char *node;
+	int json;
+};
+
+/* Common flags: --node NODE, -o json|table, -j. Leaves positional args. */
+static int parse_node_opts(int argc, char **argv, struct node_opts *o, int *first_pos)
+{
+	static const struct option lo[] = { { "node", required_argument, 0, 'N' },
+					    { "output", required_argument, 0, 'o' },
+					    { "json", no_argument, 0, 'j' },
+					    { 0, 0, 0, 0 } };
+	int c;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "+o:j", lo, NULL)) != -1) {
+		switch (c) {
+		case 'N': o->node = optarg; break;
+		case 'o':
+			if (strcmp(optarg, "json") && strcmp(optarg, "table") && strcmp(optarg, "wide")) {
+				fprintf(stderr, "meshctl: -o %s: use json or table\n", optarg);
+				return -1;
+			}
+			o->json = !strcmp(optarg, "json");
+			break;
+		case 'j': o->json = 1; break;
+		default: return -1;
+		}
+	}
+	*first_pos = optind;
+	return 0;
+}
+
+static void print_json(json_t *j)
+{
+	char *s = json_dumps(j, JSON_INDENT(2));
+
+	if (s)
+		puts(s);
+	free(s);
+}
+
+/* Ask every selected node; collect replies as {"nodes":[...]}. */
+static json_t *ask_nodes(const char *only, json_t *req, int *failures)
+{
+	struct cli_node *nodes;
+	int n = cli_nodes(only, &nodes);
+	json_t *all = json_pack("{s:[]}", "nodes");
+
+	*failures = n ? 0 : 1;
+	for (int i = 0; i < n; i++) {
+		json_t *r = cli_admin_call(nodes[i].sock, req);
+
+		if (!r) {
+			r = json_pack("{s:b,s:s,s:b,s:s}", "ok", 0, "node", nodes[i].name, "ready", 0,
+				      "error", strerror(errno));
+			(*failures)++;
+		} else if (!json_is_true(json_object_get(r, "ok"))) {
+			(*failures)++;
+		}
+		json_object_set_new(r, "node", json_string(nodes[i].name));
+		json_array_append_new(json_object_get(all, "nodes"), r);
+	}
+	free(nodes);
+	return all;
+}
+
+int do_status(int argc, char **argv)
+{
+	struct node_opts o = {};
+	json_t *all, *req, *n;
+	int pos, fails;
+	size_t i;
+
+	if (parse_node_opts(argc, argv, &o, &pos))
+		return 2;
+	req = json_pack("{s:s}", "cmd", "status");
+	all = ask_nodes(o.node, req, &fails);
+	json_decref(req);
+	if (o.json) {
+		print_json(all);
+	} else {
+		printf("%-12s %-6s %-10s %-10s %-9s %-9s %-5s %s\n", "NODE", "READY", "APPLIED",
+		       "STORE", "SERVICES", "BACKENDS", "PODS", "ERROR");
+		json_array_foreach(json_object_get(all, "nodes"), i, n) {
+			const char *e = json_string_value(json_object_get(n, "error"));
+
+			if (!e)
+				e = json_string_value(json_object_get(n, "last_error"));
+			printf("%-12s %-6s %-10lld %-10lld %-9lld %-9lld %-5zu %s\n",
+			       json_string_value(json_object_get(n, "node")),
+			       json_is_true(json_object_get(n, "ready")) ? "yes" : "no",
+			       json_integer_value(json_object_get(n, "applied_generation")),
+			       json_integer_value(json_object_get(n, "store_generation")),
+			       json_integer_value(json_object_get(n, "services")),
+			       json_integer_value(json_object_get(n, "backends")),
+			       json_array_size(json_object_get(n, "pods")), e ? e : "");
+		}
+	}
+	json_decref(all);
+	return fails ? 1 : 0;
+}
+
+int do_backend(int argc, char **argv)
+{
+	struct node_opts o = {};
+	json_t *all, *req, *n;
+	int pos, fails, eject, ok = 0;
+	size_t i;
+
+	if (parse_node_opts(argc, argv, &o, &pos))
+		return 2;
+	if (argc - pos != 2 || (strcmp(argv[pos], "eject") && strcmp(argv[pos], "uneject"))) {
+		fprintf(stderr, "usage: meshctl backend eject|uneject IP:PORT [--node NODE]\n");
+		return 2;
+	}
+	eject = !strcmp(argv[pos], "eject");
+	req = json_pack("{s:s,s:s,s:b}", "cmd", "eject", "backend", argv[pos + 1], "ejected", eject);
+	all = ask_nodes(o.node, req, &fails);
+	json_decref(req);
+	json_array_foreach(json_object_get(all, "nodes"), i, n) {
+		if (json_is_true(json_object_get(n, "ok"))) {
+			ok++;
+			if (!o.json)
+				printf("backend %s %s on node %s\n", argv[pos + 1],
+				       eject ? "ejected" : "returned to service",
+				       json_string_value(json_object_get(n, "node")));
+		}
+	}
+	if (o.json)
+		print_json(all);
+	else if (!ok)
+		json_array_foreach(json_object_get(all, "nodes"), i, n)
+			fprintf(stderr, "meshctl: node %s: %s\n", json_string_value(json_object_get(n, "node")),
+				json_string_value(json_object_get(n, "error")));
+	json_decref(all);
+	return ok ? 0 : 1;
+}
+
+int do_pod(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "node", required_argument, 0, 'N' }, { "name", required_argument, 0, 'n' },
+		{ "namespace", required_argument, 0, 's' }, { "ip", required_argument, 0, 'i' },
+		{ "netns", required_argument, 0, 'e' }, { "cgroup", required_argument, 0, 'c' },
+		{ 0, 0, 0, 0 }
+	};
+	const char *node = NULL, *name = NULL, *ns = "default", *ip = "", *netns = "", *cg = "";
+	struct cli_node *nodes;
+	json_t *req, *r;
+	int c, enroll, rc = 1;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "+", lo, NULL)) != -1) {
+		switch (c) {
+		case 'N': node = optarg; break;
+		case 'n': name = optarg; break;
+		case 's': ns = optarg; break;
+		case 'i': ip = optarg; break;
+		case 'e': netns = optarg; break;
+		case 'c': cg = optarg; break;
+		default: return 2;
+		}
+	}
+	if (argc - optind != 1 || (strcmp(argv[optind], "enroll") && strcmp(argv[optind], "remove")) ||
+	    !node || !name) {
+		fprintf(stderr, "usage: meshctl pod enroll|remove --node NODE --name NAME [--namespace NS] "
+				"[--ip IP --netns NETNS --cgroup PATH]\n");
+		return 2;
+	}
+	enroll = !strcmp(argv[optind], "enroll");
+	if (cli_nodes(node, &nodes) != 1)
+		return 1;
+	req = enroll ? json_pack("{s:s,s:s,s:s,s:s,s:s,s:s}", "cmd", "pod_enroll", "name", name,
+				 "namespace", ns, "ip", ip, "netns", netns, "cgroup", cg)
+		     : json_pack("{s:s,s:s,s:s}", "cmd", "pod_remove", "name", name, "namespace", ns);
+	r = cli_admin_call(nodes[0].sock, req);
+	if (!r)
+		fprintf(stderr, "meshctl: node %s: %s\n", node, strerror(errno));
+	else if (!json_is_true(json_object_get(r, "ok")))
+		fprintf(stderr, "meshctl: node %s: %s\n", node, json_string_value(json_object_get(r, "error")));
+	else {
+		printf("pod %s/%s %s on node %s\n", ns, name, enroll ? "enrolled" : "removed", node);
+		rc = 0;
+	}
+	json_decref(r);
+	json_decref(req);
+	free(nodes);
+	return rc;
+}
+
+int do_stats(int argc, char **argv)
+{
+	struct node_opts o = {};
+	json_t *all, *req, *n, *row;
+	int pos, fails;
+	size_t i, j;
+
+	if (parse_node_opts(argc, argv, &o, &pos))
+		return 2;
+	req = json_pack("{s:s}", "cmd", "stats");
+	all = ask_nodes(o.node, req, &fails);
+	json_decref(req);
+	if (o.json) {
+		print_json(all);
+		json_decref(all);
+		return fails ? 1 : 0;
+	}
+	printf("%-8s %-22s %-22s %8s %8s %7s %12s %12s\n", "NODE", "SERVICE", "BACKEND", "OPENED",
+	       "CLOSED", "FAILED", "SENT", "RECEIVED");
+	json_array_foreach(json_object_get(all, "nodes"), i, n)
+		json_array_foreach(json_object_get(n, "connections"), j, row)
+			printf("%-8s %-22s %-22s %8lld %8lld %7lld %12lld %12lld\n",
+			       json_string_value(json_object_get(n, "node")),
+			       json_string_value(json_object_get(row, "service")),
+			       json_string_value(json_object_get(row, "backend")),
+			       json_integer_value(json_object_get(row, "opened")),
+			       json_integer_value(json_object_get(row, "closed")),
+			       json_integer_value(json_object_get(row, "failed")),
+			       json_integer_value(json_object_get(row, "bytes_sent")),
+			       json_integer_value(json_object_get(row, "bytes_recv")));
+	printf("\n%-8s %-48s %7s %8s %8s %10s %10s\n", "NODE", "CLUSTER", "ACTIVE", "PICKS", "PANICS",
+	       "REF_LIMIT", "REF_NOHOST");
+	json_array_foreach(json_object_get(all, "nodes"), i, n)
+		json_array_foreach(json_object_get(n, "clusters"), j, row)
+			printf("%-8s %-48s %7lld %8lld %8lld %10lld %10lld\n",
+			       json_string_value(json_object_get(n, "node")),
+			       json_string_value(json_object_get(row, "cluster")),
+			       json_integer_value(json_object_get(row, "active")),
+			       json_integer_value(json_object_get(row, "picks")),
+			       json_integer_value(json_object_get(row, "panics")),
+			       json_integer_value(json_object_get(row, "refused_max_conns")),
+			       json_integer_value(json_object_get(row, "refused_no_backend")));
+	json_decref(all);
+	return fails ? 1 : 0;
+}
