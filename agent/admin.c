@@ -15,6 +15,7 @@
 #include <bpf/bpf.h>
 #include "agent.h"
 #include "log.h"
+#include "metrics.h"
 
 int bm_admin_listen(const char *path)
 {
@@ -76,6 +77,19 @@ static json_t *handle(struct bm_agent *a, const json_t *req)
 		return bm_agent_stats_json(a);
 	if (!strcmp(cmd, "eject"))
 		return do_eject(a, req);
+	if (!strcmp(cmd, "metrics")) {
+		char *text = NULL;
+		size_t len = 0;
+		FILE *f = open_memstream(&text, &len);
+
+		if (!f)
+			return error_reply("metrics: %s", strerror(errno));
+		bm_metrics_render(a, f);
+		fclose(f);
+		r = json_pack("{s:b,s:s}", "ok", 1, "text", text ? text : "");
+		free(text);
+		return r;
+	}
 	if (!strcmp(cmd, "pod_enroll")) {
 		e = bm_pods_enroll(&a->pods, req, err, sizeof(err));
 		if (e)
@@ -123,7 +137,9 @@ void bm_admin_serve(struct bm_agent *a, int listen_fd)
 	}
 	buf[len] = 0;
 	req = json_loads(buf, JSON_DISABLE_EOF_CHECK, NULL);
+	pthread_mutex_lock(&a->lock);
 	reply = req ? handle(a, req) : error_reply("request is not valid JSON%s", "");
+	pthread_mutex_unlock(&a->lock);
 	out = reply ? json_dumps(reply, JSON_COMPACT) : NULL;
 	if (out) {
 		size_t n = strlen(out), off = 0;

@@ -2,6 +2,7 @@
 #ifndef BM_AGENT_H
 #define BM_AGENT_H
 #include <limits.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <time.h>
 #include "loader.h"
@@ -19,6 +20,7 @@ struct bm_agent {
 	struct bm_reconciler rec;
 	struct bm_pods pods;
 	struct bm_model model;          /* last applied */
+	json_t *resources;              /* the store snapshot it was built from */
 	struct bm_store *store;
 	uint64_t store_generation;      /* last seen in the store */
 	uint64_t applied_generation;    /* last fully applied */
@@ -27,6 +29,10 @@ struct bm_agent {
 	char last_error[512];
 	time_t started;
 	int ready;
+	/* Held by the main loop while it changes model, ids or pods, and by the
+	 * metrics thread while it reads them. Maps are read without it. */
+	pthread_mutex_t lock;
+	char metrics_addr[64];          /* ADDR:PORT of the Prometheus endpoint */
 };
 
 uint64_t bm_now_ms(void);

@@ -19,6 +19,7 @@
 #include <bpf/libbpf.h>
 #include "agent.h"
 #include "log.h"
+#include "metrics.h"
 #include "store.h"
 
 #define TICK_MS 100          /* GC and the store-generation fallback poll */
@@ -41,6 +42,7 @@ static void usage(FILE *f)
 		"  --bpffs     pin directory for this node's maps and links (e.g. /sys/fs/bpf/bpfmesh/NODE)\n"
 		"  --run-dir   admin socket and node state (e.g. /run/bpfmesh/NODE)\n"
 		"  --store     resource store URL (default $BPFMESH_STORE or file:///var/lib/bpfmesh)\n"
+		"  --metrics-addr  Prometheus endpoint, IP:PORT (default 0.0.0.0:15020, in meshd's netns)\n"
 		"  --cleanup   detach this node's programs and remove its pins, then exit\n");
 }
 
@@ -66,21 +68,23 @@ int bm_agent_reload(struct bm_agent *a)
 	}
 	a->store_generation = gen;
 	err = bm_model_build(res, &m, stderr);
-	json_decref(res);
 	if (err) {
+		json_decref(res);
 		snprintf(a->last_error, sizeof(a->last_error), "build model: %s", strerror(-err));
 		goto fail;
 	}
+	pthread_mutex_lock(&a->lock);
 	err = bm_reconcile_apply(&a->rec, &m, bm_now_ms());
+	bm_model_free(&a->model);
+	a->model = m;
+	json_decref(a->resources);
+	a->resources = res;
+	pthread_mutex_unlock(&a->lock);
 	if (err) {
 		/* Partly applied: the services that failed keep their old entries. */
 		snprintf(a->last_error, sizeof(a->last_error), "apply to maps: %s", strerror(-err));
-		bm_model_free(&a->model);
-		a->model = m;
 		goto fail;
 	}
-	bm_model_free(&a->model);
-	a->model = m;
 	a->model_warnings = m.warnings;
 	a->applied_generation = gen;
 	a->last_error[0] = 0;
@@ -174,6 +178,10 @@ static int run(struct bm_agent *a)
 		if (fds[i] >= 0)
 			epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev);
 	}
+	err = bm_metrics_start(a, a->metrics_addr);
+	if (err)
+		bm_log("metrics endpoint %s: %s; continuing without it", a->metrics_addr, strerror(-err));
+	err = 0;
 	a->ready = 1;
 	bm_log("node %s ready: admin %s, store %s, generation %llu", a->node, admin_path,
 	       a->store_url, (unsigned long long)a->applied_generation);
@@ -245,6 +253,7 @@ int main(int argc, char **argv)
 		{ "node", required_argument, 0, 'n' },   { "cgroup", required_argument, 0, 'c' },
 		{ "bpffs", required_argument, 0, 'b' },  { "run-dir", required_argument, 0, 'r' },
 		{ "store", required_argument, 0, 's' },  { "cleanup", no_argument, 0, 'C' },
+		{ "metrics-addr", required_argument, 0, 'm' },
 		{ "help", no_argument, 0, 'h' },         { 0, 0, 0, 0 },
 	};
 	static struct bm_agent a;
@@ -260,6 +269,7 @@ int main(int argc, char **argv)
 		case 'r': snprintf(a.run_dir, sizeof(a.run_dir), "%s", optarg); break;
 		case 's': store = optarg; break;
 		case 'C': cleanup = 1; break;
+		case 'm': snprintf(a.metrics_addr, sizeof(a.metrics_addr), "%s", optarg); break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -281,6 +291,9 @@ int main(int argc, char **argv)
 	}
 	snprintf(a.store_url, sizeof(a.store_url), "%s", store && *store ? store : "file:///var/lib/bpfmesh");
 	a.started = time(NULL);
+	pthread_mutex_init(&a.lock, NULL);
+	if (!a.metrics_addr[0])
+		snprintf(a.metrics_addr, sizeof(a.metrics_addr), "0.0.0.0:15020");
 
 	err = mkdir_p(a.run_dir);
 	if (err) {
@@ -310,6 +323,7 @@ int main(int argc, char **argv)
 
 	bm_pods_free(&a.pods);
 	bm_model_free(&a.model);
+	json_decref(a.resources);
 	bm_reconcile_free(&a.rec);
 err_loader:
 	bm_loader_close(&a.loader);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include "log.h"
 #include "pods.h"
 
@@ -44,6 +45,7 @@ static struct bm_pod *find(struct bm_pods *pods, const char *name, const char *n
 static int fill(struct bm_pod *p, const json_t *o, char *err, size_t errlen)
 {
 	struct in_addr a;
+	struct stat st;
 	const char *ns = js(o, "namespace");
 
 	if (!*js(o, "name") || strlen(js(o, "name")) >= sizeof(p->name)) {
@@ -64,6 +66,8 @@ static int fill(struct bm_pod *p, const json_t *o, char *err, size_t errlen)
 	snprintf(p->ip, sizeof(p->ip), "%s", js(o, "ip"));
 	snprintf(p->netns, sizeof(p->netns), "%s", js(o, "netns"));
 	snprintf(p->cgroup, sizeof(p->cgroup), "%s", js(o, "cgroup"));
+	if (p->cgroup[0] && !stat(p->cgroup, &st))
+		p->cgroup_id = st.st_ino;
 	return 0;
 }
 
@@ -119,6 +123,22 @@ int bm_pods_remove(struct bm_pods *pods, const char *name, const char *ns)
 		return -ENOENT;
 	*p = pods->p[--pods->n];
 	return save(pods);
+}
+
+const struct bm_pod *bm_pods_by_cgroup(const struct bm_pods *pods, uint64_t cgroup_id)
+{
+	for (size_t i = 0; cgroup_id && i < pods->n; i++)
+		if (pods->p[i].cgroup_id == cgroup_id)
+			return &pods->p[i];
+	return NULL;
+}
+
+const struct bm_pod *bm_pods_by_ip(const struct bm_pods *pods, const char *ip)
+{
+	for (size_t i = 0; i < pods->n; i++)
+		if (!strcmp(pods->p[i].ip, ip))
+			return &pods->p[i];
+	return NULL;
 }
 
 json_t *bm_pods_json(const struct bm_pods *pods)

@@ -66,10 +66,12 @@ json_t *bm_agent_stats_json(struct bm_agent *a)
 			sum.bytes_recv += pc[c].bytes_recv;
 		}
 		json_array_append_new(json_object_get(out, "connections"),
-			json_pack("{s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I}",
+			json_pack("{s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I}",
 				  "service", k.svc_id < BM_MAX_SERVICES && svcs[k.svc_id] ? svcs[k.svc_id] : "unknown",
 				  "host", host_of(&a->model, k.svc_id < BM_MAX_SERVICES && svcs[k.svc_id] ? svcs[k.svc_id] : ""),
 				  "backend", k.backend_id < BM_MAX_BACKEND_IDS && bes[k.backend_id] ? bes[k.backend_id] : "unknown",
+				  "source_pod", bm_pods_by_cgroup(&a->pods, k.src_cgroup) ?
+					bm_pods_by_cgroup(&a->pods, k.src_cgroup)->name : "unknown",
 				  "opened", (json_int_t)sum.opened, "closed", (json_int_t)sum.closed,
 				  "failed", (json_int_t)sum.failed, "bytes_sent", (json_int_t)sum.bytes_sent,
 				  "bytes_recv", (json_int_t)sum.bytes_recv));

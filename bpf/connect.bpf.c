@@ -120,6 +120,7 @@ int bm_connect4(struct bpf_sock_addr *ctx)
 	s->backend_id = b->id;
 	s->cluster_id = cid;
 	s->flags = BM_SOCK_RESERVED;
+	s->src_cgroup = bpf_get_current_cgroup_id();
 
 	active = bpf_map_lookup_elem(&backend_active_v1, &s->backend_id);
 	if (active)

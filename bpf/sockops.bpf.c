@@ -9,11 +9,42 @@
 #include <bpf/bpf_helpers.h>
 #include "lib/maps.h"
 
-#define TCP_CLOSE_STATE 7 /* BPF_TCP_CLOSE */
+/* enum tcp states (BPF_TCP_*) */
+#define ST_ESTABLISHED 1
+#define ST_FIN_WAIT1   4
+#define ST_FIN_WAIT2   5
+#define ST_CLOSE       7
+#define ST_CLOSE_WAIT  8
+#define ST_LAST_ACK    9
+#define ST_CLOSING     11
+
+/*
+ * bytes_acked and bytes_received count sequence space, so the SYN and FINs
+ * are in them. Payload bytes are what users compare with their app's
+ * counters: take the SYN out always (an active open's SYN is acked when it
+ * establishes) and each FIN when the state it closes from implies it:
+ * LAST_ACK, CLOSING and the TIME_WAIT paths (FIN_WAIT1/2 -> CLOSE) saw both
+ * FINs; CLOSE_WAIT saw the peer's only; ESTABLISHED is an abort (no FIN).
+ */
+static __always_inline void add_bytes(struct bm_stats *st, struct bpf_sock_ops *skops, __u32 old)
+{
+	__u64 acked = skops->bytes_acked, recv = skops->bytes_received;
+	int fin_in = old == ST_LAST_ACK || old == ST_CLOSING || old == ST_FIN_WAIT1 ||
+		     old == ST_FIN_WAIT2 || old == ST_CLOSE_WAIT;
+	int fin_out = old == ST_LAST_ACK || old == ST_CLOSING || old == ST_FIN_WAIT1 ||
+		      old == ST_FIN_WAIT2;
+
+	acked -= acked > 0;                 /* SYN */
+	acked -= fin_out && acked > 0;
+	recv -= fin_in && recv > 0;
+	st->bytes_sent += acked;
+	st->bytes_recv += recv;
+}
 
 static __always_inline struct bm_stats *stats_row(const struct bm_sock *s)
 {
-	struct bm_stats_key k = { .svc_id = s->svc_id, .backend_id = s->backend_id };
+	struct bm_stats_key k = { .svc_id = s->svc_id, .backend_id = s->backend_id,
+				  .src_cgroup = s->src_cgroup };
 	struct bm_stats *st = bpf_map_lookup_elem(&stats_v1, &k);
 
 	if (!st) {
@@ -51,7 +82,7 @@ int bm_sockops(struct bpf_sock_ops *skops)
 			st->opened++;
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
-		if (skops->args[1] != TCP_CLOSE_STATE)
+		if (skops->args[1] != ST_CLOSE)
 			break;
 		s = bpf_sk_storage_get(&sock_v1, sk, 0, 0);
 		if (!s)
@@ -60,8 +91,7 @@ int bm_sockops(struct bpf_sock_ops *skops)
 		if (st) {
 			if (s->flags & BM_SOCK_ESTABLISHED) {
 				st->closed++;
-				st->bytes_sent += skops->bytes_acked;
-				st->bytes_recv += skops->bytes_received;
+				add_bytes(st, skops, skops->args[0]);
 			} else {
 				st->failed++;
 			}

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include "admin.h"
+#include "cli.h"
 
 static const char *run_dir(void)
 {
@@ -34,7 +35,7 @@ int cli_nodes(const char *only, struct cli_node **out)
 		return 0;
 	}
 	while ((e = readdir(d))) {
-		char sock[4096];
+		char sock[4400];
 		struct cli_node *nn;
 
 		if (e->d_name[0] == '.' || (only && strcmp(only, e->d_name)))
@@ -112,4 +113,15 @@ out:
 	free(line);
 	free(buf);
 	return reply;
+}
+
+const char *cli_store_url(const char *flag)
+{
+	const char *env = getenv("BPFMESH_STORE");
+
+	if (flag && *flag)
+		return flag;
+	if (env && *env)
+		return env;
+	return "file:///var/lib/bpfmesh";
 }

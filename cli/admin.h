@@ -4,8 +4,8 @@
 #include <jansson.h>
 
 struct cli_node {
-	char name[128];
-	char sock[4096];
+	char name[256];
+	char sock[4400];
 };
 
 /* Nodes found as $BPFMESH_RUN/NAME/admin.sock; only NAME when only != NULL.

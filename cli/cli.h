@@ -12,6 +12,7 @@ int do_status(int argc, char **argv);  /* cli/node.c: meshd status per node */
 int do_backend(int argc, char **argv); /* cli/node.c: eject / uneject a backend */
 int do_pod(int argc, char **argv);     /* cli/node.c: enrol / remove a pod */
 int do_stats(int argc, char **argv);   /* cli/node.c: raw kernel counters */
+int do_metrics(int argc, char **argv); /* cli/metrics.c: a node's Prometheus metrics */
 
 /* The store URL: --store flag, else $BPFMESH_STORE, else file:///var/lib/bpfmesh. */
 const char *cli_store_url(const char *flag);

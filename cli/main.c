@@ -26,6 +26,8 @@ static const struct cmd {
 	  "enrol a pod with its node's meshd (used by the runtime / sandbox)" },
 	{ "stats", do_stats, "stats [--node NODE] [-o json]",
 	  "kernel connection counters per service and backend" },
+	{ "metrics", do_metrics, "metrics --node NODE",
+	  "a node's Prometheus metrics (what :15020/metrics serves)" },
 };
 
 static void usage(FILE *f)
@@ -35,17 +37,6 @@ static void usage(FILE *f)
 		fprintf(f, "  %-60s %s\n", cmds[i].usage, cmds[i].help);
 	fprintf(f, "\nenvironment: BPFMESH_STORE (store URL, default file:///var/lib/bpfmesh),\n"
 		   "             BPFMESH_RUN (node agents' run directory, default /run/bpfmesh)\n");
-}
-
-const char *cli_store_url(const char *flag)
-{
-	const char *env = getenv("BPFMESH_STORE");
-
-	if (flag && *flag)
-		return flag;
-	if (env && *env)
-		return env;
-	return "file:///var/lib/bpfmesh";
 }
 
 int main(int argc, char **argv)

@@ -101,12 +101,14 @@ struct bm_sock {
 	__u32 backend_id;
 	__u32 cluster_id;
 	__u32 flags;        /* BM_SOCK_* */
+	__u64 src_cgroup;   /* cgroup id of the connecting pod (metrics' source) */
 };
 
 /* stats_v1 (PERCPU_HASH): written by sockops, summed by meshd on scrape. */
 struct bm_stats_key {
 	__u32 svc_id;
 	__u32 backend_id;
+	__u64 src_cgroup;   /* the client pod's cgroup id; meshd maps it to the pod */
 };
 
 struct bm_stats {
@@ -130,7 +132,8 @@ _Static_assert(sizeof(struct bm_svc_key) == 8, "svc key");
 _Static_assert(sizeof(struct bm_svc) == 16 + 4 * BM_MAX_DESTS, "svc");
 _Static_assert(sizeof(struct bm_backend) == 12, "backend");
 _Static_assert(sizeof(struct bm_cluster) == 16 + 12 * BM_MAX_BACKENDS, "cluster");
-_Static_assert(sizeof(struct bm_sock) == 28, "sock");
+_Static_assert(sizeof(struct bm_sock) == 40, "sock");
+_Static_assert(sizeof(struct bm_stats_key) == 16, "stats key");
 _Static_assert(sizeof(struct bm_stats) == 40, "stats");
 #endif
 

@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# tests/bench/l4.sh: the kernel L4 path's cost. A benchmark, not a test: it
+# reports, it does not judge.
+#
+# Client pod on node1, bm-testsrv pod on node2. The same server is reached
+# through a ServiceEntry VIP (cgroup/connect4 rewrites the destination) and
+# straight at its pod IP, side by side, in interleaved rounds (VIP, direct,
+# VIP, direct...) so drift on the machine hits both alike. Measured:
+#   - wrk -H 'Connection: close': a new TCP connection per HTTP request
+#   - wrk keep-alive: requests on open connections (the VIP costs nothing here
+#     by design: one lookup per connect, none per packet)
+#   - bm-probe, sequential: connect + banner read latency per connection
+# Medians over the rounds of p50, p99 and req/s, and the VIP/direct ratios, go
+# to $RESULTS/l4.md (default build/bench/) as a Markdown table.
+#
+# Env: BENCH_ROUNDS (3), BENCH_SECONDS (5), BENCH_CONNS (16 wrk connections),
+#      BENCH_PROBE_N (2000 sequential connections per bm-probe round).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BUILD=${BPFMESH_BUILD:-$ROOT/build}
+RESULTS=${RESULTS:-$BUILD/bench}
+SANDBOX=$ROOT/scripts/sandbox
+ROUNDS=${BENCH_ROUNDS:-3}
+SECS=${BENCH_SECONDS:-5}
+CONNS=${BENCH_CONNS:-16}
+PROBE_N=${BENCH_PROBE_N:-2000}
+VIP=198.19.10.10
+HOST=bench.bench.svc.cluster.local
+
+for b in "$BUILD/meshd" "$BUILD/meshctl" "$BUILD/tools/bm-probe" "$BUILD/tools/bm-testsrv"; do
+  [ -x "$b" ] || { echo "l4.sh: $b missing (run make)" >&2; exit 1; }
+done
+command -v wrk >/dev/null || { echo "l4.sh: wrk missing (make deps)" >&2; exit 1; }
+[ "$ROUNDS" -ge 1 ] && [ "$ROUNDS" -le 20 ] && [ "$SECS" -ge 1 ] && [ "$SECS" -le 60 ] ||
+  { echo "l4.sh: BENCH_ROUNDS 1..20, BENCH_SECONDS 1..60" >&2; exit 2; }
+
+TMP=$(mktemp -d /tmp/bpfmesh-bench.XXXXXX)
+export BPFMESH_STORE=file://$TMP/store BPFMESH_RUN=${BPFMESH_RUN:-/run/bpfmesh}
+SRV_PID=""
+cleanup() {
+  set +e
+  [ -n "$SRV_PID" ] && kill "$SRV_PID" 2>/dev/null
+  "$SANDBOX" down >/dev/null 2>&1
+  [ -n "$SRV_PID" ] && wait "$SRV_PID" 2>/dev/null
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 143' TERM INT
+mkdir -p "$TMP/store" "$RESULTS"
+
+"$SANDBOX" down >/dev/null 2>&1 || true
+"$SANDBOX" up --nodes 2 >/dev/null
+"$SANDBOX" pod add bench-srv --node node2 --namespace bench --labels app=bench >/dev/null
+"$SANDBOX" pod add bench-client --node node1 >/dev/null
+SRV_IP=$("$SANDBOX" ip bench-srv)
+"$SANDBOX" exec bench-srv -- "$BUILD/tools/bm-testsrv" --id bench --http-port 8080 --port 9000 \
+  2>"$TMP/srv.log" &
+SRV_PID=$!
+"$BUILD/meshctl" apply -f - >/dev/null <<YAML
+apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata:
+  name: bench
+  namespace: bench
+spec:
+  hosts:
+  - $HOST
+  addresses:
+  - $VIP
+  ports:
+  - number: 80
+    name: http
+    protocol: TCP
+    targetPort: 8080
+  - number: 9000
+    name: tcp-banner
+    protocol: TCP
+    targetPort: 9000
+  location: MESH_INTERNAL
+  resolution: STATIC
+  workloadSelector:
+    labels:
+      app: bench
+YAML
+# Until every node applied the store, and the VIP answers.
+for i in $(seq 100); do
+  out=$("$SANDBOX" exec bench-client -- "$BUILD/tools/bm-probe" --connect $VIP:9000 -n 1 --timeout-ms 500 2>/dev/null || true)
+  [[ $out == *'"ok":1'* ]] && break
+  sleep 0.1
+done
+[[ $out == *'"ok":1'* ]] || { echo "l4.sh: the VIP does not answer: $out" >&2; exit 1; }
+
+# wrk_run NAME URL [ARGS]: one wrk run, prints "p50_us p99_us rps".
+wrk_run() {
+  local url=$2; shift 2
+  "$SANDBOX" exec bench-client -- timeout $((SECS + 15)) wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "$@" "$url" \
+    >"$TMP/wrk.out" 2>&1 || true
+  python3 - "$TMP/wrk.out" <<'PY'
+import re, sys
+t = open(sys.argv[1]).read()
+def us(v, u):
+    return float(v) * {"us": 1, "ms": 1e3, "s": 1e6}[u]
+lat = {m.group(1): us(m.group(2), m.group(3))
+       for m in re.finditer(r"^\s+(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s)\s*$", t, re.M)}
+rps = re.search(r"Requests/sec:\s+([\d.]+)", t)
+errs = re.search(r"Socket errors: (.*)", t)
+if errs: print("wrk socket errors: " + errs.group(1), file=sys.stderr)
+print(lat.get("50", 0), lat.get("99", 0), rps.group(1) if rps else 0)
+PY
+}
+
+# probe_run TARGET: sequential connections; prints "p50_us p99_us conns_per_s".
+probe_run() {
+  local t0 t1
+  t0=$(date +%s.%N)
+  "$SANDBOX" exec bench-client -- "$BUILD/tools/bm-probe" --connect "$1" -n "$PROBE_N" >"$TMP/probe.out" 2>&1 || true
+  t1=$(date +%s.%N)
+  python3 - "$TMP/probe.out" "$t0" "$t1" <<'PY'
+import json, sys
+d = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+secs = float(sys.argv[3]) - float(sys.argv[2])
+print(d["conn_p50_us"], d["conn_p99_us"], round(d["ok"] / secs, 1))
+PY
+}
+
+RAW=$TMP/raw.txt
+: >"$RAW"
+echo "l4.sh: $ROUNDS rounds x {close, keep-alive} x {VIP, direct} x ${SECS}s wrk -c$CONNS, plus $PROBE_N sequential connects" >&2
+for r in $(seq "$ROUNDS"); do
+  for target in vip direct; do
+    if [ $target = vip ]; then url=http://$VIP/; dst=$VIP:9000; else url=http://$SRV_IP:8080/; dst=$SRV_IP:9000; fi
+    echo "close $target $(wrk_run close "$url" -H 'Connection: close')" >>"$RAW"
+    echo "keepalive $target $(wrk_run keepalive "$url")" >>"$RAW"
+    echo "connect $target $(probe_run "$dst")" >>"$RAW"
+  done
+  echo "l4.sh: round $r/$ROUNDS done" >&2
+done
+
+stamp=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+python3 - "$RAW" "$RESULTS/l4.md" "$stamp" "$ROUNDS" "$SECS" "$CONNS" "$PROBE_N" "$(uname -r)" "$(nproc)" <<'PY'
+import statistics, sys
+raw, out, stamp, rounds, secs, conns, probe_n, kernel, cpus = sys.argv[1:]
+rows = {}
+for line in open(raw):
+    f = line.split()
+    if len(f) != 5: continue
+    rows.setdefault((f[0], f[1]), []).append(tuple(map(float, f[2:])))
+def med(k, i):
+    v = [x[i] for x in rows.get(k, [])]
+    return statistics.median(v) if v else 0.0
+def ratio(a, b):
+    return f"{a / b:.3f}" if b else "n/a"
+names = {"close": f"HTTP, new connection per request (wrk -c{conns}, Connection: close)",
+         "keepalive": f"HTTP keep-alive (wrk -c{conns})",
+         "connect": f"connect + banner read, sequential (bm-probe, {probe_n} conns)"}
+lines = [f"# bpfmesh L4 benchmark: service VIP vs pod IP", "",
+         f"{stamp}, kernel {kernel}, {cpus} CPUs; client pod on node1, server pod on node2;",
+         f"{rounds} interleaved rounds x {secs} s per wrk run; medians over rounds.", "",
+         "| workload | metric | direct (pod IP) | VIP | VIP/direct |",
+         "|---|---|---:|---:|---:|"]
+for w in ("close", "keepalive", "connect"):
+    for i, (m, unit) in enumerate((("p50", "us"), ("p99", "us"), ("req/s" if w != "connect" else "conn/s", ""))):
+        d, v = med((w, "direct"), i), med((w, "vip"), i)
+        lines.append(f"| {names[w]} | {m}{' (' + unit + ')' if unit else ''} | {d:.1f} | {v:.1f} | {ratio(v, d)} |")
+lines += ["", "Raw rounds (workload target p50_us p99_us rate):", "", "```"] + \
+         [l.rstrip() for l in open(raw)] + ["```", ""]
+open(out, "w").write("\n".join(lines))
+print("\n".join(lines))
+PY
+echo "l4.sh: results in $RESULTS/l4.md" >&2

@@ -1,0 +1,238 @@
+# tests/integration/lib.sh: helpers for the sandbox integration tests.
+# Sourced by each t_*.sh. A test calls t_begin (own store, sandbox up, cleanup
+# trap), builds pods/services, sends real traffic with bm-probe, and fails with
+# `fail REASON` (the runner prints the last "FAIL: " line as the reason).
+# shellcheck shell=bash
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BUILD=${BPFMESH_BUILD:-$ROOT/build}
+SANDBOX=$ROOT/scripts/sandbox
+MESHCTL=$BUILD/meshctl
+MESHD=$BUILD/meshd
+PROBE=$BUILD/tools/bm-probe
+TESTSRV=$BUILD/tools/bm-testsrv
+export BPFMESH_RUN=${BPFMESH_RUN:-/run/bpfmesh}
+
+T_NAME=$(basename "${0%.sh}")
+T_TMP=""
+T_BG_PIDS=()
+
+log()  { echo "[$T_NAME] $*" >&2; }
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+# ------------------------------------------------------------ lifecycle
+
+t_cleanup() {
+  local rc=$?
+  set +e
+  trap - EXIT
+  local p
+  for p in "${T_BG_PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  if [ $rc -ne 0 ] && [ -n "$T_TMP" ]; then
+    "$SANDBOX" status >&2 2>/dev/null
+    local f
+    for f in "$BPFMESH_RUN"/sandbox/meshd-*.log; do
+      [ -f "$f" ] && { echo "--- $f (last 15 lines)" >&2; tail -n 15 "$f" >&2; }
+    done
+  fi
+  "$SANDBOX" down >/dev/null 2>&1
+  for p in "${T_BG_PIDS[@]}"; do wait "$p" 2>/dev/null; done
+  [ -n "$T_TMP" ] && rm -rf "$T_TMP"
+  exit $rc
+}
+
+# t_begin [--nodes N]: fresh store, sandbox up, cleanup on any exit.
+t_begin() {
+  for b in "$MESHD" "$MESHCTL" "$PROBE" "$TESTSRV"; do
+    [ -x "$b" ] || fail "$b is missing (run make)"
+  done
+  T_TMP=$(mktemp -d /tmp/bpfmesh-it.XXXXXX)
+  export BPFMESH_STORE=file://$T_TMP/store
+  mkdir -p "$T_TMP/store"
+  trap t_cleanup EXIT
+  trap 'exit 143' TERM INT
+  "$SANDBOX" down >/dev/null 2>&1 || true
+  "$SANDBOX" up "$@" >"$T_TMP/up.log" 2>&1 || { cat "$T_TMP/up.log" >&2; fail "sandbox up failed"; }
+  wait_ready
+}
+
+# ------------------------------------------------------------ JSON
+
+# jget JSON PATH [DEFAULT]: a field by dotted path (numbers index lists).
+jget() {
+  python3 - "$1" "$2" "${3-}" <<'EOF'
+import json, sys
+doc, path, dflt = sys.argv[1], sys.argv[2], sys.argv[3]
+try:
+    v = json.loads(doc.strip().splitlines()[-1])
+    for part in path.split("."):
+        v = v[int(part)] if isinstance(v, list) else v[part]
+except Exception:
+    print(dflt); sys.exit(0)
+print(json.dumps(v) if isinstance(v, (dict, list)) else v)
+EOF
+}
+
+# ------------------------------------------------------------ agents
+
+# mesh_gen: prints "ALLREADY MIN_APPLIED MAX_STORE" over all nodes.
+mesh_gen() {
+  local out
+  out=$("$MESHCTL" status -o json 2>/dev/null) || { echo "0 0 0"; return; }
+  python3 - "$out" <<'EOF'
+import json, sys
+try:
+    nodes = json.loads(sys.argv[1])["nodes"]
+except Exception:
+    print("0 0 0"); sys.exit(0)
+ready = int(bool(nodes) and all(n.get("ready") for n in nodes) and
+            all(n.get("applied_generation", -1) == n.get("store_generation", -2) for n in nodes))
+print(ready, min(n.get("applied_generation", 0) for n in nodes) if nodes else 0,
+      max(n.get("store_generation", 0) for n in nodes) if nodes else 0)
+EOF
+}
+
+# wait_ready [MIN_GEN]: every node ready and applied == store generation (> MIN_GEN).
+wait_ready() {
+  local min=${1:--1} i r a s
+  for i in $(seq 100); do
+    read -r r a s < <(mesh_gen)
+    [ "$r" = 1 ] && [ "$s" -gt "$min" ] && return 0
+    sleep 0.1
+  done
+  "$MESHCTL" status -o json >&2 || true
+  fail "nodes did not apply the store generation (> $min) within 10 s"
+}
+
+# apply: resources from stdin; returns once every node applied them.
+apply() {
+  local r a s before
+  read -r r a s < <(mesh_gen)
+  before=$s
+  "$MESHCTL" apply -f - >"$T_TMP/apply.out" 2>&1 || { cat "$T_TMP/apply.out" >&2; fail "meshctl apply failed"; }
+  wait_ready "$before"
+}
+
+meshd_ctl() { "$SANDBOX" meshd "$@" >&2; }
+
+# ------------------------------------------------------------ pods and traffic
+
+# pod NAME NODE [NS] [LABELS]: adds a pod.
+# Returns once every node applied its WorkloadEntry.
+pod() {
+  local r a s
+  read -r r a s < <(mesh_gen)
+  "$SANDBOX" pod add "$1" --node "$2" --namespace "${3:-default}" ${4:+--labels "$4"} >/dev/null ||
+    fail "sandbox pod add $1 failed"
+  wait_ready "$s"
+}
+
+pod_del() {
+  local r a s
+  read -r r a s < <(mesh_gen)
+  "$SANDBOX" pod del "$1" >/dev/null || fail "sandbox pod del $1 failed"
+  wait_ready "$s"
+}
+
+pod_ip() { "$SANDBOX" ip "$1"; }
+
+# server POD ID PORT...: bm-testsrv in POD with banner ports; waits until it listens.
+server() {
+  local pod=$1 id=$2; shift 2
+  local args=() p
+  for p in "$@"; do args+=(--port "$p"); done
+  "$SANDBOX" exec "$pod" -- "$TESTSRV" --id "$id" "${args[@]}" 2>>"$T_TMP/srv-$pod.log" &
+  T_BG_PIDS+=($!)
+  wait_listen "$pod" "$1"
+}
+
+# http_server POD ID PORT: bm-testsrv HTTP mode.
+http_server() {
+  "$SANDBOX" exec "$1" -- "$TESTSRV" --id "$2" --http-port "$3" 2>>"$T_TMP/srv-$1.log" &
+  T_BG_PIDS+=($!)
+  wait_listen "$1" "$3"
+}
+
+wait_listen() {
+  local i
+  for i in $(seq 100); do
+    ip netns exec "bmp-$1" ss -Hltn "sport = :$2" 2>/dev/null | grep -q LISTEN && return 0
+    sleep 0.05
+  done
+  fail "server in pod $1 not listening on $2"
+}
+
+# probe POD ARGS...: runs bm-probe in POD; prints its JSON (exit status ignored:
+# tests judge the numbers).
+probe() {
+  local pod=$1; shift
+  "$SANDBOX" exec "$pod" -- "$PROBE" "$@" || true
+}
+
+# hold_start POD OUTFILE ARGS...: background bm-probe --hold; waits for "open".
+# Sets HOLD_PID (the probe: SIGUSR1 it to verify and finish).
+hold_start() {
+  local pod=$1 out=$2; shift 2
+  : >"$out"
+  "$SANDBOX" exec "$pod" -- "$PROBE" --hold --hold-seconds 120 "$@" >"$out" 2>&1 &
+  HOLD_PID=$!
+  T_BG_PIDS+=($HOLD_PID)
+  local i
+  for i in $(seq 300); do
+    grep -q '"phase":"open"' "$out" && return 0
+    kill -0 "$HOLD_PID" 2>/dev/null || break
+    sleep 0.05
+  done
+  cat "$out" >&2
+  fail "held connections did not open"
+}
+
+# hold_finish OUTFILE: SIGUSR1 the holder, wait, print its final JSON.
+hold_finish() {
+  kill -USR1 "$HOLD_PID" 2>/dev/null || true
+  local i
+  for i in $(seq 200); do kill -0 "$HOLD_PID" 2>/dev/null || break; sleep 0.05; done
+  wait "$HOLD_PID" 2>/dev/null || true
+  grep '"phase":"final"' "$1" || { cat "$1" >&2; fail "holder printed no final result"; }
+}
+
+# ------------------------------------------------------------ checks
+
+expect_eq() { # WHAT ACTUAL EXPECTED
+  [ "$2" = "$3" ] || fail "$1: got $2, want $3"
+  log "ok: $1 = $2"
+}
+
+expect_range() { # WHAT ACTUAL MIN MAX (integers)
+  [ "$2" -ge "$3" ] && [ "$2" -le "$4" ] || fail "$1: got $2, want $3..$4"
+  log "ok: $1 = $2 (in $3..$4)"
+}
+
+# ------------------------------------------------------------ resources
+
+# service NAME NS HOST VIP PORT TARGETPORT APPLABEL: a ServiceEntry selecting app=APPLABEL.
+service_yaml() {
+  cat <<EOF
+apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata:
+  name: $1
+  namespace: $2
+spec:
+  hosts:
+  - $3
+  addresses:
+  - $4
+  ports:
+  - number: $5
+    name: tcp-$1
+    protocol: TCP
+    targetPort: $6
+  location: MESH_INTERNAL
+  resolution: STATIC
+  workloadSelector:
+    labels:
+      app: $7
+EOF
+}
