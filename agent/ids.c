@@ -8,9 +8,9 @@
 #include "bpfmesh/abi.h"
 #include "ids.h"
 
-static const char *const kind_names[BM_ID_KINDS] = { "services", "clusters", "backends" };
+static const char *const kind_names[BM_ID_KINDS] = { "services", "clusters", "backends", "pods" };
 static const uint32_t kind_limits[BM_ID_KINDS] = { BM_MAX_SERVICES, BM_MAX_CLUSTER_IDS,
-						   BM_MAX_BACKEND_IDS };
+						   BM_MAX_BACKEND_IDS, BM_MAX_PODS };
 
 static void mark(struct bm_ids *ids, enum bm_id_kind k, uint32_t id, int on)
 {

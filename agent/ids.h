@@ -7,7 +7,7 @@
 #include <stdint.h>
 #include "strmap.h"
 
-enum bm_id_kind { BM_ID_SVC, BM_ID_CLUSTER, BM_ID_BACKEND, BM_ID_KINDS };
+enum bm_id_kind { BM_ID_SVC, BM_ID_CLUSTER, BM_ID_BACKEND, BM_ID_POD, BM_ID_KINDS };
 
 struct bm_ids {
 	struct bm_strmap map[BM_ID_KINDS];

@@ -22,6 +22,7 @@
 #include <bpf/bpf.h>
 #include "connect.skel.h"
 #include "sockops.skel.h"
+#include "inbound.skel.h"
 #include "loader.h"
 #include "log.h"
 
@@ -178,6 +179,18 @@ int bm_loader_open(struct bm_loader *l, const char *pindir, const char *cgroup)
 		goto err_close;
 	}
 
+	l->inb = inbound_bpf__open_opts(&opts);
+	if (!l->inb) {
+		err = -errno;
+		bm_log("open inbound BPF object: %s", strerror(-err));
+		goto err_close;
+	}
+	err = inbound_bpf__load(l->inb);
+	if (err) {
+		bm_log("load inbound BPF object: %s", strerror(-err));
+		goto err_close;
+	}
+
 	cg_fd = open(cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (cg_fd < 0) {
 		err = -errno;
@@ -199,6 +212,9 @@ int bm_loader_open(struct bm_loader *l, const char *pindir, const char *cgroup)
 	l->fd.sock = bpf_map__fd(l->conn->maps.sock_v1);
 	l->fd.stats = bpf_map__fd(l->conn->maps.stats_v1);
 	l->fd.cluster_stats = bpf_map__fd(l->conn->maps.cluster_stats_v1);
+	l->fd.orig_dst = bpf_map__fd(l->conn->maps.orig_dst_v1);
+	l->fd.pod_inbound = bpf_map__fd(l->conn->maps.pod_inbound_v1);
+	l->fd.inbound_socks = bpf_map__fd(l->conn->maps.inbound_socks_v1);
 	return 0;
 
 err_close:
@@ -210,8 +226,10 @@ err_close:
 
 void bm_loader_close(struct bm_loader *l)
 {
+	inbound_bpf__destroy(l->inb);
 	sockops_bpf__destroy(l->sops);
 	connect_bpf__destroy(l->conn);
+	l->inb = NULL;
 	l->sops = NULL;
 	l->conn = NULL;
 }

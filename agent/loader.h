@@ -6,15 +6,17 @@
 
 struct connect_bpf;
 struct sockops_bpf;
+struct inbound_bpf;
 
 struct bm_maps {
 	int svc, cluster, cluster_state, backend_active, backend_eject, sock, stats,
-	    cluster_stats;
+	    cluster_stats, orig_dst, pod_inbound, inbound_socks;
 };
 
 struct bm_loader {
 	struct connect_bpf *conn;
 	struct sockops_bpf *sops;
+	struct inbound_bpf *inb;   /* loaded; attached per pod netns by capture.c */
 	struct bm_maps fd;
 	char pindir[PATH_MAX];
 	char cgroup[PATH_MAX];

@@ -1,13 +1,1014 @@
-/* Placeholder until the metrics exporter lands: serves nothing. */
+/*
+ * Metrics: what GET /metrics on :15020 serves (and the admin "metrics" call).
+ *
+ * istio_tcp_* come from stats_v1, one per-CPU row per (service, backend,
+ * client cgroup), summed over CPUs when scraped. Rows are turned into Istio's
+ * label set (reference §7.2) from the workload table: the client pod by its
+ * cgroup id, its WorkloadEntry by the pod's IP in the pod's namespace, the
+ * backend's WorkloadEntry by its IP, the service from the model. Rows that
+ * end up with the same labels are merged, so cardinality is bounded by
+ * (source workload x destination workload x service), never by connections.
+ *
+ * bpfmesh_* are meshd's own: config generations, map fill, per-backend and
+ * per-cluster state, and what connect4 refused.
+ *
+ * The HTTP side is one thread with one listening socket, one request per
+ * connection, bounded reads and an overall deadline per connection.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
 #include "agent.h"
+#include "log.h"
 #include "metrics.h"
 
-int bm_metrics_start(struct bm_agent *a, const char *addr)
+#define TRUST_DOMAIN     "cluster.local"   /* meshConfig.trustDomain default */
+#define UNKNOWN          "unknown"
+#define REQ_MAX          4096              /* request line + headers we accept */
+#define REQ_TIMEOUT_MS   2000              /* to send the request */
+#define CONN_TIMEOUT_MS  10000             /* whole exchange, response included */
+
+#ifndef BPFMESH_VERSION
+#define BPFMESH_VERSION "dev"
+#endif
+
+const char *const bm_istio_label_names[BM_L_COUNT] = {
+	"reporter",
+	"source_workload",
+	"source_workload_namespace",
+	"source_principal",
+	"source_app",
+	"source_version",
+	"source_canonical_service",
+	"source_canonical_revision",
+	"source_cluster",
+	"destination_workload",
+	"destination_workload_namespace",
+	"destination_principal",
+	"destination_app",
+	"destination_version",
+	"destination_service",
+	"destination_service_name",
+	"destination_service_namespace",
+	"destination_canonical_service",
+	"destination_canonical_revision",
+	"destination_cluster",
+	"request_protocol",
+	"response_flags",
+	"connection_security_policy",
+};
+
+/* ------------------------------------------------------------ labels */
+
+/* Label precedence of reference §7.2: app / canonical service, version /
+ * canonical revision. */
+static const char *const app_keys[] = { "service.istio.io/canonical-name",
+					"app.kubernetes.io/name", "app", NULL };
+static const char *const version_keys[] = { "service.istio.io/canonical-revision",
+					    "app.kubernetes.io/version", "version", NULL };
+
+static const char *first_label(const json_t *labels, const char *const *keys)
 {
+	for (; *keys; keys++) {
+		const char *v = json_string_value(json_object_get(labels, *keys));
+
+		if (v && *v)
+			return v;
+	}
+	return NULL;
+}
+
+static const char *or_unknown(const char *v)
+{
+	return v && *v ? v : UNKNOWN;
+}
+
+void bm_peer_from_workload_entry(const json_t *we, struct bm_peer *p)
+{
+	const json_t *meta = json_object_get(we, "metadata");
+	const json_t *spec = json_object_get(we, "spec");
+	const char *wl;
+
+	memset(p, 0, sizeof(*p));
+	p->labels = json_object_get(spec, "labels");
+	/* Istio names a WorkloadEntry's workload by this label, else the entry. */
+	wl = json_string_value(json_object_get(p->labels, "service.istio.io/workload-name"));
+	p->workload = wl && *wl ? wl : json_string_value(json_object_get(meta, "name"));
+	p->ns = json_string_value(json_object_get(meta, "namespace"));
+	p->sa = json_string_value(json_object_get(spec, "serviceAccount"));
+}
+
+/* "reviews.bookinfo.svc.cluster.local" in namespace bookinfo -> "reviews";
+ * a host that is not NAME.NS.svc.* is its own name, as Istio does for
+ * ServiceEntry hosts. */
+static void short_service_name(const char *host, const char *ns, char *out, size_t len)
+{
+	const char *dot = strchr(host, '.');
+	size_t nl = ns ? strlen(ns) : 0;
+
+	if (dot && nl && !strncmp(dot + 1, ns, nl) && !strncmp(dot + 1 + nl, ".svc.", 5) &&
+	    (size_t)(dot - host) < len) {
+		memcpy(out, host, (size_t)(dot - host));
+		out[dot - host] = 0;
+		return;
+	}
+	snprintf(out, len, "%s", host);
+}
+
+static void principal(const struct bm_peer *p, char *out, size_t len)
+{
+	if (p && p->sa && *p->sa && p->ns && *p->ns)
+		snprintf(out, len, "spiffe://%s/ns/%s/sa/%s", TRUST_DOMAIN, p->ns, p->sa);
+	else
+		snprintf(out, len, UNKNOWN);
+}
+
+int bm_tcp_series_init(struct bm_tcp_series *s, const struct bm_peer *src,
+		       const struct bm_peer *dst, const struct bm_dest_service *svc,
+		       const char *response_flags, const char *security_policy)
+{
+	static const struct bm_peer nobody;
+	const char *val[BM_L_COUNT];
+	char src_principal[512], dst_principal[512], svc_name[256];
+	const char *app, *ver;
+	size_t total = 0;
+	char *w;
+
+	memset(s, 0, sizeof(*s));
+	if (!src)
+		src = &nobody;
+	if (!dst)
+		dst = &nobody;
+	principal(src, src_principal, sizeof(src_principal));
+	principal(dst, dst_principal, sizeof(dst_principal));
+	if (svc && svc->host && *svc->host)
+		short_service_name(svc->host, svc->ns, svc_name, sizeof(svc_name));
+	else
+		snprintf(svc_name, sizeof(svc_name), UNKNOWN);
+
+	val[BM_L_REPORTER] = "source";
+	app = first_label(src->labels, app_keys);
+	ver = first_label(src->labels, version_keys);
+	val[BM_L_SOURCE_WORKLOAD] = or_unknown(src->workload);
+	val[BM_L_SOURCE_WORKLOAD_NAMESPACE] = or_unknown(src->ns);
+	val[BM_L_SOURCE_PRINCIPAL] = src_principal;
+	val[BM_L_SOURCE_APP] = or_unknown(app);
+	val[BM_L_SOURCE_VERSION] = or_unknown(ver);
+	val[BM_L_SOURCE_CANONICAL_SERVICE] = or_unknown(app);
+	val[BM_L_SOURCE_CANONICAL_REVISION] = ver ? ver : "latest";
+	val[BM_L_SOURCE_CLUSTER] = UNKNOWN;   /* no cluster id until multi-cluster */
+	app = first_label(dst->labels, app_keys);
+	ver = first_label(dst->labels, version_keys);
+	val[BM_L_DESTINATION_WORKLOAD] = or_unknown(dst->workload);
+	val[BM_L_DESTINATION_WORKLOAD_NAMESPACE] = or_unknown(dst->ns);
+	val[BM_L_DESTINATION_PRINCIPAL] = dst_principal;
+	val[BM_L_DESTINATION_APP] = or_unknown(app);
+	val[BM_L_DESTINATION_VERSION] = or_unknown(ver);
+	val[BM_L_DESTINATION_SERVICE] = or_unknown(svc ? svc->host : NULL);
+	val[BM_L_DESTINATION_SERVICE_NAME] = svc_name;
+	val[BM_L_DESTINATION_SERVICE_NAMESPACE] = or_unknown(svc ? svc->ns : NULL);
+	val[BM_L_DESTINATION_CANONICAL_SERVICE] = or_unknown(app);
+	val[BM_L_DESTINATION_CANONICAL_REVISION] = ver ? ver : "latest";
+	val[BM_L_DESTINATION_CLUSTER] = UNKNOWN;
+	val[BM_L_REQUEST_PROTOCOL] = "tcp";
+	val[BM_L_RESPONSE_FLAGS] = response_flags && *response_flags ? response_flags : "-";
+	val[BM_L_CONNECTION_SECURITY_POLICY] = or_unknown(security_policy);
+
+	for (int i = 0; i < BM_L_COUNT; i++)
+		total += strlen(val[i]) + 1;
+	s->buf = malloc(total);
+	if (!s->buf)
+		return -ENOMEM;
+	w = s->buf;
+	for (int i = 0; i < BM_L_COUNT; i++) {
+		size_t n = strlen(val[i]) + 1;
+
+		memcpy(w, val[i], n);
+		s->v[i] = w;
+		w += n;
+	}
 	return 0;
+}
+
+void bm_tcp_series_free(struct bm_tcp_series *s)
+{
+	free(s->buf);
+	s->buf = NULL;
+}
+
+static int cmp_series(const void *x, const void *y)
+{
+	const struct bm_tcp_series *a = x, *b = y;
+
+	for (int i = 0; i < BM_L_COUNT; i++) {
+		int c = strcmp(a->v[i], b->v[i]);
+
+		if (c)
+			return c;
+	}
+	return 0;
+}
+
+static const struct {
+	const char *name, *help;
+} tcp_families[] = {
+	{ "istio_tcp_connections_opened_total",
+	  "Total TCP connections opened (established, or failed with response_flags UF)." },
+	{ "istio_tcp_connections_closed_total", "Total TCP connections closed." },
+	{ "istio_tcp_sent_bytes_total",
+	  "Total bytes sent to the client (response direction), counted at close." },
+	{ "istio_tcp_received_bytes_total",
+	  "Total bytes received from the client (request direction), counted at close." },
+};
+
+static uint64_t series_value(const struct bm_tcp_series *s, int family)
+{
+	switch (family) {
+	case 0: return s->opened;
+	case 1: return s->closed;
+	case 2: return s->sent_bytes;
+	default: return s->received_bytes;
+	}
+}
+
+int bm_tcp_render(struct bm_prom *p, struct bm_tcp_series *s, size_t n)
+{
+	struct bm_prom_label l[BM_L_COUNT];
+	size_t u = 0;
+
+	if (n)
+		qsort(s, n, sizeof(*s), cmp_series);
+	for (size_t i = 1; i < n; i++) {
+		if (!cmp_series(&s[u], &s[i])) {
+			s[u].opened += s[i].opened;
+			s[u].closed += s[i].closed;
+			s[u].sent_bytes += s[i].sent_bytes;
+			s[u].received_bytes += s[i].received_bytes;
+			bm_tcp_series_free(&s[i]);
+		} else if (++u != i) {
+			s[u] = s[i];
+			s[i].buf = NULL;
+		}
+	}
+	if (n)
+		u++;
+	for (size_t f = 0; f < sizeof(tcp_families) / sizeof(tcp_families[0]); f++) {
+		int err = bm_prom_family(p, tcp_families[f].name, BM_PROM_COUNTER, tcp_families[f].help);
+
+		if (err)
+			return err;
+		for (size_t i = 0; i < u; i++) {
+			for (int k = 0; k < BM_L_COUNT; k++)
+				l[k] = (struct bm_prom_label){ bm_istio_label_names[k], s[i].v[k] };
+			err = bm_prom_sample_u64(p, tcp_families[f].name, l, BM_L_COUNT,
+						 series_value(&s[i], (int)f));
+			if (err)
+				return err;
+		}
+	}
+	/* Entries u..n-1 were merged away (freed or moved). */
+	for (size_t i = u; i < n; i++)
+		s[i].buf = NULL;
+	return 0;
+}
+
+/* ------------------------------------------------------------ lookups */
+
+/* What one render needs to turn ids into names, built once per scrape. */
+struct lookups {
+	const char **svc_name;        /* svc id -> "vip:port" */
+	const char **backend_name;    /* backend id -> "ip:port" */
+	struct bm_strmap svc;         /* "vip:port" -> model index */
+	struct bm_strmap we_ip;       /* "ip" -> resources index (first entry) */
+	struct bm_strmap we_ns_ip;    /* "ns/ip" -> resources index */
+	const json_t *resources;
+};
+
+static const char **names_of(const struct bm_ids *ids, enum bm_id_kind k, uint32_t limit)
+{
+	const char **names = calloc(limit, sizeof(*names));
+	const char *key;
+	uint64_t id;
+
+	if (!names)
+		return NULL;
+	for (size_t it = 0; bm_strmap_next(&ids->map[k], &it, &key, &id);)
+		if (id < limit)
+			names[id] = key;
+	return names;
+}
+
+static void addr_key(uint32_t ip, uint16_t port, char *out, size_t len)
+{
+	char s[INET_ADDRSTRLEN];
+
+	inet_ntop(AF_INET, &ip, s, sizeof(s));
+	if (port)
+		snprintf(out, len, "%s:%u", s, ntohs(port));
+	else
+		snprintf(out, len, "%s", s);
+}
+
+/* A WorkloadEntry-shaped address as a dotted quad ("198.18.1.2/32" -> "198.18.1.2"). */
+static int endpoint_ip(const json_t *spec, char *out, size_t len)
+{
+	const char *addr = json_string_value(json_object_get(spec, "address"));
+	char buf[64];
+	struct in_addr in;
+
+	if (!addr)
+		return -1;
+	snprintf(buf, sizeof(buf), "%s", addr);
+	buf[strcspn(buf, "/")] = 0;
+	if (inet_pton(AF_INET, buf, &in) != 1)
+		return -1;
+	addr_key(in.s_addr, 0, out, len);
+	return 0;
+}
+
+static void lookups_free(struct lookups *lk)
+{
+	free(lk->svc_name);
+	free(lk->backend_name);
+	bm_strmap_free(&lk->svc);
+	bm_strmap_free(&lk->we_ip);
+	bm_strmap_free(&lk->we_ns_ip);
+}
+
+static int lookups_build(struct bm_agent *a, struct lookups *lk)
+{
+	const json_t *r;
+	char key[320];
+	uint64_t dummy;
+	size_t i;
+
+	memset(lk, 0, sizeof(*lk));
+	lk->resources = json_is_array(a->resources) ? a->resources : NULL;
+	lk->svc_name = names_of(&a->rec.ids, BM_ID_SVC, BM_MAX_SERVICES);
+	lk->backend_name = names_of(&a->rec.ids, BM_ID_BACKEND, BM_MAX_BACKEND_IDS);
+	if (!lk->svc_name || !lk->backend_name)
+		return -ENOMEM;
+	for (i = 0; i < a->model.n_svc; i++) {
+		addr_key(a->model.svc[i].vip, a->model.svc[i].port, key, sizeof(key));
+		if (bm_strmap_set(&lk->svc, key, i))
+			return -ENOMEM;
+	}
+	json_array_foreach(lk->resources, i, r) {
+		const char *kind = json_string_value(json_object_get(r, "kind"));
+		const char *ns = json_string_value(json_object_get(json_object_get(r, "metadata"),
+								   "namespace"));
+		char ip[INET_ADDRSTRLEN];
+
+		if (!kind || strcmp(kind, "WorkloadEntry") || endpoint_ip(json_object_get(r, "spec"), ip, sizeof(ip)))
+			continue;
+		if (bm_strmap_get(&lk->we_ip, ip, &dummy) && bm_strmap_set(&lk->we_ip, ip, i))
+			return -ENOMEM;
+		snprintf(key, sizeof(key), "%s/%s", ns ? ns : "", ip);
+		if (bm_strmap_get(&lk->we_ns_ip, key, &dummy) && bm_strmap_set(&lk->we_ns_ip, key, i))
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+static const json_t *we_at(const struct lookups *lk, const struct bm_strmap *m, const char *key)
+{
+	uint64_t idx;
+
+	if (!lk->resources || bm_strmap_get(m, key, &idx))
+		return NULL;
+	return json_array_get(lk->resources, idx);
+}
+
+/* The client: the enrolled pod with this cgroup, labelled by its
+ * WorkloadEntry (same IP, same namespace); a pod without one is its own
+ * workload. */
+static void source_peer(struct bm_agent *a, const struct lookups *lk, uint64_t cgroup_id,
+			struct bm_peer *p)
+{
+	const struct bm_pod *pod = bm_pods_by_cgroup(&a->pods, cgroup_id);
+	const json_t *we;
+	char key[256];
+
+	memset(p, 0, sizeof(*p));
+	if (!pod)
+		return;
+	snprintf(key, sizeof(key), "%s/%s", pod->ns, pod->ip);
+	we = we_at(lk, &lk->we_ns_ip, key);
+	if (we) {
+		bm_peer_from_workload_entry(we, p);
+		return;
+	}
+	p->workload = pod->name;
+	p->ns = pod->ns;
+}
+
+/* An inline endpoint of the ServiceEntry behind host, with this address. */
+static const json_t *inline_endpoint(const struct lookups *lk, const char *host, const char *ns,
+				     const char *ip)
+{
+	const json_t *r, *h, *ep;
+	size_t i, j, k;
+
+	json_array_foreach(lk->resources, i, r) {
+		const json_t *meta = json_object_get(r, "metadata");
+		const json_t *spec = json_object_get(r, "spec");
+		const char *kind = json_string_value(json_object_get(r, "kind"));
+		const char *rns = json_string_value(json_object_get(meta, "namespace"));
+		int hit = 0;
+
+		if (!kind || strcmp(kind, "ServiceEntry") || !rns || strcmp(rns, ns))
+			continue;
+		json_array_foreach(json_object_get(spec, "hosts"), j, h)
+			hit |= json_string_value(h) && !strcmp(json_string_value(h), host);
+		if (!hit)
+			continue;
+		json_array_foreach(json_object_get(spec, "endpoints"), k, ep) {
+			char epip[INET_ADDRSTRLEN];
+
+			if (!endpoint_ip(ep, epip, sizeof(epip)) && !strcmp(epip, ip))
+				return ep;
+		}
+	}
+	return NULL;
+}
+
+/* The backend: its WorkloadEntry by address (one in the service's namespace
+ * first), else an inline ServiceEntry endpoint (labels and service account,
+ * no workload name). */
+static void destination_peer(const struct lookups *lk, const char *backend,
+			     const struct bm_dest_service *svc, struct bm_peer *p)
+{
+	char ip[INET_ADDRSTRLEN + 8], key[320];
+	const json_t *we = NULL, *ep;
+
+	memset(p, 0, sizeof(*p));
+	if (!backend)
+		return;
+	snprintf(ip, sizeof(ip), "%s", backend);
+	ip[strcspn(ip, ":")] = 0;
+	if (svc->ns) {
+		snprintf(key, sizeof(key), "%s/%s", svc->ns, ip);
+		we = we_at(lk, &lk->we_ns_ip, key);
+	}
+	if (!we)
+		we = we_at(lk, &lk->we_ip, ip);
+	if (we) {
+		bm_peer_from_workload_entry(we, p);
+		return;
+	}
+	if (svc->host && svc->ns && (ep = inline_endpoint(lk, svc->host, svc->ns, ip))) {
+		p->labels = json_object_get(ep, "labels");
+		p->sa = json_string_value(json_object_get(ep, "serviceAccount"));
+		p->ns = svc->ns;
+	}
+}
+
+/* ------------------------------------------------------------ istio_tcp_* */
+
+struct series_vec {
+	struct bm_tcp_series *s;
+	size_t n, cap;
+};
+
+static struct bm_tcp_series *series_add(struct series_vec *v)
+{
+	if (v->n == v->cap) {
+		size_t cap = v->cap ? v->cap * 2 : 64;
+		struct bm_tcp_series *ns = realloc(v->s, cap * sizeof(*ns));
+
+		if (!ns)
+			return NULL;
+		v->s = ns;
+		v->cap = cap;
+	}
+	return &v->s[v->n++];
+}
+
+static int render_istio_tcp(struct bm_agent *a, struct bm_prom *p, const struct lookups *lk,
+			    uint64_t *rows)
+{
+	int fd = a->loader.fd.stats, ncpu = libbpf_num_possible_cpus(), err = 0;
+	struct bm_stats *pc = calloc(ncpu > 0 ? (size_t)ncpu : 1, sizeof(*pc));
+	struct series_vec v = {};
+	struct bm_stats_key k, next;
+	uint64_t budget = BM_MAX_STATS;   /* bounds the walk if a key vanishes under it */
+
+	*rows = 0;
+	if (!pc || ncpu <= 0) {
+		err = -ENOMEM;
+		goto out;
+	}
+	for (int e = bpf_map_get_next_key(fd, NULL, &next); !e && budget--;
+	     e = bpf_map_get_next_key(fd, &k, &next)) {
+		struct bm_stats sum = {};
+		struct bm_dest_service svc = {};
+		struct bm_peer src, dst;
+		const char *svc_addr, *backend;
+		uint64_t idx;
+
+		k = next;
+		if (bpf_map_lookup_elem(fd, &k, pc))
+			continue;
+		(*rows)++;
+		for (int c = 0; c < ncpu; c++) {
+			sum.opened += pc[c].opened;
+			sum.closed += pc[c].closed;
+			sum.failed += pc[c].failed;
+			sum.bytes_sent += pc[c].bytes_sent;
+			sum.bytes_recv += pc[c].bytes_recv;
+		}
+		svc_addr = k.svc_id < BM_MAX_SERVICES ? lk->svc_name[k.svc_id] : NULL;
+		if (svc_addr && !bm_strmap_get(&lk->svc, svc_addr, &idx)) {
+			svc.host = a->model.svc[idx].host;
+			svc.ns = a->model.svc[idx].ns;
+		}
+		backend = k.backend_id < BM_MAX_BACKEND_IDS ? lk->backend_name[k.backend_id] : NULL;
+		source_peer(a, lk, k.src_cgroup, &src);
+		destination_peer(lk, backend, &svc, &dst);
+		/* The kernel path is plaintext: no mTLS happened, so "none" (the
+		 * reference's value for a connection without mutual TLS). */
+		if (sum.opened || sum.closed || sum.bytes_sent || sum.bytes_recv) {
+			struct bm_tcp_series *s = series_add(&v);
+
+			if (!s || bm_tcp_series_init(s, &src, &dst, &svc, "-", "none")) {
+				if (s)
+					v.n--;
+				err = -ENOMEM;
+				goto out;
+			}
+			s->opened = sum.opened;
+			s->closed = sum.closed;
+			/* Istio's directions are the proxy's towards its downstream
+			 * (the client app): "sent" is the response, what the client
+			 * received; "received" is the request, what it sent. */
+			s->sent_bytes = sum.bytes_recv;
+			s->received_bytes = sum.bytes_sent;
+		}
+		/* A connect that never established is, as in Envoy, a connection
+		 * opened and closed with UF (upstream connection failure). */
+		if (sum.failed) {
+			struct bm_tcp_series *s = series_add(&v);
+
+			if (!s || bm_tcp_series_init(s, &src, &dst, &svc, "UF", "none")) {
+				if (s)
+					v.n--;
+				err = -ENOMEM;
+				goto out;
+			}
+			s->opened = s->closed = sum.failed;
+		}
+	}
+	err = bm_tcp_render(p, v.s, v.n);
+out:
+	for (size_t i = 0; i < v.n; i++)
+		bm_tcp_series_free(&v.s[i]);
+	free(v.s);
+	free(pc);
+	return err;
+}
+
+/* ------------------------------------------------------------ bpfmesh_* */
+
+struct named_id {
+	const char *name;
+	uint32_t id;
+};
+
+static int cmp_named(const void *x, const void *y)
+{
+	return strcmp(((const struct named_id *)x)->name, ((const struct named_id *)y)->name);
+}
+
+/* The ids of one kind, sorted by name, so the output order is stable. */
+static struct named_id *sorted_ids(const struct bm_ids *ids, enum bm_id_kind k, uint32_t limit,
+				   size_t *n)
+{
+	struct named_id *v = calloc(ids->map[k].len + 1, sizeof(*v));
+	const char *key;
+	uint64_t id;
+
+	*n = 0;
+	if (!v)
+		return NULL;
+	for (size_t it = 0; bm_strmap_next(&ids->map[k], &it, &key, &id);)
+		if (id && id < limit && *n < ids->map[k].len)
+			v[(*n)++] = (struct named_id){ key, (uint32_t)id };
+	qsort(v, *n, sizeof(*v), cmp_named);
+	return v;
+}
+
+/* Entries and capacity of a map, counted by walking its keys (off the data
+ * path; the walk is bounded by max_entries). */
+static int map_fill(int fd, uint64_t *entries, uint64_t *max)
+{
+	struct bpf_map_info info = {};
+	__u32 len = sizeof(info);
+	unsigned char key[64], next[64];
+
+	*entries = *max = 0;
+	if (fd <= 0 || bpf_obj_get_info_by_fd(fd, &info, &len) || info.key_size > sizeof(key))
+		return -1;
+	*max = info.max_entries;
+	for (int e = bpf_map_get_next_key(fd, NULL, next); !e && *entries < *max;
+	     e = bpf_map_get_next_key(fd, key, next)) {
+		memcpy(key, next, info.key_size);
+		(*entries)++;
+	}
+	return 0;
+}
+
+static void gauge(struct bm_prom *p, const char *name, const char *help, double v)
+{
+	bm_prom_family(p, name, BM_PROM_GAUGE, help);
+	bm_prom_sample(p, name, NULL, 0, v);
+}
+
+static void counter(struct bm_prom *p, const char *name, const char *help, uint64_t v)
+{
+	bm_prom_family(p, name, BM_PROM_COUNTER, help);
+	bm_prom_sample_u64(p, name, NULL, 0, v);
+}
+
+static void render_maps(struct bm_agent *a, struct bm_prom *p, uint64_t stats_rows)
+{
+	static const char *const names[] = { "svc_v1", "cluster_v1", "stats_v1" };
+	const int fds[] = { a->loader.fd.svc, a->loader.fd.cluster, a->loader.fd.stats };
+	uint64_t entries[3], max[3];
+	int ok[3];
+
+	for (int i = 0; i < 3; i++)
+		ok[i] = !map_fill(fds[i], &entries[i], &max[i]);
+	/* stats_v1 was just walked for the istio_tcp_* rows. */
+	entries[2] = stats_rows;
+	bm_prom_family(p, "bpfmesh_bpf_map_entries", BM_PROM_GAUGE,
+		       "Entries in a BPF map (fill level is entries / max_entries).");
+	for (int i = 0; i < 3; i++)
+		if (ok[i])
+			bm_prom_sample_u64(p, "bpfmesh_bpf_map_entries",
+					   &(struct bm_prom_label){ "map", names[i] }, 1, entries[i]);
+	bm_prom_family(p, "bpfmesh_bpf_map_max_entries", BM_PROM_GAUGE,
+		       "Capacity of a BPF map.");
+	for (int i = 0; i < 3; i++)
+		if (ok[i])
+			bm_prom_sample_u64(p, "bpfmesh_bpf_map_max_entries",
+					   &(struct bm_prom_label){ "map", names[i] }, 1, max[i]);
+}
+
+static void render_backends(struct bm_agent *a, struct bm_prom *p)
+{
+	size_t n;
+	struct named_id *b = sorted_ids(&a->rec.ids, BM_ID_BACKEND, BM_MAX_BACKEND_IDS, &n);
+	uint32_t *active = calloc(n + 1, sizeof(*active)), *ejected = calloc(n + 1, sizeof(*ejected));
+
+	if (!b || !active || !ejected)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		bpf_map_lookup_elem(a->loader.fd.backend_active, &b[i].id, &active[i]);
+		bpf_map_lookup_elem(a->loader.fd.backend_eject, &b[i].id, &ejected[i]);
+	}
+	bm_prom_family(p, "bpfmesh_backend_active_connections", BM_PROM_GAUGE,
+		       "Connections open to a backend through the kernel path.");
+	for (size_t i = 0; i < n; i++)
+		bm_prom_sample_u64(p, "bpfmesh_backend_active_connections",
+				   &(struct bm_prom_label){ "backend", b[i].name }, 1, active[i]);
+	bm_prom_family(p, "bpfmesh_backend_ejected", BM_PROM_GAUGE,
+		       "1 when a backend is ejected from load balancing (outlier detection or admin), else 0.");
+	for (size_t i = 0; i < n; i++)
+		bm_prom_sample_u64(p, "bpfmesh_backend_ejected",
+				   &(struct bm_prom_label){ "backend", b[i].name }, 1, ejected[i] != 0);
+out:
+	free(b);
+	free(active);
+	free(ejected);
+}
+
+static void render_clusters(struct bm_agent *a, struct bm_prom *p)
+{
+	int ncpu = libbpf_num_possible_cpus();
+	size_t n;
+	struct named_id *c = sorted_ids(&a->rec.ids, BM_ID_CLUSTER, BM_MAX_CLUSTER_IDS, &n);
+	struct bm_cluster_stats *pc = calloc(ncpu > 0 ? (size_t)ncpu : 1, sizeof(*pc));
+	struct bm_cluster_stats *sum = calloc(n + 1, sizeof(*sum));
+	struct bm_cluster_state *st = calloc(n + 1, sizeof(*st));
+	struct bm_prom_label l[2];
+
+	if (!c || !pc || !sum || !st || ncpu <= 0)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		bpf_map_lookup_elem(a->loader.fd.cluster_state, &c[i].id, &st[i]);
+		if (bpf_map_lookup_elem(a->loader.fd.cluster_stats, &c[i].id, pc))
+			continue;
+		for (int k = 0; k < ncpu; k++) {
+			sum[i].refused_max_conns += pc[k].refused_max_conns;
+			sum[i].refused_no_backend += pc[k].refused_no_backend;
+			sum[i].picks += pc[k].picks;
+			sum[i].panics += pc[k].panics;
+		}
+	}
+	bm_prom_family(p, "bpfmesh_cluster_active_connections", BM_PROM_GAUGE,
+		       "Connections counted against a cluster's connectionPool.tcp.maxConnections.");
+	for (size_t i = 0; i < n; i++)
+		bm_prom_sample_u64(p, "bpfmesh_cluster_active_connections",
+				   &(struct bm_prom_label){ "cluster", c[i].name }, 1, st[i].active);
+	bm_prom_family(p, "bpfmesh_connections_refused_total", BM_PROM_COUNTER,
+		       "Connections connect4 refused: over maxConnections, or no healthy backend outside panic mode.");
+	for (size_t i = 0; i < n; i++) {
+		l[0] = (struct bm_prom_label){ "reason", "max_connections" };
+		l[1] = (struct bm_prom_label){ "cluster", c[i].name };
+		bm_prom_sample_u64(p, "bpfmesh_connections_refused_total", l, 2,
+				   sum[i].refused_max_conns);
+		l[0].value = "no_healthy_backend";
+		bm_prom_sample_u64(p, "bpfmesh_connections_refused_total", l, 2,
+				   sum[i].refused_no_backend);
+	}
+	bm_prom_family(p, "bpfmesh_lb_picks_total", BM_PROM_COUNTER,
+		       "Connections connect4 balanced to a backend of the cluster.");
+	for (size_t i = 0; i < n; i++)
+		bm_prom_sample_u64(p, "bpfmesh_lb_picks_total",
+				   &(struct bm_prom_label){ "cluster", c[i].name }, 1, sum[i].picks);
+	bm_prom_family(p, "bpfmesh_lb_panic_picks_total", BM_PROM_COUNTER,
+		       "Picks made in panic mode (healthy backends below minHealthPercent: all backends used).");
+	for (size_t i = 0; i < n; i++)
+		bm_prom_sample_u64(p, "bpfmesh_lb_panic_picks_total",
+				   &(struct bm_prom_label){ "cluster", c[i].name }, 1, sum[i].panics);
+out:
+	free(c);
+	free(pc);
+	free(sum);
+	free(st);
+}
+
+static void render_meshd(struct bm_agent *a, struct bm_prom *p, uint64_t stats_rows)
+{
+	bm_prom_family(p, "bpfmesh_build_info", BM_PROM_GAUGE, "meshd build; the value is always 1.");
+	bm_prom_sample(p, "bpfmesh_build_info",
+		       (struct bm_prom_label[]){ { "version", BPFMESH_VERSION },
+						 { "node", a->node } }, 2, 1);
+	gauge(p, "bpfmesh_ready", "1 once meshd has loaded its programs and applied a configuration.",
+	      a->ready ? 1 : 0);
+	gauge(p, "bpfmesh_start_time_seconds", "When meshd started, seconds since the Unix epoch.",
+	      (double)a->started);
+	gauge(p, "bpfmesh_config_applied_generation",
+	      "Store generation whose configuration is applied to the kernel maps.",
+	      (double)a->applied_generation);
+	gauge(p, "bpfmesh_config_store_generation",
+	      "Latest store generation meshd has seen; above applied_generation while a change is pending or failed.",
+	      (double)a->store_generation);
+	counter(p, "bpfmesh_config_reloads_total", "Configuration reloads attempted.", a->reloads);
+	counter(p, "bpfmesh_config_reload_errors_total",
+		"Reloads that failed; the last good configuration stays applied.", a->reload_errors);
+	gauge(p, "bpfmesh_config_warnings",
+	      "Problems in the applied configuration that made parts of it unusable.",
+	      a->model_warnings);
+	gauge(p, "bpfmesh_services", "Service ports (VIP:port) applied to the kernel.", a->rec.n_services);
+	gauge(p, "bpfmesh_pods_enrolled", "Pods enrolled with this node's meshd.", (double)a->pods.n);
+	render_maps(a, p, stats_rows);
+	render_backends(a, p);
+	render_clusters(a, p);
 }
 
 int bm_metrics_render(struct bm_agent *a, FILE *f)
 {
+	struct bm_prom p;
+	struct lookups lk;
+	uint64_t rows = 0;
+	int err;
+
+	bm_prom_init(&p, f);
+	err = lookups_build(a, &lk);
+	if (!err)
+		err = render_istio_tcp(a, &p, &lk, &rows);
+	lookups_free(&lk);
+	render_meshd(a, &p, rows);
+	return err ? err : bm_prom_finish(&p);
+}
+
+/* ------------------------------------------------------------ HTTP */
+
+static struct {
+	struct bm_agent *a;
+	int fd;
+	pthread_t thread;
+	int running;
+	atomic_int stop;
+} srv = { .fd = -1 };
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static int send_all(int fd, const char *buf, size_t len, uint64_t deadline)
+{
+	while (len) {
+		struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+		uint64_t now = now_ms();
+		ssize_t w;
+
+		if (now >= deadline || poll(&pfd, 1, (int)(deadline - now)) <= 0)
+			return -ETIMEDOUT;
+		w = send(fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (w < 0 && (errno == EAGAIN || errno == EINTR))
+			continue;
+		if (w <= 0)
+			return -EIO;
+		buf += w;
+		len -= (size_t)w;
+	}
 	return 0;
+}
+
+static void reply(int fd, const char *status, const char *ctype, const char *extra,
+		  const char *body, size_t len, int head_only, uint64_t deadline)
+{
+	char hdr[512];
+	int n = snprintf(hdr, sizeof(hdr),
+			 "HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s"
+			 "Connection: close\r\n\r\n", status, ctype, len, extra ? extra : "");
+
+	if (send_all(fd, hdr, (size_t)n, deadline) == 0 && !head_only && len)
+		send_all(fd, body, len, deadline);
+}
+
+/* Reads until the end of the headers, REQ_MAX bytes, or the deadline. */
+static ssize_t read_request(int fd, char *buf, size_t cap, uint64_t deadline)
+{
+	size_t len = 0;
+
+	while (len < cap - 1) {
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		uint64_t now = now_ms();
+		ssize_t r;
+
+		if (now >= deadline || poll(&pfd, 1, (int)(deadline - now)) <= 0)
+			return -1;
+		r = recv(fd, buf + len, cap - 1 - len, MSG_DONTWAIT);
+		if (r < 0 && (errno == EAGAIN || errno == EINTR))
+			continue;
+		if (r <= 0)
+			return -1;
+		len += (size_t)r;
+		buf[len] = 0;
+		if (strstr(buf, "\r\n\r\n") || strstr(buf, "\n\n"))
+			return (ssize_t)len;
+	}
+	return -1;
+}
+
+static void serve_one(int fd)
+{
+	static const char text[] = "text/plain; charset=utf-8";
+	uint64_t deadline = now_ms() + CONN_TIMEOUT_MS;
+	char buf[REQ_MAX], method[16], target[1024], version[16];
+	char *body = NULL;
+	size_t len = 0;
+	FILE *f;
+	int head, err;
+
+	if (read_request(fd, buf, sizeof(buf), now_ms() + REQ_TIMEOUT_MS) < 0 ||
+	    sscanf(buf, "%15s %1023s %15s", method, target, version) != 3 ||
+	    strncmp(version, "HTTP/1.", 7)) {
+		reply(fd, "400 Bad Request", text, NULL, "bad request\n", 12, 0, deadline);
+		return;
+	}
+	target[strcspn(target, "?#")] = 0;
+	if (strcmp(target, "/metrics")) {
+		static const char msg[] = "not found: metrics are at /metrics\n";
+
+		reply(fd, "404 Not Found", text, NULL, msg, sizeof(msg) - 1, 0, deadline);
+		return;
+	}
+	head = !strcmp(method, "HEAD");
+	if (!head && strcmp(method, "GET")) {
+		reply(fd, "405 Method Not Allowed", text, "Allow: GET, HEAD\r\n",
+		      "method not allowed\n", 19, 0, deadline);
+		return;
+	}
+	/* Render under the lock into memory; send after releasing it, so a
+	 * slow scraper never holds up the main loop. */
+	f = open_memstream(&body, &len);
+	if (!f) {
+		reply(fd, "500 Internal Server Error", text, NULL, "out of memory\n", 14, 0, deadline);
+		return;
+	}
+	pthread_mutex_lock(&srv.a->lock);
+	err = bm_metrics_render(srv.a, f);
+	pthread_mutex_unlock(&srv.a->lock);
+	fclose(f);
+	if (err) {
+		bm_log("metrics: render failed: %s", strerror(-err));
+		reply(fd, "500 Internal Server Error", text, NULL, "render failed\n", 14, 0, deadline);
+	} else {
+		reply(fd, "200 OK", "text/plain; version=0.0.4; charset=utf-8", NULL, body, len, head,
+		      deadline);
+	}
+	free(body);
+}
+
+static void *metrics_thread(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&srv.stop)) {
+		int fd = accept4(srv.fd, NULL, NULL, SOCK_CLOEXEC);
+
+		if (fd < 0) {
+			if (atomic_load(&srv.stop))
+				break;
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+				usleep(100 * 1000); /* out of fds: back off, don't spin */
+			continue;
+		}
+		serve_one(fd);
+		close(fd);
+	}
+	return NULL;
+}
+
+/* "IP:PORT" or "[IPv6]:PORT" -> a bound, listening socket. */
+static int listen_on(const char *addr)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE };
+	char host[128];
+	const char *colon = strrchr(addr, ':'), *h = host;
+	struct addrinfo *ai;
+	int fd, one = 1, err;
+
+	if (!colon || colon == addr || (size_t)(colon - addr) >= sizeof(host) || !colon[1])
+		return -EINVAL;
+	memcpy(host, addr, (size_t)(colon - addr));
+	host[colon - addr] = 0;
+	if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+		host[strlen(host) - 1] = 0;
+		h = host + 1;
+	}
+	if (getaddrinfo(h, colon + 1, &hints, &ai))
+		return -EINVAL;
+	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		err = -errno;
+		goto out;
+	}
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+	    bind(fd, ai->ai_addr, ai->ai_addrlen) || listen(fd, 64)) {
+		err = -errno;
+		close(fd);
+		goto out;
+	}
+	err = fd;
+out:
+	freeaddrinfo(ai);
+	return err;
+}
+
+int bm_metrics_start(struct bm_agent *a, const char *addr)
+{
+	sigset_t all, old;
+	int fd, err;
+
+	if (srv.running)
+		return -EALREADY;
+	fd = listen_on(addr);
+	if (fd < 0)
+		return fd;
+	srv.a = a;
+	srv.fd = fd;
+	atomic_store(&srv.stop, 0);
+	/* The thread must never take the signals meshd's signalfd reads. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	err = pthread_create(&srv.thread, NULL, metrics_thread, NULL);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (err) {
+		close(fd);
+		srv.fd = -1;
+		return -err;
+	}
+	srv.running = 1;
+	bm_log("metrics: serving http://%s/metrics", addr);
+	return 0;
+}
+
+void bm_metrics_stop(void)
+{
+	if (!srv.running)
+		return;
+	atomic_store(&srv.stop, 1);
+	shutdown(srv.fd, SHUT_RDWR);   /* wakes accept() */
+	pthread_join(srv.thread, NULL);
+	close(srv.fd);
+	srv.fd = -1;
+	srv.running = 0;
 }

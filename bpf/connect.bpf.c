@@ -13,6 +13,10 @@
 #include "lib/maps.h"
 
 #define ECONNREFUSED 111
+#define LOOPBACK 0x0100007f /* 127.0.0.1, network order on little endian */
+
+/* meshd's outbound listener inside every pod netns. */
+const volatile __u16 bm_capture_port = 15001;
 
 static __always_inline __u32 bm_lb_ejected(void *env, __u32 id)
 {
@@ -132,6 +136,14 @@ int bm_connect4(struct bpf_sock_addr *ctx)
 			st->panics++;
 	}
 
+	if (b->flags & BM_BACKEND_MESH) {
+		/* Mesh destination: meshd carries it (mTLS); it learns the
+		 * backend chosen here from orig_dst_v1 (written by sockops). */
+		s->flags |= BM_SOCK_CAPTURED;
+		ctx->user_ip4 = LOOPBACK;
+		ctx->user_port = bpf_htons(bm_capture_port);
+		return 1;
+	}
 	ctx->user_ip4 = b->ip;
 	ctx->user_port = b->port;
 	return 1;
@@ -145,7 +157,9 @@ int bm_getpeername4(struct bpf_sock_addr *ctx)
 
 	if (!s || !s->vip)
 		return 1;
-	if (ctx->user_ip4 == s->bip && (__u16)ctx->user_port == s->bport) {
+	if ((s->flags & BM_SOCK_CAPTURED) ?
+		    ctx->user_ip4 == LOOPBACK && (__u16)ctx->user_port == bpf_htons(bm_capture_port) :
+		    ctx->user_ip4 == s->bip && (__u16)ctx->user_port == s->bport) {
 		ctx->user_ip4 = s->vip;
 		ctx->user_port = s->vport;
 	}

@@ -77,6 +77,17 @@ int bm_sockops(struct bpf_sock_ops *skops)
 		if (!s)
 			break;
 		__sync_fetch_and_or(&s->flags, BM_SOCK_ESTABLISHED);
+		if (s->flags & BM_SOCK_CAPTURED) {
+			/* meshd's proxy accounts for it; tell it where to go. */
+			struct bm_orig_key ok = { .netns_cookie = bpf_get_netns_cookie(skops),
+						  .sport = (__u16)skops->local_port };
+			struct bm_orig_dst od = { .vip = s->vip, .vport = s->vport, .bip = s->bip,
+						  .bport = s->bport, .svc_id = s->svc_id,
+						  .backend_id = s->backend_id, .src_cgroup = s->src_cgroup };
+
+			bpf_map_update_elem(&orig_dst_v1, &ok, &od, BPF_ANY);
+			break;
+		}
 		st = stats_row(s);
 		if (st)
 			st->opened++;
@@ -87,7 +98,7 @@ int bm_sockops(struct bpf_sock_ops *skops)
 		s = bpf_sk_storage_get(&sock_v1, sk, 0, 0);
 		if (!s)
 			break;
-		st = stats_row(s);
+		st = (s->flags & BM_SOCK_CAPTURED) ? NULL : stats_row(s);
 		if (st) {
 			if (s->flags & BM_SOCK_ESTABLISHED) {
 				st->closed++;

@@ -82,6 +82,34 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } cluster_stats_v1 SEC(".maps");
 
+/* sockops writes for captured connections; meshd reads and deletes. LRU so
+ * entries nobody collected (meshd down) cannot fill it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct bm_orig_key);
+	__type(value, struct bm_orig_dst);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} orig_dst_v1 SEC(".maps");
+
+/* meshd writes; sk_lookup reads. Pod IP -> listener slot + mTLS mode. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BM_MAX_PODS);
+	__type(key, __u32);
+	__type(value, struct bm_pod_inbound);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pod_inbound_v1 SEC(".maps");
+
+/* meshd inserts its per-pod 15006 listeners; sk_lookup assigns to them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKMAP);
+	__uint(max_entries, BM_MAX_PODS);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} inbound_socks_v1 SEC(".maps");
+
 /* Give back the maxConnections and least-request slots a socket holds.
  * Called from sockops (TCP_CLOSE) and sock_release, whichever comes first;
  * the atomic flag clear makes the second a no-op. */

@@ -60,11 +60,12 @@ struct bm_cluster_key {
 	__u32 dest;
 };
 
+#define BM_BACKEND_MESH 0x1  /* a mesh workload: capture into meshd (mTLS/HBONE) */
 struct bm_backend {
 	__u32 id;       /* stable backend id: index into backend_active/eject */
 	__u32 ip;       /* network order */
 	__u16 port;     /* network order */
-	__u16 pad;
+	__u16 flags;    /* BM_BACKEND_* */
 };
 
 struct bm_cluster {
@@ -92,6 +93,7 @@ struct bm_cluster_state {
  * by meshd (lookup by socket fd) to learn the original destination. */
 #define BM_SOCK_RESERVED    0x1  /* holds a cluster + backend active slot */
 #define BM_SOCK_ESTABLISHED 0x2  /* sockops saw ESTABLISHED */
+#define BM_SOCK_CAPTURED    0x4  /* sent to meshd's outbound listener (15001) */
 struct bm_sock {
 	__u32 vip;          /* what the app connected to, network order */
 	__u16 vport;
@@ -127,6 +129,49 @@ struct bm_cluster_stats {
 	__u64 panics;             /* picks made in panic mode */
 };
 
+/* orig_dst_v1 (LRU_HASH): written by sockops when a captured connection
+ * establishes; read (and deleted) by meshd after accept() on 15001. The key
+ * is what meshd sees: the listener's netns and the client's port. */
+struct bm_orig_key {
+	__u64 netns_cookie;
+	__u16 sport;        /* client's local port, host order */
+	__u16 pad;
+	__u32 pad2;
+};
+
+struct bm_orig_dst {
+	__u32 vip;          /* what the app connected to, network order */
+	__u16 vport;
+	__u16 bport;        /* the backend connect4 chose, network order */
+	__u32 bip;
+	__u32 svc_id;
+	__u32 backend_id;
+	__u32 pad;
+	__u64 src_cgroup;
+};
+
+/* Inbound capture (sk_lookup, one program per pod netns). */
+#define BM_MAX_PODS 4096
+enum bm_mtls_mode {
+	BM_MTLS_PERMISSIVE = 0, /* UNSET resolves to PERMISSIVE */
+	BM_MTLS_STRICT     = 1,
+	BM_MTLS_DISABLE    = 2,
+};
+#define BM_POD_PORT_OVERRIDES 8
+/* pod_inbound_v1 (HASH, key pod IPv4 network order): written by meshd. */
+struct bm_pod_inbound {
+	__u32 slot;                               /* index into inbound_socks_v1 */
+	__u8  mode;                               /* enum bm_mtls_mode */
+	__u8  n_ports;
+	__u16 pad;
+	__u16 port[BM_POD_PORT_OVERRIDES];        /* portLevelMtls, host order */
+	__u8  port_mode[BM_POD_PORT_OVERRIDES];
+};
+/* inbound_socks_v1 (SOCKMAP, by slot): meshd's 15006 listener in each pod
+ * netns. A listener that goes away (meshd died) leaves the slot empty: STRICT
+ * pods then drop instead of falling back to plaintext. */
+#define BM_DELIVERY_SRC 0x0600007f /* 127.0.0.6: meshd's own deliveries to apps */
+
 #ifndef __BPF__
 _Static_assert(sizeof(struct bm_svc_key) == 8, "svc key");
 _Static_assert(sizeof(struct bm_svc) == 16 + 4 * BM_MAX_DESTS, "svc");
@@ -135,6 +180,9 @@ _Static_assert(sizeof(struct bm_cluster) == 16 + 12 * BM_MAX_BACKENDS, "cluster"
 _Static_assert(sizeof(struct bm_sock) == 40, "sock");
 _Static_assert(sizeof(struct bm_stats_key) == 16, "stats key");
 _Static_assert(sizeof(struct bm_stats) == 40, "stats");
+_Static_assert(sizeof(struct bm_orig_key) == 16, "orig key");
+_Static_assert(sizeof(struct bm_orig_dst) == 32, "orig dst");
+_Static_assert(sizeof(struct bm_pod_inbound) == 32, "pod inbound");
 #endif
 
 #endif

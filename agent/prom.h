@@ -1,0 +1,51 @@
+/* A small writer for the Prometheus text exposition format 0.0.4
+ * (prometheus/docs exposition_formats.md): HELP and TYPE once per family,
+ * every sample of a family contiguous, label values escaped. It refuses what
+ * would make an invalid exposition instead of writing it. */
+#ifndef BM_PROM_H
+#define BM_PROM_H
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define BM_PROM_MAX_FAMILIES 64
+
+enum bm_prom_type { BM_PROM_COUNTER, BM_PROM_GAUGE, BM_PROM_HISTOGRAM, BM_PROM_UNTYPED };
+
+struct bm_prom_label {
+	const char *name;
+	const char *value;   /* NULL is written as "" */
+};
+
+struct bm_prom {
+	FILE *f;
+	const char *family;                             /* the open family, or NULL */
+	enum bm_prom_type type;
+	const char *declared[BM_PROM_MAX_FAMILIES];     /* names; caller keeps them alive */
+	size_t n_declared;
+	int err;                                        /* first error, sticky */
+};
+
+void bm_prom_init(struct bm_prom *p, FILE *f);
+/* Starts a family: # HELP and # TYPE. -EEXIST when name was declared
+ * before in this exposition (a family must be contiguous), -EINVAL for a
+ * name that is not [a-zA-Z_:][a-zA-Z0-9_:]*. name must outlive p. */
+int bm_prom_family(struct bm_prom *p, const char *name, enum bm_prom_type type, const char *help);
+/* One sample of the open family: name is the family name (or, for a
+ * histogram, name_bucket/_sum/_count). Labels are written in the order given.
+ * -EINVAL for a sample outside the open family or a bad label name. */
+int bm_prom_sample_u64(struct bm_prom *p, const char *name, const struct bm_prom_label *l,
+		       size_t n, uint64_t value);
+int bm_prom_sample(struct bm_prom *p, const char *name, const struct bm_prom_label *l,
+		   size_t n, double value);
+/* 0, or the first error any call returned (-EIO when writing failed). */
+int bm_prom_finish(struct bm_prom *p);
+
+/* Escaping, exposed for tests: label values escape \ " and newline; HELP
+ * text escapes \ and newline. */
+void bm_prom_write_label_value(FILE *f, const char *v);
+void bm_prom_write_help(FILE *f, const char *help);
+/* Go float syntax: NaN, +Inf, -Inf, integers without exponent. */
+void bm_prom_write_value(FILE *f, double v);
+
+#endif
