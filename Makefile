@@ -11,7 +11,7 @@ SAN      ?=
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
             -Iinclude -Ilib -I$(B) -pthread $(SAN)
-LDLIBS   := -lbpf -lelf -lz -lyaml -ljansson -lssl -lcrypto -lpthread -lm
+LDLIBS   := -lbpf -lelf -lz -lyaml -ljansson -lnghttp2 -lssl -lcrypto -lpthread -lm
 LDFLAGS  += $(SAN)
 
 BPF_SRCS   := $(wildcard bpf/*.bpf.c)
