@@ -22,7 +22,7 @@ static int parse_node_opts(int argc, char **argv, struct node_opts *o, int *firs
 	int c;
 
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "+o:j", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "o:j", lo, NULL)) != -1) {
 		switch (c) {
 		case 'N': o->node = optarg; break;
 		case 'o':
@@ -160,7 +160,7 @@ int do_pod(int argc, char **argv)
 	int c, enroll, rc = 1;
 
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "+", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
 		switch (c) {
 		case 'N': node = optarg; break;
 		case 'n': name = optarg; break;

@@ -57,7 +57,7 @@ run "$MESHCTL" apply -f "$ROOT/policies/reviews-destinationrule.yaml"
 run "$MESHCTL" apply -f "$ROOT/policies/reviews-virtualservice.yaml"
 
 # Until both agents applied the store's generation.
-for i in $(seq 100); do
+for _ in $(seq 100); do
   st=$("$MESHCTL" status -o json 2>/dev/null || true)
   python3 -c '
 import json, sys
@@ -68,7 +68,7 @@ sys.exit(0 if n and all(x.get("ready") and x.get("applied_generation") == x.get(
 done
 run "$MESHCTL" status
 for v in v1 v2; do
-  for i in $(seq 100); do
+  for _ in $(seq 100); do
     ip netns exec "bmp-reviews-$v" ss -Hltn 'sport = :9080' | grep -q LISTEN && break
     sleep 0.05
   done
@@ -87,7 +87,7 @@ print(f"{'subset':<8}{'pod':<14}{'node':<8}{'connections':>12}{'share':>9}{'poli
 for sub, node, want in (("v1", "node1", 80), ("v2", "node2", 20)):
     n = d["by_id"].get(f"reviews-{sub}", 0)
     print(f"{sub:<8}{'reviews-' + sub:<14}{node:<8}{n:>12}{100.0 * n / ok if ok else 0:>8.1f}%{want:>8}%")
-print(f"\nok {ok}, failed {d['failed']} {d['errors'] or ''}, "
+print(f"\nok {ok}, failed {d['failed']}{(' ' + str(d['errors'])) if d['errors'] else ''}, "
       f"peer address seen by the app = the VIP for {ok - d['peer_mismatch']} of {ok}")
 PY
 

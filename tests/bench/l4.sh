@@ -83,7 +83,7 @@ spec:
       app: bench
 YAML
 # Until every node applied the store, and the VIP answers.
-for i in $(seq 100); do
+for _ in $(seq 100); do
   out=$("$SANDBOX" exec bench-client -- "$BUILD/tools/bm-probe" --connect $VIP:9000 -n 1 --timeout-ms 500 2>/dev/null || true)
   [[ $out == *'"ok":1'* ]] && break
   sleep 0.1
@@ -105,7 +105,10 @@ lat = {m.group(1): us(m.group(2), m.group(3))
 rps = re.search(r"Requests/sec:\s+([\d.]+)", t)
 errs = re.search(r"Socket errors: (.*)", t)
 if errs: print("wrk socket errors: " + errs.group(1), file=sys.stderr)
-print(lat.get("50", 0), lat.get("99", 0), rps.group(1) if rps else 0)
+if not rps or not float(rps.group(1)):
+    sys.stderr.write("l4.sh: wrk measured nothing:\n" + t)
+    sys.exit(1)
+print(lat.get("50", 0), lat.get("99", 0), rps.group(1))
 PY
 }
 
@@ -117,7 +120,13 @@ probe_run() {
   t1=$(date +%s.%N)
   python3 - "$TMP/probe.out" "$t0" "$t1" <<'PY'
 import json, sys
-d = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+t = open(sys.argv[1]).read()
+try:
+    d = json.loads(t.strip().splitlines()[-1])
+    assert d["ok"] > 0
+except Exception:
+    sys.stderr.write("l4.sh: bm-probe failed:\n" + t)
+    sys.exit(1)
 secs = float(sys.argv[3]) - float(sys.argv[2])
 print(d["conn_p50_us"], d["conn_p99_us"], round(d["ok"] / secs, 1))
 PY
@@ -129,9 +138,9 @@ echo "l4.sh: $ROUNDS rounds x {close, keep-alive} x {VIP, direct} x ${SECS}s wrk
 for r in $(seq "$ROUNDS"); do
   for target in vip direct; do
     if [ $target = vip ]; then url=http://$VIP/; dst=$VIP:9000; else url=http://$SRV_IP:8080/; dst=$SRV_IP:9000; fi
-    echo "close $target $(wrk_run close "$url" -H 'Connection: close')" >>"$RAW"
-    echo "keepalive $target $(wrk_run keepalive "$url")" >>"$RAW"
-    echo "connect $target $(probe_run "$dst")" >>"$RAW"
+    res=$(wrk_run close "$url" -H 'Connection: close'); echo "close $target $res" >>"$RAW"
+    res=$(wrk_run keepalive "$url"); echo "keepalive $target $res" >>"$RAW"
+    res=$(probe_run "$dst"); echo "connect $target $res" >>"$RAW"
   done
   echo "l4.sh: round $r/$ROUNDS done" >&2
 done

@@ -95,9 +95,9 @@ EOF
 
 # wait_ready [MIN_GEN]: every node ready and applied == store generation (> MIN_GEN).
 wait_ready() {
-  local min=${1:--1} i r a s
-  for i in $(seq 100); do
-    read -r r a s < <(mesh_gen)
+  local min=${1:--1} r s
+  for _ in $(seq 100); do
+    read -r r _ s < <(mesh_gen)
     [ "$r" = 1 ] && [ "$s" -gt "$min" ] && return 0
     sleep 0.1
   done
@@ -107,8 +107,8 @@ wait_ready() {
 
 # apply: resources from stdin; returns once every node applied them.
 apply() {
-  local r a s before
-  read -r r a s < <(mesh_gen)
+  local s before
+  read -r _ _ s < <(mesh_gen)
   before=$s
   "$MESHCTL" apply -f - >"$T_TMP/apply.out" 2>&1 || { cat "$T_TMP/apply.out" >&2; fail "meshctl apply failed"; }
   wait_ready "$before"
@@ -121,16 +121,16 @@ meshd_ctl() { "$SANDBOX" meshd "$@" >&2; }
 # pod NAME NODE [NS] [LABELS]: adds a pod.
 # Returns once every node applied its WorkloadEntry.
 pod() {
-  local r a s
-  read -r r a s < <(mesh_gen)
+  local s
+  read -r _ _ s < <(mesh_gen)
   "$SANDBOX" pod add "$1" --node "$2" --namespace "${3:-default}" ${4:+--labels "$4"} >/dev/null ||
     fail "sandbox pod add $1 failed"
   wait_ready "$s"
 }
 
 pod_del() {
-  local r a s
-  read -r r a s < <(mesh_gen)
+  local s
+  read -r _ _ s < <(mesh_gen)
   "$SANDBOX" pod del "$1" >/dev/null || fail "sandbox pod del $1 failed"
   wait_ready "$s"
 }
@@ -155,8 +155,7 @@ http_server() {
 }
 
 wait_listen() {
-  local i
-  for i in $(seq 100); do
+  for _ in $(seq 100); do
     ip netns exec "bmp-$1" ss -Hltn "sport = :$2" 2>/dev/null | grep -q LISTEN && return 0
     sleep 0.05
   done
@@ -177,9 +176,8 @@ hold_start() {
   : >"$out"
   "$SANDBOX" exec "$pod" -- "$PROBE" --hold --hold-seconds 120 "$@" >"$out" 2>&1 &
   HOLD_PID=$!
-  T_BG_PIDS+=($HOLD_PID)
-  local i
-  for i in $(seq 300); do
+  T_BG_PIDS+=("$HOLD_PID")
+  for _ in $(seq 300); do
     grep -q '"phase":"open"' "$out" && return 0
     kill -0 "$HOLD_PID" 2>/dev/null || break
     sleep 0.05
@@ -191,8 +189,7 @@ hold_start() {
 # hold_finish OUTFILE: SIGUSR1 the holder, wait, print its final JSON.
 hold_finish() {
   kill -USR1 "$HOLD_PID" 2>/dev/null || true
-  local i
-  for i in $(seq 200); do kill -0 "$HOLD_PID" 2>/dev/null || break; sleep 0.05; done
+  for _ in $(seq 200); do kill -0 "$HOLD_PID" 2>/dev/null || break; sleep 0.05; done
   wait "$HOLD_PID" 2>/dev/null || true
   grep '"phase":"final"' "$1" || { cat "$1" >&2; fail "holder printed no final result"; }
 }

@@ -2,7 +2,7 @@
 # (c) LEAST_REQUEST: with no load new connections spread over all 3 backends;
 # with one backend holding 50 idle connections, new connections avoid it.
 # To load exactly one backend through the VIP, the other two are ejected while
-# the 50 connections open, then unejected.
+# the 50 connections open (panic mode off), then unejected.
 . "$(dirname "$0")/lib.sh"
 t_begin --nodes 2
 
@@ -24,6 +24,10 @@ spec:
   trafficPolicy:
     loadBalancer:
       simple: LEAST_REQUEST
+    # Panic mode off: with two of three ejected (33 % healthy) the default
+    # threshold (50 % without an outlierDetection block) would use all three.
+    outlierDetection:
+      minHealthPercent: 0
 YAML
 
 # No load: 60 sequential connections spread over all three.

@@ -42,7 +42,7 @@ expect_eq "held connections alive" "$(jget "$final" alive)" $N
 
 # Slots are released when connections close (allow the closes to be accounted).
 ok=0
-for i in $(seq 20); do
+for _ in $(seq 20); do
   out=$(probe client --connect $VIP:9300 -n $N --concurrency $N)
   [ "$(jget "$out" ok)" = $N ] && { ok=1; break; }
   sleep 0.1

@@ -55,14 +55,14 @@ YAML
 "$SANDBOX" exec client -- "$PROBE" --connect $VIP:9400 --rate 300 --duration 10 --timeout-ms 2000 \
   >"$T_TMP/load.json" 2>&1 &
 LOAD=$!
-T_BG_PIDS+=($LOAD)
+T_BG_PIDS+=("$LOAD")
 sleep 0.5
 for w in "50 50" "0 100" "80 20" "100 0" "10 90" "0 100" "50 50" "100 0" "30 70" "70 30" "0 100" "90 10"; do
   dr_and_vs $w | apply
   log "weights now $w"
   sleep 0.5
 done
-for i in $(seq 200); do kill -0 $LOAD 2>/dev/null || break; sleep 0.1; done
+for _ in $(seq 200); do kill -0 $LOAD 2>/dev/null || break; sleep 0.1; done
 wait $LOAD || true
 out=$(tail -n 1 "$T_TMP/load.json")
 log "$out"

@@ -1,0 +1,512 @@
+/* The Prometheus exposition writer (agent/prom.c) and the Istio TCP series
+ * (agent/metrics.c): escaping, one HELP/TYPE per family, stable label and
+ * series order, merging of identical label sets, `unknown` fallbacks. */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "unit.h"
+#include "../../agent/agent.h"
+#include "../../agent/metrics.h"
+#include "../../agent/prom.h"
+
+/* Runs fn against a memstream and returns what it wrote (caller frees). */
+struct capture {
+	char *buf;
+	size_t len;
+	FILE *f;
+};
+
+static void cap_open(struct capture *c)
+{
+	c->buf = NULL;
+	c->len = 0;
+	c->f = open_memstream(&c->buf, &c->len);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(c->f);
+}
+
+static char *cap_close(struct capture *c)
+{
+	fclose(c->f);
+	return c->buf;
+}
+
+/* ------------------------------------------------------------ escaping */
+
+static void test_label_value_escaping(void)
+{
+	static const struct {
+		const char *in, *want;
+	} cases[] = {
+		{ "plain", "plain" },
+		{ "", "" },
+		{ "back\\slash", "back\\\\slash" },
+		{ "say \"hi\"", "say \\\"hi\\\"" },
+		{ "two\nlines", "two\\nlines" },
+		{ "\\\"\n", "\\\\\\\"\\n" },
+		{ "tab\tstays", "tab\tstays" },              /* only \\, \" and \n are escaped */
+		{ "outbound|9080|v1|r.ns.svc.cluster.local", "outbound|9080|v1|r.ns.svc.cluster.local" },
+		{ "utf-8 é", "utf-8 é" },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct capture c;
+		char *out;
+
+		cap_open(&c);
+		bm_prom_write_label_value(c.f, cases[i].in);
+		out = cap_close(&c);
+		CU_ASSERT_STRING_EQUAL(out, cases[i].want);
+		free(out);
+	}
+}
+
+static void test_help_escaping(void)
+{
+	static const struct {
+		const char *in, *want;
+	} cases[] = {
+		{ "Total connections.", "Total connections." },
+		{ "a\\b", "a\\\\b" },
+		{ "line1\nline2", "line1\\nline2" },
+		{ "quotes \"stay\"", "quotes \"stay\"" },   /* HELP does not escape quotes */
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct capture c;
+		char *out;
+
+		cap_open(&c);
+		bm_prom_write_help(c.f, cases[i].in);
+		out = cap_close(&c);
+		CU_ASSERT_STRING_EQUAL(out, cases[i].want);
+		free(out);
+	}
+}
+
+static void test_value_format(void)
+{
+	static const struct {
+		double in;
+		const char *want;
+	} cases[] = {
+		{ 0, "0" },
+		{ 1, "1" },
+		{ 137, "137" },
+		{ 0.5, "0.5" },
+		{ 3600000, "3600000" },
+		{ 1700000000, "1700000000" },
+		{ -2, "-2" },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct capture c;
+		char *out;
+
+		cap_open(&c);
+		bm_prom_write_value(c.f, cases[i].in);
+		out = cap_close(&c);
+		CU_ASSERT_STRING_EQUAL(out, cases[i].want);
+		free(out);
+	}
+	{
+		static const struct {
+			double in;
+			const char *want;
+		} special[] = { { NAN, "NaN" }, { INFINITY, "+Inf" }, { -INFINITY, "-Inf" } };
+
+		for (size_t i = 0; i < 3; i++) {
+			struct capture c;
+			char *out;
+
+			cap_open(&c);
+			bm_prom_write_value(c.f, special[i].in);
+			out = cap_close(&c);
+			CU_ASSERT_STRING_EQUAL(out, special[i].want);
+			free(out);
+		}
+	}
+}
+
+/* ------------------------------------------------------------ family rules */
+
+static void test_family_and_sample_format(void)
+{
+	struct bm_prom_label l[] = { { "reason", "max_connections" }, { "cluster", "a\"b" } };
+	struct bm_prom p;
+	struct capture c;
+	char *out;
+
+	cap_open(&c);
+	bm_prom_init(&p, c.f);
+	CU_ASSERT_EQUAL(bm_prom_family(&p, "x_total", BM_PROM_COUNTER, "Help\ntext."), 0);
+	CU_ASSERT_EQUAL(bm_prom_sample_u64(&p, "x_total", l, 2, 18446744073709551615ULL), 0);
+	CU_ASSERT_EQUAL(bm_prom_sample_u64(&p, "x_total", NULL, 0, 0), 0);
+	CU_ASSERT_EQUAL(bm_prom_finish(&p), 0);
+	out = cap_close(&c);
+	CU_ASSERT_STRING_EQUAL(out,
+			       "# HELP x_total Help\\ntext.\n"
+			       "# TYPE x_total counter\n"
+			       "x_total{reason=\"max_connections\",cluster=\"a\\\"b\"} 18446744073709551615\n"
+			       "x_total 0\n");
+	free(out);
+}
+
+static void test_family_rules(void)
+{
+	/* Each step runs on one writer in order; want = the call's result. */
+	enum op { FAMILY, SAMPLE };
+	static const struct {
+		enum op op;
+		const char *name;
+		enum bm_prom_type type;
+		const char *label;
+		int want;
+	} steps[] = {
+		{ SAMPLE, "a_total", 0, NULL, -EINVAL },          /* no family open */
+		{ FAMILY, "a_total", BM_PROM_COUNTER, NULL, 0 },
+		{ SAMPLE, "a_total", 0, "ok", 0 },
+		{ SAMPLE, "b_total", 0, NULL, -EINVAL },          /* not this family */
+		{ SAMPLE, "a_total", 0, "bad-name", -EINVAL },    /* label name */
+		{ SAMPLE, "a_total", 0, "__reserved", -EINVAL },
+		{ FAMILY, "h", BM_PROM_HISTOGRAM, NULL, 0 },
+		{ SAMPLE, "h_bucket", 0, "le", 0 },
+		{ SAMPLE, "h_sum", 0, NULL, 0 },
+		{ SAMPLE, "h_count", 0, NULL, 0 },
+		{ SAMPLE, "h", 0, NULL, -EINVAL },                /* bare histogram name */
+		{ SAMPLE, "h_other", 0, NULL, -EINVAL },
+		{ SAMPLE, "a_total", 0, NULL, -EINVAL },          /* a's family is closed */
+		{ FAMILY, "a_total", BM_PROM_COUNTER, NULL, -EEXIST }, /* HELP/TYPE once */
+		{ FAMILY, "9bad", BM_PROM_GAUGE, NULL, -EINVAL },
+		{ FAMILY, "has space", BM_PROM_GAUGE, NULL, -EINVAL },
+		{ FAMILY, "ns:ok_metric", BM_PROM_GAUGE, NULL, 0 },
+	};
+	struct bm_prom p;
+	struct capture c;
+	char *out;
+
+	cap_open(&c);
+	bm_prom_init(&p, c.f);
+	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+		int got;
+
+		if (steps[i].op == FAMILY) {
+			got = bm_prom_family(&p, steps[i].name, steps[i].type, "help");
+		} else {
+			struct bm_prom_label l = { steps[i].label, "v" };
+
+			got = bm_prom_sample(&p, steps[i].name, &l, steps[i].label ? 1 : 0, 1);
+		}
+		if (got != steps[i].want)
+			fprintf(stderr, "step %zu (%s): got %d want %d\n", i, steps[i].name, got,
+				steps[i].want);
+		CU_ASSERT_EQUAL(got, steps[i].want);
+	}
+	/* Errors are sticky: finish reports the first one. */
+	CU_ASSERT_EQUAL(bm_prom_finish(&p), -EINVAL);
+	out = cap_close(&c);
+	/* Refused calls wrote nothing: a_total's HELP appears once. */
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, "# HELP a_total"));
+	CU_ASSERT_PTR_NULL(strstr(strstr(out, "# HELP a_total") + 1, "# HELP a_total"));
+	CU_ASSERT_PTR_NULL(strstr(out, "b_total"));
+	CU_ASSERT_PTR_NULL(strstr(out, "bad-name"));
+	free(out);
+}
+
+/* ------------------------------------------------------------ Istio labels */
+
+static json_t *labels_of(const char *json)
+{
+	return json ? json_loads(json, 0, NULL) : NULL;
+}
+
+static void test_istio_label_fallbacks(void)
+{
+	static const struct {
+		const char *what;
+		struct {
+			const char *workload, *ns, *sa, *labels;
+		} src, dst;
+		const char *host, *svc_ns;
+		/* expected: label -> value; NULL ends */
+		struct {
+			enum bm_istio_label l;
+			const char *v;
+		} want[12];
+	} cases[] = {
+		{ "nothing known",
+		  { NULL, NULL, NULL, NULL }, { NULL, NULL, NULL, NULL }, NULL, NULL,
+		  { { BM_L_REPORTER, "source" }, { BM_L_SOURCE_WORKLOAD, "unknown" },
+		    { BM_L_SOURCE_WORKLOAD_NAMESPACE, "unknown" }, { BM_L_SOURCE_PRINCIPAL, "unknown" },
+		    { BM_L_SOURCE_APP, "unknown" }, { BM_L_SOURCE_CANONICAL_REVISION, "latest" },
+		    { BM_L_DESTINATION_SERVICE, "unknown" }, { BM_L_DESTINATION_SERVICE_NAME, "unknown" },
+		    { BM_L_DESTINATION_CANONICAL_REVISION, "latest" }, { BM_L_SOURCE_CLUSTER, "unknown" },
+		    { BM_L_REQUEST_PROTOCOL, "tcp" }, { BM_L_RESPONSE_FLAGS, "-" } } },
+		{ "plain app/version labels, service account",
+		  { "client", "default", "sleep", "{\"app\":\"sleep\"}" },
+		  { "reviews-v2", "bookinfo", "reviews", "{\"app\":\"reviews\",\"version\":\"v2\"}" },
+		  "reviews.bookinfo.svc.cluster.local", "bookinfo",
+		  { { BM_L_SOURCE_PRINCIPAL, "spiffe://cluster.local/ns/default/sa/sleep" },
+		    { BM_L_SOURCE_APP, "sleep" }, { BM_L_SOURCE_VERSION, "unknown" },
+		    { BM_L_SOURCE_CANONICAL_SERVICE, "sleep" }, { BM_L_SOURCE_CANONICAL_REVISION, "latest" },
+		    { BM_L_DESTINATION_PRINCIPAL, "spiffe://cluster.local/ns/bookinfo/sa/reviews" },
+		    { BM_L_DESTINATION_VERSION, "v2" }, { BM_L_DESTINATION_CANONICAL_REVISION, "v2" },
+		    { BM_L_DESTINATION_SERVICE, "reviews.bookinfo.svc.cluster.local" },
+		    { BM_L_DESTINATION_SERVICE_NAME, "reviews" },
+		    { BM_L_DESTINATION_SERVICE_NAMESPACE, "bookinfo" },
+		    { BM_L_DESTINATION_WORKLOAD, "reviews-v2" } } },
+		{ "canonical labels win over app/version",
+		  { "c", "default", "", "{\"app\":\"a\",\"service.istio.io/canonical-name\":\"canon\","
+					"\"app.kubernetes.io/name\":\"k8s\",\"version\":\"v1\","
+					"\"app.kubernetes.io/version\":\"k1\"}" },
+		  { "d", "ns2", NULL, "{\"app.kubernetes.io/name\":\"k8s\",\"app\":\"a\","
+				      "\"service.istio.io/canonical-revision\":\"r7\",\"version\":\"v1\"}" },
+		  "db.example.com", "ns2",
+		  { { BM_L_SOURCE_APP, "canon" }, { BM_L_SOURCE_CANONICAL_SERVICE, "canon" },
+		    { BM_L_SOURCE_VERSION, "k1" }, { BM_L_SOURCE_PRINCIPAL, "unknown" },
+		    { BM_L_DESTINATION_APP, "k8s" }, { BM_L_DESTINATION_VERSION, "r7" },
+		    { BM_L_DESTINATION_PRINCIPAL, "unknown" },
+		    /* a ServiceEntry host that is not NAME.NS.svc.* is its own name */
+		    { BM_L_DESTINATION_SERVICE_NAME, "db.example.com" },
+		    { BM_L_DESTINATION_SERVICE, "db.example.com" } } },
+		{ "FQDN of another namespace keeps the whole host",
+		  { NULL, NULL, NULL, NULL }, { NULL, NULL, NULL, NULL },
+		  "reviews.other.svc.cluster.local", "bookinfo",
+		  { { BM_L_DESTINATION_SERVICE_NAME, "reviews.other.svc.cluster.local" },
+		    { BM_L_DESTINATION_SERVICE_NAMESPACE, "bookinfo" } } },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		json_t *sl = labels_of(cases[i].src.labels), *dl = labels_of(cases[i].dst.labels);
+		struct bm_peer src = { cases[i].src.workload, cases[i].src.ns, cases[i].src.sa, sl };
+		struct bm_peer dst = { cases[i].dst.workload, cases[i].dst.ns, cases[i].dst.sa, dl };
+		struct bm_dest_service svc = { cases[i].host, cases[i].svc_ns };
+		struct bm_tcp_series s;
+
+		CU_ASSERT_EQUAL_FATAL(bm_tcp_series_init(&s, &src, &dst, &svc, NULL, "none"), 0);
+		for (int k = 0; k < BM_L_COUNT; k++)
+			CU_ASSERT(s.v[k] && *s.v[k]);   /* no label is ever empty */
+		CU_ASSERT_STRING_EQUAL(s.v[BM_L_CONNECTION_SECURITY_POLICY], "none");
+		for (size_t w = 0; w < 12 && cases[i].want[w].v; w++) {
+			const char *got = s.v[cases[i].want[w].l];
+
+			if (strcmp(got, cases[i].want[w].v))
+				fprintf(stderr, "%s: %s = %s, want %s\n", cases[i].what,
+					bm_istio_label_names[cases[i].want[w].l], got,
+					cases[i].want[w].v);
+			CU_ASSERT_STRING_EQUAL(got, cases[i].want[w].v);
+		}
+		bm_tcp_series_free(&s);
+		json_decref(sl);
+		json_decref(dl);
+	}
+}
+
+static void test_peer_from_workload_entry(void)
+{
+	static const struct {
+		const char *we, *workload, *ns, *sa;
+	} cases[] = {
+		{ "{\"kind\":\"WorkloadEntry\",\"metadata\":{\"name\":\"reviews-v1\",\"namespace\":\"bookinfo\"},"
+		  "\"spec\":{\"address\":\"198.18.1.2\",\"serviceAccount\":\"reviews\"}}",
+		  "reviews-v1", "bookinfo", "reviews" },
+		{ "{\"kind\":\"WorkloadEntry\",\"metadata\":{\"name\":\"vm-7\",\"namespace\":\"ns\"},"
+		  "\"spec\":{\"address\":\"198.18.1.3\",\"labels\":"
+		  "{\"service.istio.io/workload-name\":\"ratings\"}}}",
+		  "ratings", "ns", NULL },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		json_t *we = json_loads(cases[i].we, 0, NULL);
+		struct bm_peer p;
+
+		CU_ASSERT_PTR_NOT_NULL_FATAL(we);
+		bm_peer_from_workload_entry(we, &p);
+		CU_ASSERT_STRING_EQUAL(p.workload, cases[i].workload);
+		CU_ASSERT_STRING_EQUAL(p.ns, cases[i].ns);
+		if (cases[i].sa) {
+			CU_ASSERT_STRING_EQUAL(p.sa, cases[i].sa);
+		} else {
+			CU_ASSERT_PTR_NULL(p.sa);
+		}
+		json_decref(we);
+	}
+}
+
+/* ------------------------------------------------------------ series order, merging */
+
+static char *render_series(const int *order, size_t n)
+{
+	static const struct {
+		const char *src, *dst, *flags;
+		uint64_t opened, closed, sent, recv;
+	} rows[] = {
+		{ "client", "reviews-v1", "-", 10, 9, 1000, 2000 },
+		{ "client", "reviews-v2", "-", 5, 5, 500, 700 },
+		{ "client", "reviews-v1", "-", 1, 1, 10, 20 },    /* same labels as row 0 */
+		{ "client", "reviews-v1", "UF", 3, 3, 0, 0 },
+		{ "alpha", "reviews-v1", "-", 2, 2, 1, 1 },
+	};
+	struct bm_tcp_series s[8];
+	struct bm_prom p;
+	struct capture c;
+
+	for (size_t i = 0; i < n; i++) {
+		int r = order[i];
+		struct bm_peer src = { rows[r].src, "default", "sa", NULL };
+		struct bm_peer dst = { rows[r].dst, "bookinfo", "reviews", NULL };
+		struct bm_dest_service svc = { "reviews.bookinfo.svc.cluster.local", "bookinfo" };
+
+		CU_ASSERT_EQUAL_FATAL(bm_tcp_series_init(&s[i], &src, &dst, &svc, rows[r].flags, "none"), 0);
+		s[i].opened = rows[r].opened;
+		s[i].closed = rows[r].closed;
+		s[i].sent_bytes = rows[r].sent;
+		s[i].received_bytes = rows[r].recv;
+	}
+	cap_open(&c);
+	bm_prom_init(&p, c.f);
+	CU_ASSERT_EQUAL(bm_tcp_render(&p, s, n), 0);
+	CU_ASSERT_EQUAL(bm_prom_finish(&p), 0);
+	for (size_t i = 0; i < n; i++)
+		bm_tcp_series_free(&s[i]);
+	return cap_close(&c);
+}
+
+static size_t count(const char *hay, const char *needle)
+{
+	size_t n = 0;
+
+	for (const char *p = hay; (p = strstr(p, needle)); p++)
+		n++;
+	return n;
+}
+
+static void test_series_stable_and_merged(void)
+{
+	static const int orders[][5] = {
+		{ 0, 1, 2, 3, 4 }, { 4, 3, 2, 1, 0 }, { 2, 4, 0, 3, 1 }, { 3, 0, 4, 1, 2 },
+	};
+	char *first = NULL;
+
+	for (size_t o = 0; o < sizeof(orders) / sizeof(orders[0]); o++) {
+		char *out = render_series(orders[o], 5);
+
+		if (!first) {
+			first = out;
+			continue;
+		}
+		/* Output does not depend on the order rows came from the map. */
+		CU_ASSERT_STRING_EQUAL(out, first);
+		free(out);
+	}
+	/* Four families, each HELP and TYPE once; 4 distinct series (rows 0 and
+	 * 2 merged) in each. */
+	CU_ASSERT_EQUAL(count(first, "# HELP "), 4);
+	CU_ASSERT_EQUAL(count(first, "# TYPE "), 4);
+	CU_ASSERT_EQUAL(count(first, "# TYPE istio_tcp_connections_opened_total counter\n"), 1);
+	CU_ASSERT_EQUAL(count(first, "\nistio_tcp_connections_opened_total{"), 4);
+	CU_ASSERT_EQUAL(count(first, "\nistio_tcp_received_bytes_total{"), 4);
+	/* the merged row: 10+1 opened, 1000+10 sent, 2000+20 received */
+	CU_ASSERT_PTR_NOT_NULL(strstr(first, "source_workload=\"client\"") );
+	{
+		const char *line = strstr(first, "istio_tcp_connections_opened_total{reporter=\"source\","
+						 "source_workload=\"client\"");
+		const char *eol;
+
+		CU_ASSERT_PTR_NOT_NULL_FATAL(line);
+		/* sorted: destination reviews-v1 "-" before "UF", then reviews-v2 */
+		eol = strchr(line, '\n');
+		CU_ASSERT_PTR_NOT_NULL_FATAL(eol);
+		CU_ASSERT(eol - line > 3 && !strncmp(eol - 3, " 11", 3));
+		CU_ASSERT_PTR_NOT_NULL(strstr(line, "destination_workload=\"reviews-v1\""));
+		CU_ASSERT(strstr(line, "response_flags=\"-\"") < eol);
+	}
+	CU_ASSERT_PTR_NOT_NULL(strstr(first, "response_flags=\"-\",connection_security_policy=\"none\"} 1010\n"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(first, "response_flags=\"-\",connection_security_policy=\"none\"} 2020\n"));
+	/* Labels come in one fixed order: reporter first, the reference's order after. */
+	{
+		const char *p = strstr(first, "istio_tcp_sent_bytes_total{");
+		const char *prev = p;
+
+		CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+		for (int k = 0; k < BM_L_COUNT; k++) {
+			char needle[64];
+			const char *at;
+
+			snprintf(needle, sizeof(needle), "%s%s=\"", k ? "," : "{", bm_istio_label_names[k]);
+			at = strstr(prev, needle);
+			CU_ASSERT_PTR_NOT_NULL_FATAL(at);
+			CU_ASSERT(at >= prev && at < strchr(p, '\n'));
+			prev = at;
+		}
+	}
+	free(first);
+}
+
+/* ------------------------------------------------------------ whole exposition */
+
+/* A minimal text-format checker: every sample belongs to the family whose
+ * TYPE came last; no family is declared twice; every line ends in \n. */
+static void check_exposition(const char *text)
+{
+	char family[256] = "", declared[64][256];
+	int n_declared = 0;
+	const char *line = text;
+
+	CU_ASSERT(*text && text[strlen(text) - 1] == '\n');
+	while (*line) {
+		const char *eol = strchr(line, '\n');
+		char name[256];
+		size_t len;
+
+		CU_ASSERT_PTR_NOT_NULL_FATAL(eol);
+		if (!strncmp(line, "# TYPE ", 7)) {
+			sscanf(line + 7, "%255s", family);
+			for (int i = 0; i < n_declared; i++)
+				CU_ASSERT(strcmp(declared[i], family) != 0);
+			if (n_declared < 64)
+				snprintf(declared[n_declared++], sizeof(declared[0]), "%s", family);
+		} else if (line[0] != '#') {
+			len = strcspn(line, "{ ");
+			CU_ASSERT(len < sizeof(name));
+			snprintf(name, sizeof(name), "%.*s", (int)len, line);
+			CU_ASSERT_STRING_EQUAL(name, family);
+		}
+		line = eol + 1;
+	}
+}
+
+static void test_render_without_maps(void)
+{
+	/* An agent with nothing loaded (fds -1): meshd's own families still
+	 * render, the TCP families are present and empty, the text is valid. */
+	struct bm_agent *a = calloc(1, sizeof(*a));
+	struct capture c;
+	char *out;
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+	memset(&a->loader.fd, 0xff, sizeof(a->loader.fd));
+	a->applied_generation = 7;
+	a->store_generation = 9;
+	cap_open(&c);
+	CU_ASSERT_EQUAL(bm_metrics_render(a, c.f), 0);
+	out = cap_close(&c);
+	check_exposition(out);
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, "# TYPE istio_tcp_connections_opened_total counter\n"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, "\nbpfmesh_config_applied_generation 7\n"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, "\nbpfmesh_config_store_generation 9\n"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, "\nbpfmesh_build_info{version=\""));
+	free(out);
+	free(a);
+}
+
+BM_SUITE(metrics,
+	 BM_CASE(test_label_value_escaping),
+	 BM_CASE(test_help_escaping),
+	 BM_CASE(test_value_format),
+	 BM_CASE(test_family_and_sample_format),
+	 BM_CASE(test_family_rules),
+	 BM_CASE(test_istio_label_fallbacks),
+	 BM_CASE(test_peer_from_workload_entry),
+	 BM_CASE(test_series_stable_and_merged),
+	 BM_CASE(test_render_without_maps))
