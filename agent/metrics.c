@@ -750,9 +750,10 @@ out:
 static void render_meshd(struct bm_agent *a, struct bm_prom *p, uint64_t stats_rows)
 {
 	bm_prom_family(p, "bpfmesh_build_info", BM_PROM_GAUGE, "meshd build; the value is always 1.");
+	/* No node label here: scrape configs set `node` on the target, and a
+	 * second one would come back as exported_node. */
 	bm_prom_sample(p, "bpfmesh_build_info",
-		       (struct bm_prom_label[]){ { "version", BPFMESH_VERSION },
-						 { "node", a->node } }, 2, 1);
+		       &(struct bm_prom_label){ "version", BPFMESH_VERSION }, 1, 1);
 	gauge(p, "bpfmesh_ready", "1 once meshd has loaded its programs and applied a configuration.",
 	      a->ready ? 1 : 0);
 	gauge(p, "bpfmesh_start_time_seconds", "When meshd started, seconds since the Unix epoch.",

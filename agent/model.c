@@ -224,6 +224,15 @@ static void apply_policy(struct bm_m_cluster *c, const json_t *top, const json_t
 	if (sub && json_object_get(sub, "outlierDetection"))
 		od = json_object_get(sub, "outlierDetection");
 
+	{
+		const json_t *tls = json_object_get(top, "tls");
+		const char *mode;
+
+		if (sub && json_object_get(sub, "tls"))
+			tls = json_object_get(sub, "tls");
+		mode = jstr(tls, "mode");
+		c->tls = !strcmp(mode, "ISTIO_MUTUAL") ? 1 : !strcmp(mode, "DISABLE") ? 0 : -1;
+	}
 	c->lb = lb_from(jstr(lb, "simple"));
 	maxc = json_integer_value(json_object_get(json_object_get(cp, "tcp"), "maxConnections"));
 	c->max_conns = maxc > 0 && maxc < UINT32_MAX ? (uint32_t)maxc : 0;
@@ -285,6 +294,12 @@ static void add_endpoint(struct bm_m_cluster *c, const json_t *ep, const json_t 
 	}
 	c->b[c->n].ip = ip;
 	c->b[c->n].port = htons((uint16_t)pnum);
+	/* Auto mTLS: mesh workloads get mTLS unless the DR says DISABLE; an
+	 * explicit ISTIO_MUTUAL wins even for a workload we cannot tell is
+	 * in the mesh (the handshake then fails, as in Istio). */
+	c->b[c->n].mesh = c->tls == 1 ||
+			  (c->tls != 0 && !strcmp(jstr(json_object_get(ep, "labels"), BM_DATAPLANE_LABEL),
+						   BM_DATAPLANE_MESH));
 	c->n++;
 }
 
@@ -311,6 +326,7 @@ static struct bm_m_cluster *build_cluster(const struct registry *ses, const stru
 		 (long long)(port ? json_integer_value(json_object_get(port, "number")) : want),
 		 subset, fqdn);
 	c->min_health = 50;
+	c->tls = -1;
 	if (!target || !port) {
 		fprintf(log, "model: %s: no ServiceEntry%s for this destination; connections to it are refused\n",
 			c->name, target ? " port" : "");

@@ -11,7 +11,12 @@
 struct bm_m_backend {
 	uint32_t ip;     /* network order */
 	uint16_t port;   /* network order */
+	uint16_t mesh;   /* a mesh workload: traffic to it goes through meshd (mTLS) */
 };
+
+/* The label that puts a workload in the mesh, as in Istio ambient. */
+#define BM_DATAPLANE_LABEL "istio.io/dataplane-mode"
+#define BM_DATAPLANE_MESH  "ambient"
 
 /* One upstream cluster: service x port x subset, with its merged policy. */
 struct bm_m_cluster {
@@ -19,6 +24,7 @@ struct bm_m_cluster {
 	uint8_t lb;              /* enum bm_lb */
 	uint8_t min_health;      /* panic threshold percent */
 	uint32_t max_conns;      /* 0 = unlimited */
+	int8_t tls;              /* DR tls.mode: 1 ISTIO_MUTUAL, 0 DISABLE, -1 unset (auto mTLS) */
 	uint32_t n;
 	struct bm_m_backend b[BM_MAX_BACKENDS];
 };

@@ -103,6 +103,7 @@ static int cluster_value(struct bm_reconciler *r, const struct bm_m_cluster *mc,
 		out->backends[i].id = bid;
 		out->backends[i].ip = mc->b[i].ip;
 		out->backends[i].port = mc->b[i].port;
+		out->backends[i].flags = r->mesh && mc->b[i].mesh ? BM_BACKEND_MESH : 0;
 	}
 	return 0;
 }

@@ -26,6 +26,7 @@ struct bm_reconciler {
 	uint64_t sweep_due_ms;      /* startup sweep of revisions nobody owns */
 	unsigned n_services, n_clusters, n_backends;
 	unsigned writes;            /* services rewritten by the last apply */
+	int mesh;                   /* capture mesh backends into meshd (proxy running) */
 };
 
 int bm_reconcile_init(struct bm_reconciler *r, const struct bm_maps *fd, const char *ids_path);

@@ -19,7 +19,9 @@
 	version "\"}" extra "}}"
 
 static const char *const WES =
-	WE("r1", "prod", "198.18.1.2", "v1", "") "," WE("r2", "prod", "198.18.1.3", "v1", "") ","
+	"{\"kind\":\"WorkloadEntry\",\"metadata\":{\"name\":\"r1\",\"namespace\":\"prod\"},"
+	"\"spec\":{\"address\":\"198.18.1.2\",\"labels\":{\"app\":\"reviews\",\"version\":\"v1\","
+	"\"istio.io/dataplane-mode\":\"ambient\"}}}," WE("r2", "prod", "198.18.1.3", "v1", "") ","
 	WE("r3", "prod", "198.18.2.2", "v2", ",\"ports\":{\"tcp\":9999}") ","
 	WE("other-ns", "dev", "198.18.2.9", "v1", "");
 
@@ -236,6 +238,34 @@ static void test_duplicate_vip_oldest_wins(void)
 	bm_model_free(&m);
 }
 
+static void test_mesh_flag(void)
+{
+	/* r1 is an ambient workload; r2, r3 are not. DR tls overrides. */
+	static const struct { const char *tls; int r1, r2; } cases[] = {
+		{ "", 1, 0 },                                   /* auto mTLS */
+		{ ",\"tls\":{\"mode\":\"DISABLE\"}", 0, 0 },
+		{ ",\"tls\":{\"mode\":\"ISTIO_MUTUAL\"}", 1, 1 },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct bm_model m = build(
+			load("[%s,%s,%s,{\"kind\":\"DestinationRule\",\"metadata\":{\"name\":\"d\","
+			     "\"namespace\":\"prod\"},\"spec\":{\"host\":\"reviews\",\"trafficPolicy\":"
+			     "{\"loadBalancer\":{\"simple\":\"RANDOM\"}%s}}}]",
+			     SE_REVIEWS, WES,
+			     WE("r9", "prod", "198.18.1.9", "v1", ""), cases[i].tls), NULL);
+		struct bm_m_cluster *c = m.svc[0].d[0].c;
+
+		for (uint32_t b = 0; b < c->n; b++) {
+			if (c->b[b].ip == inet_addr("198.18.1.2"))
+				CU_ASSERT_EQUAL(c->b[b].mesh, cases[i].r1);
+			if (c->b[b].ip == inet_addr("198.18.1.3"))
+				CU_ASSERT_EQUAL(c->b[b].mesh, cases[i].r2);
+		}
+		bm_model_free(&m);
+	}
+}
+
 static void test_hosts(void)
 {
 	char out[256];
@@ -254,4 +284,5 @@ BM_SUITE(model, BM_CASE(test_no_route_uses_whole_service), BM_CASE(test_weighted
 	 BM_CASE(test_zero_weight_dropped), BM_CASE(test_single_destination_weight_ignored),
 	 BM_CASE(test_subset_policy_replaces_component), BM_CASE(test_lb_names),
 	 BM_CASE(test_missing_subset_refuses), BM_CASE(test_route_to_other_service),
-	 BM_CASE(test_tcp_match_port), BM_CASE(test_duplicate_vip_oldest_wins), BM_CASE(test_hosts))
+	 BM_CASE(test_tcp_match_port), BM_CASE(test_duplicate_vip_oldest_wins), BM_CASE(test_mesh_flag),
+	 BM_CASE(test_hosts))

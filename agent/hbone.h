@@ -1,0 +1,89 @@
+/* HBONE: HTTP/2 CONNECT streams over one TLS 1.3 connection (istio-api.md
+ * §10.1). One struct bm_hbone_conn is one outer connection, client or server
+ * side, living in one worker's loop; each CONNECT stream is relayed to one
+ * plain TCP socket (the app's connection on the client side, the upstream
+ * app on the server side) with HTTP/2 flow control as the back-pressure:
+ * a stream never buffers more than its receive window, and app bytes are
+ * read only when the peer's window has room. */
+#ifndef BM_HBONE_H
+#define BM_HBONE_H
+#include <stdint.h>
+#include <openssl/ssl.h>
+#include <nghttp2/nghttp2.h>
+#include "relay.h"
+
+#define BM_HBONE_STREAM_WINDOW (256 * 1024)   /* per stream, both directions */
+#define BM_HBONE_CONN_WINDOW   (16 * 1024 * 1024)
+#define BM_HBONE_MAX_STREAMS   1000
+#define BM_HBONE_OUT_HIGH      (64 * 1024)    /* stop producing frames above this */
+#define BM_HBONE_PEER_MAX      256
+
+struct bm_hbone_conn;
+
+/* A CONNECT request as the server saw it (strings NUL-terminated, possibly
+ * truncated to the stream's buffers). */
+struct bm_hbone_req {
+	const char *method;
+	const char *authority;
+	const char *baggage;
+	const char *forwarded;
+};
+
+struct bm_hbone_ops {
+	/* Server: a request arrived. Return 400/401/503 to refuse it, or 0
+	 * with *upstream_fd set to a non-blocking socket, connected or with
+	 * the connect in progress (503 is answered if that connect fails). */
+	int (*on_request)(struct bm_hbone_conn *c, const struct bm_hbone_req *r, int *upstream_fd);
+	/* TLS handshake done (not called in plaintext mode): check the peer,
+	 * fill c->peer. Nonzero closes the connection. */
+	int (*on_handshake)(struct bm_hbone_conn *c);
+	/* The connection is gone (every stream already closed): unlink it. */
+	void (*on_close)(struct bm_hbone_conn *c);
+};
+
+struct bm_hbone_conn {
+	struct bm_ev ev;
+	struct bm_loop *l;
+	const struct bm_hbone_ops *ops;
+	void *user;                    /* the owner's (proxy: pod, pool key) */
+	SSL *ssl;                      /* NULL: plaintext h2 (unit tests) */
+	nghttp2_session *h2;
+	struct bm_chunkq out;          /* encoded frames not yet written */
+	struct hb_stream *streams;     /* open streams (and server streams awaiting upstream) */
+	unsigned n_streams;
+	uint8_t server, handshaking, established, draining, fatal, closed;
+	uint8_t tcp_connecting;        /* client: connect() to :15008 in progress */
+	uint8_t connect_failed;        /* client: that connect failed (see on_close) */
+	uint8_t session_saved;         /* owner's flag: resumable session kept */
+	uint64_t created_ms, last_rx_ms, idle_since_ms, ping_sent_ms;
+	char peer[BM_HBONE_PEER_MAX];  /* peer principal (SPIFFE ID without spiffe://) */
+	uint32_t peer_ip;              /* network order; the TCP peer */
+	/* the owner's list links */
+	struct bm_hbone_conn *next, *prev;
+};
+
+/* Take over fd (non-blocking; client: connecting or connected) and ssl (connect or
+ * accept state already set; NULL for plaintext). NULL and errno on failure;
+ * fd and ssl are released then too. */
+struct bm_hbone_conn *bm_hbone_conn_new(struct bm_loop *l, int fd, SSL *ssl, int server,
+					const struct bm_hbone_ops *ops, void *user);
+/* Client: a CONNECT stream carrying app_fd (taken over). Headers may be
+ * NULL. 0, or -errno with app_fd reset and closed (-EAGAIN: this connection
+ * takes no new streams; open another). */
+int bm_hbone_stream_open(struct bm_hbone_conn *c, int app_fd, const char *authority,
+			 const char *baggage, const char *forwarded);
+/* Can this connection take another stream? */
+int bm_hbone_conn_usable(const struct bm_hbone_conn *c);
+/* Timers: PING when idle for ping_ms, give up when unanswered for
+ * timeout_ms, close after close_idle_ms without streams (0: never), and
+ * handshakes that take longer than timeout_ms. Returns 1 if it closed. */
+int bm_hbone_conn_tick(struct bm_hbone_conn *c, uint64_t now_ms, uint64_t ping_ms,
+		       uint64_t timeout_ms, uint64_t close_idle_ms);
+/* Close now, resetting every stream's app socket. */
+void bm_hbone_conn_close(struct bm_hbone_conn *c);
+
+/* The first URI SAN of the peer's certificate (for providers that do not
+ * give one): 0 or -errno. */
+int bm_hbone_peer_uri(SSL *ssl, char *buf, size_t len);
+
+#endif
