@@ -8,8 +8,8 @@ CLANG    ?= clang
 BPFTOOL  ?= bpftool
 SAN      ?=
 
-CFLAGS   ?= -O2 -g
-CFLAGS   += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
+OPT      ?= -O2 -g
+CFLAGS   += $(OPT) -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
             -Iinclude -Ilib -I$(B) -pthread $(SAN)
 LDLIBS   := -lbpf -lelf -lz -lyaml -ljansson -lnghttp2 -lssl -lcrypto -lpthread -lm
 LDFLAGS  += $(SAN)
@@ -77,7 +77,7 @@ unit: $(B)/unit-tests
 # Same unit tests under AddressSanitizer + UndefinedBehaviorSanitizer.
 unit-asan:
 	$(MAKE) B=build-asan SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
-		CFLAGS="-O1 -g" build-asan/unit-tests
+		OPT="-O1 -g" build-asan/unit-tests
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build-asan/unit-tests
 
 integration: all

@@ -37,7 +37,10 @@ static const struct bm_kind *doc_kind(struct bm_vctx *v, const struct bm_ynode *
 	size_t off;
 
 	if (!kind) {
-		bm_verr_at(v, doc->line, ".kind", "required");
+		const struct bm_ynode *raw = bm_ynode_get(doc, "kind");
+
+		bm_verr_at(v, raw ? raw->line : doc->line, ".kind",
+			   raw && !bm_ynode_is_null(raw) ? "must be a string" : "required");
 		return NULL;
 	}
 	k = bm_kind_find(kind->str);
@@ -57,7 +60,10 @@ static const struct bm_kind *doc_kind(struct bm_vctx *v, const struct bm_ynode *
 		return NULL;
 	}
 	if (!api) {
-		bm_verr_at(v, doc->line, ".apiVersion", "required");
+		const struct bm_ynode *raw = bm_ynode_get(doc, "apiVersion");
+
+		bm_verr_at(v, raw ? raw->line : doc->line, ".apiVersion",
+			   raw && !bm_ynode_is_null(raw) ? "must be a string" : "required");
 		return NULL;
 	}
 	if (!bm_kind_accepts_api_version(k, api->str)) {

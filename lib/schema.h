@@ -96,6 +96,7 @@ struct bm_vctx {
 	struct bm_errlist *errs;
 	char *path; /* "spec.http[0].route" while inside that node */
 	size_t plen, pcap;
+	unsigned key_line; /* line of the key whose value is converted next */
 	bool oom;
 };
 

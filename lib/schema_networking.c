@@ -308,10 +308,19 @@ const struct bm_field bm_spec_destinationrule = {
 
 /* ---- WorkloadEntry (also the shape of ServiceEntry endpoints) ---- */
 
+/* Keys of "ports" are port names, as in ServiceEntry ports[].name. */
+static void check_port_name_key(struct bm_vctx *v, const struct bm_ynode *n, json_t *val)
+{
+	(void)val;
+	if (!bm_is_dns1123_label(n->str))
+		bm_verr(v, n->line, "port name \"%.64s\" is not a valid DNS-1123 label", n->str);
+}
+
 static const struct bm_field workload_entry[] = {
 	{ .name = "address", .type = BM_T_STRING, .flags = BM_F_REQUIRED,
 	  .check = check_workload_address },
-	{ .name = "ports", .type = BM_T_MAP, .elem = &port_number_elem },
+	{ .name = "ports", .type = BM_T_MAP, .elem = &port_number_elem,
+	  .key_check = check_port_name_key },
 	LABELS("labels"),
 	{ .name = "serviceAccount", .type = BM_T_STRING, .check = bm_check_dns1123_subdomain },
 	LATER("network"),
@@ -404,13 +413,13 @@ static void check_serviceentry(struct bm_vctx *v, const struct bm_ynode *n, json
 	if (json_object_get(val, "workloadSelector"))
 		bm_verr(v, n->line, "only one of workloadSelector or endpoints is allowed");
 	if (!res || !strcmp(res, "NONE"))
-		bm_verr_at(v, yeps ? yeps->line : n->line, ".endpoints",
+		bm_verr_at(v, bm_ynode_key_line(n, "endpoints"), ".endpoints",
 			   "no endpoints should be provided for resolution NONE "
 			   "(use resolution: STATIC)");
 	json_array_foreach(eps, i, ep) {
-		const struct bm_ynode *yports = yeps && i < yeps->len
-							? bm_ynode_get(yeps->items[i], "ports")
-							: NULL;
+		unsigned ports_line = yeps && i < yeps->len
+					      ? bm_ynode_key_line(yeps->items[i], "ports")
+					      : n->line;
 		const char *name;
 		json_t *num;
 
@@ -429,7 +438,7 @@ static void check_serviceentry(struct bm_vctx *v, const struct bm_ynode *n, json
 			if (defined)
 				continue;
 			snprintf(suffix, sizeof(suffix), ".endpoints[%zu].ports", i);
-			bm_verr_at(v, yports ? yports->line : n->line, suffix,
+			bm_verr_at(v, ports_line, suffix,
 				   "port \"%.64s\" is not defined in the service entry's ports",
 				   name);
 		}

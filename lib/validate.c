@@ -127,6 +127,17 @@ static bool in_list(const char *const *list, const char *s, bool icase)
 	return false;
 }
 
+/* libyaml only hands out UTF-8, but jansson refuses anything else: never
+ * let a refused string turn into a silently missing field. */
+static json_t *utf8_string(struct bm_vctx *v, const struct bm_ynode *n)
+{
+	json_t *j = json_stringn(n->str, n->len);
+
+	if (!j)
+		bm_verr(v, n->line, "must be valid UTF-8 text");
+	return j;
+}
+
 static void enum_error(struct bm_vctx *v, const struct bm_field *f, const struct bm_ynode *n)
 {
 	char list[512];
@@ -163,7 +174,7 @@ static json_t *to_string(struct bm_vctx *v, const struct bm_field *f, const stru
 			enum_error(v, f, n);
 		return NULL;
 	}
-	return json_stringn(n->str, n->len);
+	return utf8_string(v, n);
 }
 
 /* Decimal integer literal, as JSON and YAML both spell it. YAML 1.1 forms
@@ -272,7 +283,7 @@ static json_t *to_duration(struct bm_vctx *v, const struct bm_ynode *n)
 			n->str);
 		return NULL;
 	}
-	return json_stringn(n->str, n->len);
+	return utf8_string(v, n);
 }
 
 static json_t *to_list(struct bm_vctx *v, const struct bm_field *f, const struct bm_ynode *n)
@@ -442,6 +453,7 @@ json_t *bm_validate_object(struct bm_vctx *v, const struct bm_field *fields,
 			bm_verr(v, key->line, "not supported yet");
 			goto next;
 		}
+		v->key_line = key->line;
 		vals[idx] = bm_validate_node(v, f, val);
 next:
 		bm_vpath_pop(v, mark);
@@ -476,7 +488,18 @@ next:
 json_t *bm_validate_node(struct bm_vctx *v, const struct bm_field *f, const struct bm_ynode *n)
 {
 	size_t before = bm_errlist_count(v->errs);
+	struct bm_ynode at_key;
 	json_t *j = NULL;
+
+	/* A block collection starts on the line after its key; errors about
+	 * the collection as a whole ("required", "total weight") read better
+	 * on the key's line, so report them there. */
+	if (v->key_line && n->type != BM_Y_SCALAR) {
+		at_key = *n;
+		at_key.line = v->key_line;
+		n = &at_key;
+	}
+	v->key_line = 0;
 
 	switch (f->type) {
 	case BM_T_STRING:

@@ -13,7 +13,9 @@ bool bm_yaml_needs_quotes(const char *s, size_t len)
 {
 	static const char *const words[] = {
 		"y", "yes", "n", "no", "true", "false", "on", "off", "null", "~",
-		".inf", "-.inf", "+.inf", ".nan", NULL,
+		".inf", "-.inf", "+.inf", ".nan",
+		"<<", /* YAML 1.1 merge key: go-yaml and we treat it specially */
+		NULL,
 	};
 
 	if (!len)

@@ -453,3 +453,12 @@ const struct bm_ynode *bm_ynode_get(const struct bm_ynode *n, const char *key)
 			return n->items[i];
 	return NULL;
 }
+
+unsigned bm_ynode_key_line(const struct bm_ynode *n, const char *key)
+{
+	if (n && n->type == BM_Y_MAP)
+		for (size_t i = 0; i < n->len; i++)
+			if (!strcmp(n->keys[i]->str, key))
+				return n->keys[i]->line;
+	return n ? n->line : 0;
+}

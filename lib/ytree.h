@@ -53,5 +53,7 @@ void bm_ystream_free(struct bm_ystream *s);
 bool bm_ynode_is_null(const struct bm_ynode *n);
 /* Value of key in map n, or NULL (also NULL when n is not a map). */
 const struct bm_ynode *bm_ynode_get(const struct bm_ynode *n, const char *key);
+/* Line of key in map n (where "key:" is written), or n's own line. */
+unsigned bm_ynode_key_line(const struct bm_ynode *n, const char *key);
 
 #endif
