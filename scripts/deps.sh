@@ -10,7 +10,9 @@ pkgs=(
   libssl-dev libmnl-dev libnghttp2-dev      # TLS, netlink, HTTP/2 (later issues)
   libcunit1-dev                             # unit tests
   iproute2 procps psmisc util-linux         # sandbox: ip netns, veth, nsenter
-  wrk                                       # benchmark load generator
+  wrk curl                                  # benchmark load generator, HTTP checks
+  prometheus                                # promtool + a real server scraping meshd in tests
+  tcpdump                                   # capture on the node link (mTLS tests)
 )
 
 missing=()
