@@ -14,7 +14,9 @@
 #include <sys/un.h>
 #include <bpf/bpf.h>
 #include "agent.h"
+#include "ca.h"
 #include "log.h"
+#include "mesh.h"
 #include "metrics.h"
 
 int bm_admin_listen(const char *path)
@@ -77,6 +79,15 @@ static json_t *handle(struct bm_agent *a, const json_t *req)
 		return bm_agent_stats_json(a);
 	if (!strcmp(cmd, "eject"))
 		return do_eject(a, req);
+	if (!strcmp(cmd, "certs") || !strcmp(cmd, "ca")) {
+		if (!a->mesh_on)
+			return error_reply("mesh identity is not enabled on this node%s", "");
+		r = !strcmp(cmd, "certs") ? bm_identity_list_json(&a->idm) : bm_ca_show_json(a->ca);
+		if (!r)
+			return error_reply("%s: out of memory", cmd);
+		json_object_set_new(r, "ok", json_true());
+		return r;
+	}
 	if (!strcmp(cmd, "metrics")) {
 		char *text = NULL;
 		size_t len = 0;
@@ -95,6 +106,7 @@ static json_t *handle(struct bm_agent *a, const json_t *req)
 		if (e)
 			return error_reply("%s", err[0] ? err : strerror(-e));
 		bm_pods_write_hosts(&a->pods, &a->model);
+		bm_mesh_sync(a);
 		bm_log("pod %s/%s enrolled", json_string_value(json_object_get(req, "namespace")),
 		       json_string_value(json_object_get(req, "name")));
 		return json_pack("{s:b}", "ok", 1);
@@ -106,6 +118,7 @@ static json_t *handle(struct bm_agent *a, const json_t *req)
 				   json_string_value(json_object_get(req, "namespace")));
 		if (e)
 			return error_reply("pod %s is not enrolled on this node", name ? name : "");
+		bm_mesh_sync(a);
 		return json_pack("{s:b}", "ok", 1);
 	}
 	r = error_reply("unknown command \"%s\"", cmd);

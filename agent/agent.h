@@ -9,6 +9,7 @@
 #include "model.h"
 #include "pods.h"
 #include "reconcile.h"
+#include "identity.h"
 
 struct bm_store;
 
@@ -33,6 +34,10 @@ struct bm_agent {
 	 * metrics thread while it reads them. Maps are read without it. */
 	pthread_mutex_t lock;
 	char metrics_addr[64];          /* ADDR:PORT of the Prometheus endpoint */
+	/* Mesh identity (agent/mesh.c): the CA and this node's workload SVIDs. */
+	struct bm_ca *ca;
+	struct bm_identity_mgr idm;
+	int mesh_on;
 };
 
 uint64_t bm_now_ms(void);

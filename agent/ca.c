@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <openssl/bn.h>
@@ -575,12 +576,40 @@ err_free:
 	return err;
 }
 
+/* Under an exclusive lock on dir/.lock: meshds of one host (the sandbox's
+ * nodes) share a CA directory and may start together; without the lock two
+ * of them could each create a root and each trust only its own. */
+static int lock_dir(const char *dir, int *fd_out)
+{
+	char path[PATH_MAX];
+	int fd, err;
+
+	if (snprintf(path, sizeof(path), "%s/.lock", dir) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		err = -errno;
+		bm_log("ca: open %s: %s", path, strerror(errno));
+		return err;
+	}
+	while (flock(fd, LOCK_EX) < 0) {
+		if (errno == EINTR)
+			continue;
+		err = -errno;
+		bm_log("ca: flock %s: %s", path, strerror(errno));
+		close(fd);
+		return err;
+	}
+	*fd_out = fd;
+	return 0;
+}
+
 int bm_ca_load_or_create(const char *dir, const char *trust_domain, struct bm_ca **out)
 {
 	char cert_path[PATH_MAX], key_path[PATH_MAX];
 	X509 *cert = NULL;
 	EVP_PKEY *key = NULL;
-	int err;
+	int err, lock_fd = -1;
 
 	if (!trust_domain)
 		trust_domain = BM_TRUST_DOMAIN_DEFAULT;
@@ -591,18 +620,23 @@ int bm_ca_load_or_create(const char *dir, const char *trust_domain, struct bm_ca
 	if (snprintf(cert_path, sizeof(cert_path), "%s/%s", dir, BM_CA_CERT_FILE) >= (int)sizeof(cert_path) ||
 	    snprintf(key_path, sizeof(key_path), "%s/%s", dir, BM_CA_KEY_FILE) >= (int)sizeof(key_path))
 		return -ENAMETOOLONG;
-	if (access(cert_path, F_OK) == 0)
-		return bm_ca_load_external(cert_path, key_path, trust_domain, out);
-	/* No certificate: create a root. A key without a certificate is what a
-	 * crash between the two renames leaves (save_root writes the key first);
-	 * nothing can trust a root whose certificate was never published, so it
-	 * is replaced. A certificate without its key is the case to refuse, and
-	 * load_external does. */
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
 		err = -errno;
 		bm_log("ca: mkdir %s: %s", dir, strerror(errno));
 		return err;
 	}
+	err = lock_dir(dir, &lock_fd);
+	if (err)
+		return err;
+	if (access(cert_path, F_OK) == 0) {
+		err = bm_ca_load_external(cert_path, key_path, trust_domain, out);
+		goto out_unlock;
+	}
+	/* No certificate: create a root. A key without a certificate is what a
+	 * crash between the two renames leaves (save_root writes the key first);
+	 * nothing can trust a root whose certificate was never published, so it
+	 * is replaced. A certificate without its key is the case to refuse, and
+	 * load_external does. */
 	err = make_root(trust_domain, time(NULL), &cert, &key);
 	if (err) {
 		bm_log("ca: cannot create the root key/certificate");
@@ -615,11 +649,13 @@ int bm_ca_load_or_create(const char *dir, const char *trust_domain, struct bm_ca
 	if (err)
 		goto err_free;
 	bm_log("ca: created root CA for trust domain %s in %s", trust_domain, dir);
-	return 0;
+	goto out_unlock;
 err_free:
 	EVP_PKEY_free(key);
 	X509_free(cert);
 	ERR_clear_error();
+out_unlock:
+	close(lock_fd); /* releases the flock */
 	return err;
 }
 
@@ -821,7 +857,7 @@ json_t *bm_ca_show_json(const struct bm_ca *ca)
 
 	if (!bio)
 		return NULL;
-	if (X509_NAME_print_ex(bio, X509_get_subject_name(ca->cert), 0, XN_FLAG_RFC2253) >= 0) {
+	if (X509_NAME_print_ex(bio, X509_get_subject_name(ca->cert), 0, XN_FLAG_RFC2253 & ~XN_FLAG_DN_REV) >= 0) {
 		int n = BIO_read(bio, subject, sizeof(subject) - 1);
 
 		subject[n > 0 ? n : 0] = '\0';

@@ -40,7 +40,8 @@ struct bm_ca {
 };
 
 /* Load DIR/root-cert.pem + DIR/root-key.pem, or create them (ECDSA P-256,
- * 10 years) when neither exists. The key file must be mode 0600. */
+ * 10 years) when there is no certificate. The key file must be mode 0600.
+ * Serialised by flock(DIR/.lock), so meshds sharing DIR agree on one root. */
 int bm_ca_load_or_create(const char *dir, const char *trust_domain, struct bm_ca **out);
 /* A CA given by the operator: a self-signed CA certificate and its key. */
 int bm_ca_load_external(const char *cert_path, const char *key_path, const char *trust_domain,

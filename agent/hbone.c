@@ -153,7 +153,7 @@ static int stream_drain(struct hb_stream *s)
 
 	while (s->backlog.head && !s->connecting) {
 		struct bm_chunk *ch = s->backlog.head;
-		ssize_t n = write(s->ev.fd, ch->data + ch->off, ch->len);
+		ssize_t n = send(s->ev.fd, ch->data + ch->off, ch->len, MSG_NOSIGNAL);
 
 		if (n < 0)
 			return errno == EAGAIN ? 0 : -errno;
@@ -202,7 +202,6 @@ static void stream_on_event(struct bm_ev *ev, uint32_t events)
 			l->st->status_503++;
 			count_result(l, s, BM_PDIR_IN_HBONE, BM_PRES_UPSTREAM);
 			nghttp2_submit_response(c->h2, s->id, st503, 1, NULL);
-			nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_NO_ERROR);
 			/* The stream object stays until nghttp2 closes the stream;
 			 * the socket goes now. */
 			s->ev.dead = 1;
@@ -327,9 +326,10 @@ static void refuse(struct bm_hbone_conn *c, struct hb_stream *s, int status)
 	case 503: st->status_503++; count_result(c->l, s, BM_PDIR_IN_HBONE, BM_PRES_UPSTREAM); break;
 	default: st->status_other++; count_result(c->l, s, BM_PDIR_IN_HBONE, BM_PRES_ERROR); break;
 	}
+	/* The response ends our side. No RST_STREAM here: nghttp2 would send
+	 * it ahead of the HEADERS. The client resets the stream when it sees
+	 * the status; until then its DATA is consumed and dropped. */
 	nghttp2_submit_response(c->h2, s->id, &nv, 1, NULL);
-	/* Tell the client to stop sending: the tunnel will never open. */
-	nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_NO_ERROR);
 }
 
 static void server_request(struct bm_hbone_conn *c, struct hb_stream *s)
@@ -429,7 +429,7 @@ static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t id, const u
 		return 0;
 	}
 	if (!s->backlog.bytes && !s->connecting) {
-		ssize_t n = write(s->ev.fd, data, len);
+		ssize_t n = send(s->ev.fd, data, len, MSG_NOSIGNAL);
 
 		if (n < 0 && errno != EAGAIN) {
 			nghttp2_session_consume(h2, id, len);
@@ -547,13 +547,22 @@ static void conn_destroy(struct bm_hbone_conn *c)
 		nghttp2_session_del(c->h2);
 	c->h2 = NULL;
 	bm_chunkq_clear(c->l, &c->out);
-	if (c->ssl)
+	if (c->connect_failed)
+		c->l->st->h2_connect_failed++;
+	/* The owner may still look at c->ssl (keep its session). */
+	if (c->ops->on_close)
+		c->ops->on_close(c);
+	if (c->ssl) {
+		/* close_notify, best effort: OpenSSL marks the session of an
+		 * SSL freed without it non-resumable, and the pool resumes
+		 * from it. */
+		if (c->established)
+			SSL_shutdown(c->ssl);
 		SSL_free(c->ssl);
+	}
 	c->ssl = NULL;
 	close(c->ev.fd);
 	c->l->st->h2_closed++;
-	if (c->ops->on_close)
-		c->ops->on_close(c);
 	bm_loop_defer_free(c->l, c, conn_free);
 }
 
@@ -580,7 +589,7 @@ static int conn_write(struct bm_hbone_conn *c)
 				return -EIO;
 			}
 		} else {
-			n = (int)write(c->ev.fd, ch->data + ch->off, ch->len);
+			n = (int)send(c->ev.fd, ch->data + ch->off, ch->len, MSG_NOSIGNAL);
 			if (n < 0)
 				return errno == EAGAIN ? 0 : -errno;
 		}
@@ -804,10 +813,8 @@ int bm_hbone_stream_open(struct bm_hbone_conn *c, int app_fd, const char *author
 #define NV(k, v) do { nv[n].name = (uint8_t *)(k); nv[n].value = (uint8_t *)(v); \
 	nv[n].namelen = strlen(k); nv[n].valuelen = strlen(v); \
 	nv[n].flags = NGHTTP2_NV_FLAG_NONE; n++; } while (0)
-	if (!bm_hbone_conn_usable(c)) {
-		bm_close_reset(app_fd);
+	if (!bm_hbone_conn_usable(c))
 		return -EAGAIN;
-	}
 	s = stream_alloc(c->l, BM_PDIR_OUT_HBONE);
 	if (!s) {
 		bm_close_reset(app_fd);
@@ -824,7 +831,6 @@ int bm_hbone_stream_open(struct bm_hbone_conn *c, int app_fd, const char *author
 	id = nghttp2_submit_request(c->h2, NULL, nv, n, &prd, s);
 	if (id < 0) {
 		bm_loop_obj_put(c->l, s, sizeof(*s));
-		bm_close_reset(app_fd);
 		c->draining = 1; /* e.g. stream ids exhausted */
 		return -EAGAIN;
 	}

@@ -37,7 +37,8 @@ struct bm_hbone_ops {
 	/* TLS handshake done (not called in plaintext mode): check the peer,
 	 * fill c->peer. Nonzero closes the connection. */
 	int (*on_handshake)(struct bm_hbone_conn *c);
-	/* The connection is gone (every stream already closed): unlink it. */
+	/* The connection is going (every stream already closed; c->ssl still
+	 * there, e.g. to keep its session): unlink it. */
 	void (*on_close)(struct bm_hbone_conn *c);
 };
 
@@ -68,8 +69,9 @@ struct bm_hbone_conn {
 struct bm_hbone_conn *bm_hbone_conn_new(struct bm_loop *l, int fd, SSL *ssl, int server,
 					const struct bm_hbone_ops *ops, void *user);
 /* Client: a CONNECT stream carrying app_fd (taken over). Headers may be
- * NULL. 0, or -errno with app_fd reset and closed (-EAGAIN: this connection
- * takes no new streams; open another). */
+ * NULL. 0; -EAGAIN: this connection takes no new streams (draining, ids
+ * used up), app_fd is still the caller's: open another connection; other
+ * -errno: app_fd was reset and closed. */
 int bm_hbone_stream_open(struct bm_hbone_conn *c, int app_fd, const char *authority,
 			 const char *baggage, const char *forwarded);
 /* Can this connection take another stream? */

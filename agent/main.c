@@ -19,6 +19,7 @@
 #include <bpf/libbpf.h>
 #include "agent.h"
 #include "log.h"
+#include "mesh.h"
 #include "metrics.h"
 #include "store.h"
 
@@ -43,6 +44,10 @@ static void usage(FILE *f)
 		"  --run-dir   admin socket and node state (e.g. /run/bpfmesh/NODE)\n"
 		"  --store     resource store URL (default $BPFMESH_STORE or file:///var/lib/bpfmesh)\n"
 		"  --metrics-addr  Prometheus endpoint, IP:PORT (default 0.0.0.0:15020, in meshd's netns)\n"
+		"  --trust-domain  SPIFFE trust domain (default cluster.local)\n"
+		"  --ca-dir DIR    embedded mesh CA: root created or loaded there (default <store dir>/ca)\n"
+		"  --ca-cert FILE --ca-key FILE   use a given CA instead\n"
+		"  --cert-ttl SECONDS             workload certificate lifetime (default 86400)\n"
 		"  --cleanup   detach this node's programs and remove its pins, then exit\n");
 }
 
@@ -79,6 +84,7 @@ int bm_agent_reload(struct bm_agent *a)
 	a->model = m;
 	json_decref(a->resources);
 	a->resources = res;
+	bm_mesh_sync(a);
 	pthread_mutex_unlock(&a->lock);
 	if (err) {
 		/* Partly applied: the services that failed keep their old entries. */
@@ -226,6 +232,7 @@ static int run(struct bm_agent *a)
 				if (read(tfd, &ticks, sizeof(ticks)) < 0)
 					continue;
 				bm_reconcile_gc(&a->rec, now);
+				bm_mesh_tick(a, time(NULL));
 				/* Fallback for missed events, and retry after a failed reload. */
 				if (now - last_poll >= 1000) {
 					last_poll = now;
@@ -254,11 +261,15 @@ int main(int argc, char **argv)
 		{ "bpffs", required_argument, 0, 'b' },  { "run-dir", required_argument, 0, 'r' },
 		{ "store", required_argument, 0, 's' },  { "cleanup", no_argument, 0, 'C' },
 		{ "metrics-addr", required_argument, 0, 'm' },
+		{ "trust-domain", required_argument, 0, 'T' }, { "ca-dir", required_argument, 0, 'D' },
+		{ "ca-cert", required_argument, 0, 'E' },      { "ca-key", required_argument, 0, 'K' },
+		{ "cert-ttl", required_argument, 0, 'L' },
 		{ "help", no_argument, 0, 'h' },         { 0, 0, 0, 0 },
 	};
 	static struct bm_agent a;
 	const char *cgroup = NULL, *bpffs = NULL, *store = getenv("BPFMESH_STORE");
-	char path[PATH_MAX + 32];
+	char path[PATH_MAX + 32], ca_dir[sizeof(a.store_url) + 16];
+	struct bm_mesh_opts mo = { 0 };
 	int cleanup = 0, c, err;
 
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -270,6 +281,11 @@ int main(int argc, char **argv)
 		case 's': store = optarg; break;
 		case 'C': cleanup = 1; break;
 		case 'm': snprintf(a.metrics_addr, sizeof(a.metrics_addr), "%s", optarg); break;
+		case 'T': mo.trust_domain = optarg; break;
+		case 'D': mo.ca_dir = optarg; break;
+		case 'E': mo.ca_cert = optarg; break;
+		case 'K': mo.ca_key = optarg; break;
+		case 'L': mo.cert_ttl = atol(optarg); break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -315,12 +331,24 @@ int main(int argc, char **argv)
 	err = bm_reconcile_init(&a.rec, &a.loader.fd, path);
 	if (err)
 		goto err_loader;
+	if (!mo.ca_dir) {
+		/* Embedded mode: nodes sharing a file store share its CA. */
+		if (!strncmp(a.store_url, "file://", 7) || a.store_url[0] == '/')
+			snprintf(ca_dir, sizeof(ca_dir), "%.4000s/ca",
+				 a.store_url + (a.store_url[0] == '/' ? 0 : 7));
+		else
+			snprintf(ca_dir, sizeof(ca_dir), "%.4000s/ca", a.run_dir);
+		mo.ca_dir = ca_dir;
+	}
+	if (bm_mesh_init(&a, &mo))
+		bm_log("mesh identity disabled: the kernel L4 path works without it");
 	snprintf(path, sizeof(path), "%s/pods.json", a.run_dir);
 	bm_pods_load(&a.pods, path);
 	bm_agent_reload(&a); /* a failure keeps what the maps already hold */
 
 	err = run(&a);
 
+	bm_mesh_free(&a);
 	bm_pods_free(&a.pods);
 	bm_model_free(&a.model);
 	json_decref(a.resources);

@@ -35,6 +35,7 @@ struct bm_wstats {
 	uint64_t bytes_down[BM_PDIR_MAX];  /* upstream -> client payload */
 	uint64_t tls_client, tls_server, tls_resumed, tls_failed;
 	uint64_t h2_client, h2_server, h2_closed, h2_pings, h2_ping_timeouts;
+	uint64_t h2_connect_failed;        /* TCP connect to a peer's 15008 failed */
 	uint64_t streams_opened, streams_reset;
 	uint64_t status_200, status_400, status_401, status_503, status_other;
 	/* Denials by reason: written by the owning worker only; n published

@@ -23,7 +23,8 @@
  * one URI SAN, a SPIFFE ID with a path in our trust domain or an alias, leaf
  * not a CA, critical keyUsage with digitalSignature and no cert signing).
  * Session tickets are on; a client resumes by SSL_set_session() with a
- * session kept from SSL_get1_session() per destination.
+ * session kept from SSL_get1_session() per destination (close connections
+ * with SSL_shutdown(): OpenSSL discards the session of one freed without).
  * NULL with errno set (EINVAL: bad SPIFFE ID, ENOMEM). Free with SSL_CTX_free. */
 SSL_CTX *bm_tls_server_ctx(struct bm_identity_mgr *m, const char *spiffe_id);
 SSL_CTX *bm_tls_client_ctx(struct bm_identity_mgr *m, const char *spiffe_id);

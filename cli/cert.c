@@ -9,8 +9,6 @@
 #include "admin.h"
 #include "cli.h"
 
-int do_cert(int argc, char **argv);
-int do_ca(int argc, char **argv);
 
 struct cert_opts {
 	const char *node;

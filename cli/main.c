@@ -26,6 +26,10 @@ static const struct cmd {
 	  "enrol a pod with its node's meshd (used by the runtime / sandbox)" },
 	{ "stats", do_stats, "stats [--node NODE] [-o json]",
 	  "kernel connection counters per service and backend" },
+	{ "cert", do_cert, "cert ls [--node NODE] [-o json]",
+	  "workload certificates (SPIFFE X.509-SVIDs) per node" },
+	{ "ca", do_ca, "ca show [--node NODE] [-o json]",
+	  "the mesh CA: subject, trust domain, serial, expiry, SHA-256 fingerprint" },
 	{ "metrics", do_metrics, "metrics --node NODE",
 	  "a node's Prometheus metrics (what :15020/metrics serves)" },
 };

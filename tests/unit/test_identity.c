@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <openssl/bn.h>
 #include <openssl/err.h>
@@ -71,7 +72,7 @@ static int file_count(const char *dir)
 	if (!d)
 		return -1;
 	while ((e = readdir(d)))
-		n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+		n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strcmp(e->d_name, ".lock");
 	closedir(d);
 	return n;
 }
@@ -79,7 +80,7 @@ static int file_count(const char *dir)
 /* A certificate signed by ca's key with arbitrary (possibly wrong)
  * extensions: what a buggy or hostile issuer could hand a peer. */
 static X509 *forge(const struct bm_ca *ca, EVP_PKEY *key, const char *san, time_t nb, time_t na,
-		   const char *ku)
+		   const char *ku, const char *cn)
 {
 	static const struct {
 		int nid;
@@ -97,6 +98,9 @@ static X509 *forge(const struct bm_ca *ca, EVP_PKEY *key, const char *san, time_
 	ok &= ASN1_TIME_set(X509_getm_notBefore(x), nb) != NULL;
 	ok &= ASN1_TIME_set(X509_getm_notAfter(x), na) != NULL;
 	ok &= X509_set_pubkey(x, key);
+	if (cn)
+		ok &= X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
+						 (const unsigned char *)cn, -1, -1, 0);
 	X509V3_set_ctx(&v3, ca->cert, x, NULL, NULL, 0);
 	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
 		X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, &v3, fixed[i].nid, fixed[i].v);
@@ -297,6 +301,49 @@ static void test_ca_root(void)
 	bm_ca_free(again);
 	CU_ASSERT_EQUAL(bm_ca_load_or_create(c.dir, "Not A TD", &again), -EINVAL);
 	ca_close(&c);
+}
+
+/* meshds of one host starting together agree on a single root. */
+static void test_ca_concurrent_create(void)
+{
+	enum { N = 4 };
+	unsigned char md[N][32];
+	char dir[] = "/tmp/bm-ca-XXXXXX";
+	int fds[2];
+	pid_t pids[N];
+
+	CU_ASSERT_FATAL(mkdtemp(dir) != NULL);
+	CU_ASSERT_FATAL(pipe(fds) == 0);
+	for (int i = 0; i < N; i++) {
+		pids[i] = fork();
+		CU_ASSERT_FATAL(pids[i] >= 0);
+		if (pids[i] == 0) {
+			struct bm_ca *ca = NULL;
+			unsigned char out[32] = { 0 };
+			unsigned int n;
+
+			if (!bm_ca_load_or_create(dir, TD, &ca))
+				X509_digest(ca->cert, EVP_sha256(), out, &n);
+			if (write(fds[1], out, sizeof(out)) != sizeof(out))
+				_exit(2);
+			bm_ca_free(ca);
+			_exit(0);
+		}
+	}
+	close(fds[1]);
+	for (int i = 0; i < N; i++)
+		CU_ASSERT_EQUAL(read(fds[0], md[i], 32), 32);
+	close(fds[0]);
+	for (int i = 0; i < N; i++) {
+		int status = -1;
+
+		waitpid(pids[i], &status, 0);
+		CU_ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	}
+	for (int i = 1; i < N; i++)
+		CU_ASSERT_EQUAL(memcmp(md[0], md[i], 32), 0);
+	CU_ASSERT_EQUAL(file_count(dir), 2);
+	rm_dir(dir);
 }
 
 static void test_ca_external_must_be_ca(void)
@@ -866,6 +913,9 @@ static void test_tls_handshake(void)
 	CU_ASSERT_EQUAL(exchange(c, s), 0);
 	sess = SSL_get1_session(c);
 	CU_ASSERT_FATAL(sess != NULL);
+	/* Closed cleanly: OpenSSL discards the session of a connection freed
+	 * without close_notify. */
+	SSL_shutdown(c);
 	SSL_free(c);
 	SSL_free(s);
 
@@ -914,9 +964,10 @@ static void test_tls_rotation(void)
 	struct tls_env e;
 	SSL *c0, *s0, *c1, *s1;
 	char serial_old[64], serial_new[64];
-	time_t now = time(NULL);
+	time_t now;
 
 	CU_ASSERT_EQUAL_FATAL(env_open(&e, 10, NULL, 0), 0);
+	now = time(NULL); /* not before: the SVIDs' refresh_at must be <= now + 5 */
 	c0 = SSL_new(e.client);
 	s0 = SSL_new(e.server);
 	CU_ASSERT_EQUAL_FATAL(handshake(c0, s0), 0);
@@ -1040,22 +1091,27 @@ static void test_tls_refuses_bad_clients(void)
 	 * non-SPIFFE URI, no URI, a foreign trust domain, a CA-capable leaf. */
 	{
 		static const struct {
-			const char *san, *ku, *why;
+			const char *san, *ku, *why, *cn;
 		} cases[] = {
-			{ "critical,URI:" ID_B ",URI:" ID_A, "critical,digitalSignature", "more than one URI" },
+			{ "critical,URI:" ID_B ",URI:" ID_A, "critical,digitalSignature", "more than one URI", NULL },
 			{ "critical,URI:https://example.com/ns/default/sa/bob", "critical,digitalSignature",
-			  "not a SPIFFE ID" },
-			{ "critical,DNS:bob.default.svc", "critical,digitalSignature", "no URI SAN" },
-			{ NULL, "critical,digitalSignature", "no URI SAN" },
+			  "not a SPIFFE ID", NULL },
+			{ "critical,DNS:bob.default.svc", "critical,digitalSignature", "no URI SAN", NULL },
+			/* strict RFC 5280 catches it first: empty subject, no SAN */
+			{ NULL, "critical,digitalSignature", "Subject name empty", NULL },
 			{ "critical,URI:spiffe://evil.local/ns/default/sa/bob", "critical,digitalSignature",
-			  "foreign trust domain" },
-			{ "critical,URI:spiffe://cluster.local", "critical,digitalSignature", "without a path" },
-			{ "critical,URI:" ID_B, "critical,digitalSignature,keyCertSign", "certificate signing" },
-			{ "critical,URI:" ID_B, "digitalSignature", "not critical" },
+			  "foreign trust domain", NULL },
+			{ "critical,URI:spiffe://cluster.local", "critical,digitalSignature", "without a path", NULL },
+			/* OpenSSL's own check: keyCertSign on a non-CA */
+			{ "critical,URI:" ID_B, "critical,digitalSignature,keyCertSign", "keyCertSign", NULL },
+			/* strict wants a subject on a CRL signer; with one, our rule */
+			{ "critical,URI:" ID_B, "critical,digitalSignature,cRLSign", "Subject name empty", NULL },
+			{ "critical,URI:" ID_B, "critical,digitalSignature,cRLSign", "certificate signing", "bob" },
+			{ "critical,URI:" ID_B, "digitalSignature", "not critical", NULL },
 		};
 
 		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-			x = forge(e.ca.ca, key, cases[i].san, now - 60, now + 3600, cases[i].ku);
+			x = forge(e.ca.ca, key, cases[i].san, now - 60, now + 3600, cases[i].ku, cases[i].cn);
 			CU_ASSERT_FATAL(x != NULL);
 			raw = raw_ctx(0, x, key, h2, sizeof(h2) - 1, TLS1_3_VERSION);
 			CU_ASSERT_FATAL(raw != NULL);
@@ -1069,7 +1125,7 @@ static void test_tls_refuses_bad_clients(void)
 		/* Control for the forger: the same path with a proper profile and
 		 * a trust-domain alias is accepted. */
 		x = forge(e.ca.ca, key, "critical,URI:spiffe://old.local/ns/default/sa/bob", now - 60, now + 3600,
-			  "critical,digitalSignature");
+			  "critical,digitalSignature", NULL);
 		raw = raw_ctx(0, x, key, h2, sizeof(h2) - 1, TLS1_3_VERSION);
 		CU_ASSERT_EQUAL(try_client(&e, raw, &why), 0);
 		SSL_CTX_free(raw);
@@ -1109,7 +1165,7 @@ static void test_tls_client_refuses_bad_server(void)
 }
 
 BM_SUITE(identity, BM_CASE(test_spiffe_id_table), BM_CASE(test_spiffe_id_build), BM_CASE(test_ca_root),
-	 BM_CASE(test_ca_external_must_be_ca), BM_CASE(test_svid_profile), BM_CASE(test_svid_serials_unique),
+	 BM_CASE(test_ca_concurrent_create), BM_CASE(test_ca_external_must_be_ca), BM_CASE(test_svid_profile), BM_CASE(test_svid_serials_unique),
 	 BM_CASE(test_issue_refuses), BM_CASE(test_csr_flow), BM_CASE(test_identity_rotation),
 	 BM_CASE(test_ca_show_json), BM_CASE(test_tls_handshake), BM_CASE(test_tls_rotation),
 	 BM_CASE(test_tls_refuses_bad_clients), BM_CASE(test_tls_client_refuses_bad_server))

@@ -1,0 +1,24 @@
+/* The mesh side of meshd: the CA and workload identities for the pods
+ * enrolled on this node (and, with the proxy, their capture listeners). */
+#ifndef BM_MESH_H
+#define BM_MESH_H
+#include <time.h>
+
+struct bm_agent;
+
+struct bm_mesh_opts {
+	const char *trust_domain;   /* default cluster.local */
+	const char *ca_dir;         /* embedded CA: root created or loaded here */
+	const char *ca_cert, *ca_key; /* or a CA that is given */
+	long cert_ttl;              /* seconds; 0 = 24 h */
+};
+
+int bm_mesh_init(struct bm_agent *a, const struct bm_mesh_opts *o);
+void bm_mesh_free(struct bm_agent *a);
+/* Bring identities in line with the enrolled pods and their service
+ * accounts (from their WorkloadEntries). Called with a->lock held. */
+void bm_mesh_sync(struct bm_agent *a);
+/* Rotation at half-life; called from the main loop's tick. */
+void bm_mesh_tick(struct bm_agent *a, time_t now);
+
+#endif

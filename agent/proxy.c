@@ -1,0 +1,932 @@
+/*
+ * Proxy workers: pods, listeners, and the three ways a connection comes in.
+ *
+ * Every worker puts every pod listener in its own epoll with EPOLLEXCLUSIVE
+ * (the kernel wakes one waiter per connection); an accepted connection then
+ * lives in that worker only. Pods are immutable and reference counted; the
+ * main thread sends add/remove messages and each worker keeps its own list,
+ * so the data path reads pods without a lock.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include "agent.h"
+#include "capture.h"
+#include "hbone.h"
+#include "log.h"
+#include "policy.h"
+#include "proxy.h"
+#include "relay.h"
+#include "tlsctx.h"
+
+#define ACCEPT_BATCH 32
+#define SESS_CACHE 64
+#define SPIFFE_PREFIX "spiffe://"
+
+enum { L_OUTBOUND, L_INBOUND, L_HBONE, L_KINDS };
+
+struct worker;
+
+struct plistener {
+	struct bm_ev ev;
+	struct ppod *pod;
+	struct worker *w;
+	int kind;
+};
+
+/* An enrolled pod: immutable once published, freed at the last reference. */
+struct ppod {
+	int refs;
+	struct bm_proxy_pod cfg;
+	const char *principal;      /* cfg.spiffe_id without spiffe:// */
+	char baggage[512];
+	SSL_CTX *sctx, *cctx;       /* NULL without an identity manager */
+	int lfd[L_KINDS];
+	struct plistener *lst;      /* [worker * L_KINDS + kind] */
+};
+
+struct cmd {
+	struct cmd *next;
+	enum { CMD_ADD, CMD_DEL, CMD_STOP } op;
+	struct ppod *pod;
+};
+
+struct sess_ent {
+	uint32_t src_ip, dst_ip;
+	SSL_SESSION *s;
+};
+
+struct worker {
+	struct bm_proxy *p;
+	int idx;
+	pthread_t th;
+	int started;
+	struct bm_loop loop;
+	struct bm_wstats st;
+	struct bm_ev cmd_ev, tick_ev;
+	pthread_mutex_t cmd_lock;
+	struct cmd *cmds, *cmds_tail;
+	int stop;
+	struct ppod **pods;
+	size_t n_pods, cap_pods;
+	struct bm_hbone_conn *conns;   /* every HBONE connection of this worker */
+	struct sess_ent sess[SESS_CACHE];
+	unsigned sess_next;
+};
+
+/* Per HBONE connection: who owns it and, for clients, the pool key. */
+struct conn_owner {
+	struct worker *w;
+	struct ppod *pod;              /* server: the pod (a reference); client: NULL */
+	uint32_t src_ip, dst_ip;       /* client pool key, with src_id */
+	char src_id[256];
+};
+
+struct bm_proxy {
+	struct bm_agent *a;
+	struct bm_identity_mgr *ids;
+	unsigned ping_idle_ms, ping_timeout_ms, pool_idle_ms;
+	int n;
+	struct worker *w;
+	pthread_mutex_t lock;          /* pods[] below: control path only */
+	struct ppod **pods;
+	size_t n_pods;
+};
+
+/* ---- pods --------------------------------------------------------------- */
+
+static void pod_put(struct ppod *pod)
+{
+	if (__atomic_sub_fetch(&pod->refs, 1, __ATOMIC_ACQ_REL))
+		return;
+	for (int k = 0; k < L_KINDS; k++)
+		if (pod->lfd[k] >= 0)
+			close(pod->lfd[k]);
+	SSL_CTX_free(pod->sctx);
+	SSL_CTX_free(pod->cctx);
+	free(pod->lst);
+	free(pod);
+}
+
+static void pod_get(struct ppod *pod)
+{
+	__atomic_add_fetch(&pod->refs, 1, __ATOMIC_ACQ_REL);
+}
+
+static struct ppod *worker_pod_by_ip(struct worker *w, uint32_t ip)
+{
+	for (size_t i = 0; i < w->n_pods; i++)
+		if (w->pods[i]->cfg.ip == ip)
+			return w->pods[i];
+	return NULL;
+}
+
+/* "td/ns/NS/sa/SA" -> NS */
+static const char *principal_ns(const char *principal, char *buf, size_t len)
+{
+	const char *p = principal ? strstr(principal, "/ns/") : NULL;
+	size_t n;
+
+	if (!p)
+		return NULL;
+	p += 4;
+	n = strcspn(p, "/");
+	if (!n || n >= len)
+		return NULL;
+	memcpy(buf, p, n);
+	buf[n] = 0;
+	return buf;
+}
+
+static void ip_str(uint32_t ip, char *buf)
+{
+	inet_ntop(AF_INET, &ip, buf, INET_ADDRSTRLEN);
+}
+
+/* ---- same-node and plaintext delivery ----------------------------------- */
+
+static int policy(struct worker *w, const struct bm_conn_attrs *at, enum bm_pdir dir)
+{
+	char reason[BM_DENY_REASON_LEN] = "";
+	int rc = bm_policy_check(w->p->a, at, reason, sizeof(reason));
+
+	if (rc) {
+		w->st.conns[dir][BM_PRES_DENIED]++;
+		bm_wstats_deny(&w->st, reason[0] ? reason : "denied");
+	}
+	return rc;
+}
+
+/* Deliver an accepted connection to dst's app from 127.0.0.6 and relay. */
+static void deliver_local(struct worker *w, int fd, const struct ppod *dst, uint32_t ip,
+			  uint16_t port, enum bm_pdir dir)
+{
+	int ufd = bm_netns_connect(dst->cfg.netns, BM_DELIVERY_SRC, ip, port);
+
+	if (ufd < 0) {
+		w->st.conns[dir][BM_PRES_UPSTREAM]++;
+		bm_close_reset(fd);
+		return;
+	}
+	bm_relay_start(&w->loop, fd, ufd, dir);
+}
+
+static void accept_inbound_plain(struct worker *w, struct ppod *pod, int fd)
+{
+	struct sockaddr_in src, dst;
+	socklen_t sl = sizeof(src), dl = sizeof(dst);
+	struct bm_conn_attrs at = { 0 };
+
+	if (getpeername(fd, (struct sockaddr *)&src, &sl) || getsockname(fd, (struct sockaddr *)&dst, &dl)) {
+		w->st.conns[BM_PDIR_IN_PLAIN][BM_PRES_ERROR]++;
+		bm_close_reset(fd);
+		return;
+	}
+	at.src_ip = src.sin_addr.s_addr;
+	at.dst_ip = dst.sin_addr.s_addr;
+	at.dst_port = ntohs(dst.sin_port);
+	at.dst_pod_ns = pod->cfg.ns;
+	at.dst_pod_name = pod->cfg.name;
+	/* src_principal NULL: plaintext. STRICT refuses it here. */
+	if (policy(w, &at, BM_PDIR_IN_PLAIN)) {
+		bm_close_reset(fd);
+		return;
+	}
+	deliver_local(w, fd, pod, at.dst_ip, at.dst_port, BM_PDIR_IN_PLAIN);
+}
+
+/* ---- HBONE client pool -------------------------------------------------- */
+
+static void conn_track(struct worker *w, struct bm_hbone_conn *c)
+{
+	c->next = w->conns;
+	c->prev = NULL;
+	if (w->conns)
+		w->conns->prev = c;
+	w->conns = c;
+}
+
+static void conn_untrack(struct worker *w, struct bm_hbone_conn *c)
+{
+	if (c->prev)
+		c->prev->next = c->next;
+	else if (w->conns == c)
+		w->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->next = c->prev = NULL;
+}
+
+static struct sess_ent *sess_find(struct worker *w, uint32_t src_ip, uint32_t dst_ip)
+{
+	for (int i = 0; i < SESS_CACHE; i++)
+		if (w->sess[i].s && w->sess[i].src_ip == src_ip && w->sess[i].dst_ip == dst_ip)
+			return &w->sess[i];
+	return NULL;
+}
+
+/* Keep the connection's session for the next handshake to the same peer
+ * (TLS 1.3 tickets arrive after the handshake: call again later). */
+static void sess_save(struct worker *w, struct bm_hbone_conn *c)
+{
+	struct conn_owner *o = c->user;
+	SSL_SESSION *s = c->ssl ? SSL_get0_session(c->ssl) : NULL;
+	struct sess_ent *e;
+
+	if (c->session_saved || !s || !SSL_SESSION_is_resumable(s))
+		return;
+	e = sess_find(w, o->src_ip, o->dst_ip);
+	if (!e) {
+		e = &w->sess[w->sess_next++ % SESS_CACHE];
+		e->src_ip = o->src_ip;
+		e->dst_ip = o->dst_ip;
+	}
+	if (e->s)
+		SSL_SESSION_free(e->s);
+	e->s = SSL_get1_session(c->ssl);
+	c->session_saved = 1;
+}
+
+static int on_handshake(struct bm_hbone_conn *c)
+{
+	struct conn_owner *o = c->user;
+	char id[BM_HBONE_PEER_MAX];
+	int err = bm_tls_peer_id(c->ssl, id, sizeof(id));
+
+	if (err) {
+		bm_log("hbone %s: peer refused: %s (%s)", c->server ? "inbound" : "outbound",
+		       bm_tls_peer_error(c->ssl), strerror(-err));
+		if (c->server)
+			bm_wstats_deny(&o->w->st, "tls_peer_refused");
+		return err;
+	}
+	snprintf(c->peer, sizeof(c->peer), "%s",
+		 strncmp(id, SPIFFE_PREFIX, strlen(SPIFFE_PREFIX)) ? id : id + strlen(SPIFFE_PREFIX));
+	return 0;
+}
+
+static void on_close(struct bm_hbone_conn *c)
+{
+	struct conn_owner *o = c->user;
+
+	if (!c->server && c->established)
+		sess_save(o->w, c);
+	conn_untrack(o->w, c);
+	if (o->pod)
+		pod_put(o->pod);
+	free(o);
+	c->user = NULL;
+}
+
+static int on_request(struct bm_hbone_conn *c, const struct bm_hbone_req *r, int *fd);
+
+static const struct bm_hbone_ops hbone_ops = {
+	.on_request = on_request,
+	.on_handshake = on_handshake,
+	.on_close = on_close,
+};
+
+static struct bm_hbone_conn *pool_find(struct worker *w, const struct ppod *src, uint32_t dst_ip)
+{
+	for (struct bm_hbone_conn *c = w->conns; c; c = c->next) {
+		struct conn_owner *o = c->user;
+
+		if (!c->server && o->dst_ip == dst_ip && o->src_ip == src->cfg.ip &&
+		    !strcmp(o->src_id, src->cfg.spiffe_id) && bm_hbone_conn_usable(c))
+			return c;
+	}
+	return NULL;
+}
+
+/* A new pooled connection from the source pod's netns (so the peer sees
+ * the pod's IP as the tunnel's source) to dst_ip:15008. */
+static struct bm_hbone_conn *pool_dial(struct worker *w, struct ppod *src, uint32_t dst_ip)
+{
+	struct conn_owner *o;
+	struct bm_hbone_conn *c;
+	struct sess_ent *e;
+	SSL *ssl;
+	int fd;
+
+	if (!src->cctx)
+		return NULL;
+	fd = bm_netns_connect(src->cfg.netns, 0, dst_ip, BM_PORT_HBONE);
+	if (fd < 0) {
+		w->st.h2_connect_failed++;
+		return NULL;
+	}
+	ssl = SSL_new(src->cctx);
+	o = calloc(1, sizeof(*o));
+	if (!ssl || !o || bm_tls_expect_peer(ssl, NULL, 0)) {
+		SSL_free(ssl);
+		free(o);
+		close(fd);
+		return NULL;
+	}
+	e = sess_find(w, src->cfg.ip, dst_ip);
+	if (e && SSL_SESSION_is_resumable(e->s))
+		SSL_set_session(ssl, e->s);
+	o->w = w;
+	o->src_ip = src->cfg.ip;
+	o->dst_ip = dst_ip;
+	snprintf(o->src_id, sizeof(o->src_id), "%s", src->cfg.spiffe_id);
+	c = bm_hbone_conn_new(&w->loop, fd, ssl, 0, &hbone_ops, o);
+	if (!c) {
+		free(o);
+		return NULL;
+	}
+	c->peer_ip = dst_ip;
+	conn_track(w, c);
+	return c;
+}
+
+static void outbound_hbone(struct worker *w, struct ppod *src, int fd, const struct bm_orig_dst *od,
+			   uint16_t app_port)
+{
+	char authority[32], forwarded[64], bip[INET_ADDRSTRLEN], sip[INET_ADDRSTRLEN];
+	struct bm_hbone_conn *c = pool_find(w, src, od->bip);
+
+	ip_str(od->bip, bip);
+	ip_str(src->cfg.ip, sip);
+	snprintf(authority, sizeof(authority), "%s:%u", bip, ntohs(od->bport));
+	snprintf(forwarded, sizeof(forwarded), "for=\"%s:%u\"", sip, app_port);
+	for (int attempt = 0; attempt < 2; attempt++) {
+		int err;
+
+		if (!c)
+			c = pool_dial(w, src, od->bip);
+		if (!c) {
+			w->st.conns[BM_PDIR_OUT_HBONE][BM_PRES_UPSTREAM]++;
+			bm_close_reset(fd);
+			return;
+		}
+		if (c->established)
+			sess_save(w, c);
+		err = bm_hbone_stream_open(c, fd, authority, src->baggage, forwarded);
+		if (!err)
+			return;
+		if (err != -EAGAIN) {
+			w->st.conns[BM_PDIR_OUT_HBONE][BM_PRES_ERROR]++; /* fd is closed */
+			return;
+		}
+		c = NULL; /* that connection is draining: dial a fresh one */
+	}
+	w->st.conns[BM_PDIR_OUT_HBONE][BM_PRES_ERROR]++;
+	bm_close_reset(fd);
+}
+
+static void accept_outbound(struct worker *w, struct ppod *src, int fd)
+{
+	struct bm_agent *a = w->p->a;
+	struct bm_orig_dst od;
+	struct sockaddr_in peer;
+	socklen_t pl = sizeof(peer);
+	struct ppod *dst;
+	struct bm_conn_attrs at = { 0 };
+
+	if (bm_capture_orig_dst(&a->loader, fd, &od) || getpeername(fd, (struct sockaddr *)&peer, &pl)) {
+		/* Not captured by connect4 (someone dialled 127.0.0.1:15001). */
+		w->st.conns[BM_PDIR_OUT_LOCAL][BM_PRES_ERROR]++;
+		bm_close_reset(fd);
+		return;
+	}
+	dst = worker_pod_by_ip(w, od.bip);
+	if (!dst) {
+		outbound_hbone(w, src, fd, &od, ntohs(peer.sin_port));
+		return;
+	}
+	/* Both ends are this meshd: no TLS, same identity and policy. */
+	char ns[64];
+
+	at.src_principal = src->principal[0] ? src->principal : NULL;
+	at.src_namespace = principal_ns(src->principal, ns, sizeof(ns));
+	at.src_ip = src->cfg.ip;
+	at.dst_ip = od.bip;
+	at.dst_port = ntohs(od.bport);
+	at.dst_pod_ns = dst->cfg.ns;
+	at.dst_pod_name = dst->cfg.name;
+	if (policy(w, &at, BM_PDIR_OUT_LOCAL)) {
+		bm_close_reset(fd);
+		return;
+	}
+	deliver_local(w, fd, dst, od.bip, at.dst_port, BM_PDIR_OUT_LOCAL);
+}
+
+/* ---- HBONE server -------------------------------------------------------- */
+
+static int on_request(struct bm_hbone_conn *c, const struct bm_hbone_req *r, int *fd)
+{
+	struct conn_owner *o = c->user;
+	struct ppod *pod = o->pod;
+	struct bm_conn_attrs at = { 0 };
+	char host[INET_ADDRSTRLEN], ns[64];
+	const char *colon = strrchr(r->authority, ':');
+	struct in_addr ip;
+	unsigned long port;
+	char *end;
+
+	/* :authority must be this pod's IP:port (§10.1: bad authority = 400). */
+	if (!colon || (size_t)(colon - r->authority) >= sizeof(host))
+		return 400;
+	memcpy(host, r->authority, (size_t)(colon - r->authority));
+	host[colon - r->authority] = 0;
+	port = strtoul(colon + 1, &end, 10);
+	if (*end || !port || port > 65535 || inet_pton(AF_INET, host, &ip) != 1 ||
+	    ip.s_addr != pod->cfg.ip)
+		return 400;
+	at.src_principal = c->peer;
+	at.src_namespace = principal_ns(c->peer, ns, sizeof(ns));
+	at.src_ip = c->peer_ip;
+	at.dst_ip = ip.s_addr;
+	at.dst_port = (uint16_t)port;
+	at.dst_pod_ns = pod->cfg.ns;
+	at.dst_pod_name = pod->cfg.name;
+	{
+		char reason[BM_DENY_REASON_LEN] = "";
+
+		if (bm_policy_check(o->w->p->a, &at, reason, sizeof(reason))) {
+			bm_wstats_deny(&o->w->st, reason[0] ? reason : "denied");
+			return 401;
+		}
+	}
+	*fd = bm_netns_connect(pod->cfg.netns, BM_DELIVERY_SRC, ip.s_addr, (uint16_t)port);
+	return *fd < 0 ? 503 : 0;
+}
+
+static void accept_hbone(struct worker *w, struct ppod *pod, int fd)
+{
+	struct sockaddr_in peer;
+	socklen_t pl = sizeof(peer);
+	struct conn_owner *o;
+	struct bm_hbone_conn *c;
+	SSL *ssl;
+
+	if (!pod->sctx || getpeername(fd, (struct sockaddr *)&peer, &pl)) {
+		w->st.conns[BM_PDIR_IN_HBONE][BM_PRES_ERROR]++;
+		bm_close_reset(fd);
+		return;
+	}
+	ssl = SSL_new(pod->sctx);
+	o = calloc(1, sizeof(*o));
+	if (!ssl || !o) {
+		SSL_free(ssl);
+		free(o);
+		bm_close_reset(fd);
+		return;
+	}
+	o->w = w;
+	o->pod = pod;
+	pod_get(pod);
+	c = bm_hbone_conn_new(&w->loop, fd, ssl, 1, &hbone_ops, o);
+	if (!c) {
+		pod_put(pod);
+		free(o);
+		return;
+	}
+	c->peer_ip = peer.sin_addr.s_addr;
+	conn_track(w, c);
+}
+
+/* ---- worker -------------------------------------------------------------- */
+
+static void on_listener(struct bm_ev *ev, uint32_t events)
+{
+	struct plistener *pl = (struct plistener *)ev;
+	struct worker *w = pl->w;
+
+	for (int i = 0; i < ACCEPT_BATCH; i++) {
+		int fd = accept4(ev->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int one = 1;
+
+		if (fd < 0)
+			return; /* EAGAIN: another worker took it, or none left */
+		setsockopt(fd, IPPROTO_TCP, 1 /* TCP_NODELAY */, &one, sizeof(one));
+		switch (pl->kind) {
+		case L_OUTBOUND: accept_outbound(w, pl->pod, fd); break;
+		case L_INBOUND: accept_inbound_plain(w, pl->pod, fd); break;
+		case L_HBONE: accept_hbone(w, pl->pod, fd); break;
+		}
+	}
+}
+
+static void worker_add_pod(struct worker *w, struct ppod *pod)
+{
+	if (w->n_pods == w->cap_pods) {
+		size_t cap = w->cap_pods ? w->cap_pods * 2 : 16;
+		struct ppod **np = realloc(w->pods, cap * sizeof(*np));
+
+		if (!np) {
+			bm_log("proxy worker %d: no memory for pod %s/%s", w->idx, pod->cfg.ns, pod->cfg.name);
+			pod_put(pod);
+			return;
+		}
+		w->pods = np;
+		w->cap_pods = cap;
+	}
+	w->pods[w->n_pods++] = pod;
+	for (int k = 0; k < L_KINDS; k++) {
+		struct plistener *pl = &pod->lst[w->idx * L_KINDS + k];
+
+		if (pod->lfd[k] >= 0 && bm_loop_add(&w->loop, &pl->ev, EPOLLIN | EPOLLEXCLUSIVE))
+			bm_log("proxy worker %d: epoll add listener %d of %s/%s: %s", w->idx, k,
+			       pod->cfg.ns, pod->cfg.name, strerror(errno));
+	}
+}
+
+static void worker_del_pod(struct worker *w, struct ppod *pod)
+{
+	for (size_t i = 0; i < w->n_pods; i++) {
+		if (w->pods[i] != pod)
+			continue;
+		for (int k = 0; k < L_KINDS; k++) {
+			struct plistener *pl = &pod->lst[w->idx * L_KINDS + k];
+
+			if (pod->lfd[k] >= 0)
+				bm_loop_del(&w->loop, &pl->ev);
+		}
+		w->pods[i] = w->pods[--w->n_pods];
+		pod_put(pod);
+		return;
+	}
+}
+
+static void on_cmd(struct bm_ev *ev, uint32_t events)
+{
+	struct worker *w = (struct worker *)((char *)ev - offsetof(struct worker, cmd_ev));
+	uint64_t v;
+	struct cmd *list;
+
+	if (read(ev->fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		return;
+	pthread_mutex_lock(&w->cmd_lock);
+	list = w->cmds;
+	w->cmds = w->cmds_tail = NULL;
+	pthread_mutex_unlock(&w->cmd_lock);
+	while (list) {
+		struct cmd *c = list;
+
+		list = c->next;
+		if (c->op == CMD_ADD)
+			worker_add_pod(w, c->pod);
+		else if (c->op == CMD_DEL)
+			worker_del_pod(w, c->pod);
+		else
+			w->stop = 1;
+		free(c);
+	}
+}
+
+static void on_tick(struct bm_ev *ev, uint32_t events)
+{
+	struct worker *w = (struct worker *)((char *)ev - offsetof(struct worker, tick_ev));
+	struct bm_proxy *p = w->p;
+	uint64_t n;
+
+	if (read(ev->fd, &n, sizeof(n)) < 0)
+		return;
+	for (struct bm_hbone_conn *c = w->conns, *next; c; c = next) {
+		next = c->next;
+		bm_hbone_conn_tick(c, w->loop.now_ms, p->ping_idle_ms, p->ping_timeout_ms,
+				   c->server ? 0 : p->pool_idle_ms);
+	}
+}
+
+static int post(struct worker *w, int op, struct ppod *pod)
+{
+	struct cmd *c = calloc(1, sizeof(*c));
+	uint64_t one = 1;
+
+	if (!c)
+		return -ENOMEM;
+	c->op = op;
+	c->pod = pod;
+	pthread_mutex_lock(&w->cmd_lock);
+	if (w->cmds_tail)
+		w->cmds_tail->next = c;
+	else
+		w->cmds = c;
+	w->cmds_tail = c;
+	pthread_mutex_unlock(&w->cmd_lock);
+	return write(w->cmd_ev.fd, &one, sizeof(one)) == sizeof(one) ? 0 : -errno;
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	sigset_t all;
+
+	/* Signals are the main thread's (signalfd); EPIPE is handled inline. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	while (!w->stop)
+		if (bm_loop_run_once(&w->loop, -1) < 0)
+			break;
+	return NULL;
+}
+
+static void worker_fini(struct worker *w)
+{
+	while (w->conns)
+		bm_hbone_conn_close(w->conns);
+	while (w->n_pods)
+		worker_del_pod(w, w->pods[0]);
+	free(w->pods);
+	for (int i = 0; i < SESS_CACHE; i++)
+		if (w->sess[i].s)
+			SSL_SESSION_free(w->sess[i].s);
+	while (w->cmds) {
+		struct cmd *c = w->cmds;
+
+		w->cmds = c->next;
+		if (c->op == CMD_ADD)
+			pod_put(c->pod);
+		free(c);
+	}
+	if (w->cmd_ev.fd >= 0)
+		close(w->cmd_ev.fd);
+	if (w->tick_ev.fd >= 0)
+		close(w->tick_ev.fd);
+	bm_loop_fini(&w->loop);
+	pthread_mutex_destroy(&w->cmd_lock);
+}
+
+static int worker_init(struct bm_proxy *p, struct worker *w, int idx)
+{
+	struct itimerspec its = { .it_interval = { 1, 0 }, .it_value = { 1, 0 } };
+	int err;
+
+	w->p = p;
+	w->idx = idx;
+	err = bm_loop_init(&w->loop, &w->st);
+	if (err)
+		return err;
+	w->cmd_ev.fn = on_cmd;
+	w->cmd_ev.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	w->tick_ev.fn = on_tick;
+	w->tick_ev.fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (w->cmd_ev.fd < 0 || w->tick_ev.fd < 0 || timerfd_settime(w->tick_ev.fd, 0, &its, NULL))
+		return -errno;
+	if ((err = bm_loop_add(&w->loop, &w->cmd_ev, EPOLLIN)) ||
+	    (err = bm_loop_add(&w->loop, &w->tick_ev, EPOLLIN)))
+		return err;
+	return 0;
+}
+
+/* ---- API ----------------------------------------------------------------- */
+
+int bm_proxy_start(struct bm_agent *a, const struct bm_proxy_opts *o, struct bm_proxy **out)
+{
+	struct bm_proxy *p = calloc(1, sizeof(*p));
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	int err = -ENOMEM;
+
+	if (!p)
+		return -ENOMEM;
+	p->a = a;
+	p->ids = o ? o->ids : NULL;
+	p->n = o && o->workers > 0 ? o->workers : (ncpu > 0 ? (int)ncpu : 1);
+	p->ping_idle_ms = o && o->ping_idle_ms ? o->ping_idle_ms : 10000;
+	p->ping_timeout_ms = o && o->ping_timeout_ms ? o->ping_timeout_ms : 5000;
+	p->pool_idle_ms = o && o->pool_idle_ms ? o->pool_idle_ms : 120000;
+	pthread_mutex_init(&p->lock, NULL);
+	p->w = calloc((size_t)p->n, sizeof(*p->w));
+	if (!p->w)
+		goto err_free;
+	for (int i = 0; i < p->n; i++) {
+		/* What bm_proxy_stop() may close if a later init fails. */
+		p->w[i].cmd_ev.fd = p->w[i].tick_ev.fd = p->w[i].loop.ep = -1;
+		pthread_mutex_init(&p->w[i].cmd_lock, NULL);
+	}
+	for (int i = 0; i < p->n; i++) {
+		err = worker_init(p, &p->w[i], i);
+		if (err)
+			goto err_workers;
+	}
+	for (int i = 0; i < p->n; i++) {
+		err = -pthread_create(&p->w[i].th, NULL, worker_main, &p->w[i]);
+		if (err)
+			goto err_workers;
+		p->w[i].started = 1;
+	}
+	bm_log("proxy: %d worker(s), HBONE %s", p->n, p->ids ? "on" : "off (no identities)");
+	*out = p;
+	return 0;
+err_workers:
+	bm_proxy_stop(p);
+	return err;
+err_free:
+	free(p);
+	return err;
+}
+
+void bm_proxy_stop(struct bm_proxy *p)
+{
+	if (!p)
+		return;
+	for (int i = 0; i < p->n && p->w; i++)
+		if (p->w[i].started)
+			post(&p->w[i], CMD_STOP, NULL);
+	for (int i = 0; i < p->n && p->w; i++)
+		if (p->w[i].started)
+			pthread_join(p->w[i].th, NULL);
+	/* Workers are gone: their state can be torn down from here. */
+	for (int i = 0; i < p->n && p->w; i++) {
+		if (p->w[i].cmd_ev.fd >= 0)
+			on_cmd(&p->w[i].cmd_ev, EPOLLIN); /* pending adds/removes */
+		worker_fini(&p->w[i]);
+	}
+	for (size_t i = 0; i < p->n_pods; i++)
+		pod_put(p->pods[i]);
+	free(p->pods);
+	free(p->w);
+	pthread_mutex_destroy(&p->lock);
+	free(p);
+}
+
+static void build_baggage(struct ppod *pod)
+{
+	const struct bm_proxy_pod *c = &pod->cfg;
+	int n = snprintf(pod->baggage, sizeof(pod->baggage),
+			 "k8s.namespace.name=%s,k8s.workload.name=%s", c->ns,
+			 c->workload[0] ? c->workload : c->name);
+
+	if (c->app[0] && n > 0 && (size_t)n < sizeof(pod->baggage))
+		n += snprintf(pod->baggage + n, sizeof(pod->baggage) - (size_t)n,
+			      ",service.name=%s", c->app);
+	if (c->version[0] && n > 0 && (size_t)n < sizeof(pod->baggage))
+		snprintf(pod->baggage + n, sizeof(pod->baggage) - (size_t)n,
+			 ",service.version=%s", c->version);
+}
+
+int bm_proxy_pod_add(struct bm_proxy *p, const struct bm_proxy_pod *cfg)
+{
+	struct ppod *pod;
+	int err;
+
+	if (!cfg->name[0] || !cfg->netns[0] || !cfg->ip)
+		return -EINVAL;
+	pod = calloc(1, sizeof(*pod));
+	if (!pod)
+		return -ENOMEM;
+	pod->cfg = *cfg;
+	pod->principal = strncmp(pod->cfg.spiffe_id, SPIFFE_PREFIX, strlen(SPIFFE_PREFIX)) ?
+		pod->cfg.spiffe_id : pod->cfg.spiffe_id + strlen(SPIFFE_PREFIX);
+	build_baggage(pod);
+	pod->lfd[L_OUTBOUND] = cfg->fd_outbound;
+	pod->lfd[L_INBOUND] = cfg->fd_inbound;
+	pod->lfd[L_HBONE] = cfg->fd_hbone;
+	if (p->ids && cfg->spiffe_id[0]) {
+		pod->sctx = bm_tls_server_ctx(p->ids, cfg->spiffe_id);
+		pod->cctx = bm_tls_client_ctx(p->ids, cfg->spiffe_id);
+		if (!pod->sctx || !pod->cctx) {
+			err = -(errno ? errno : ENOMEM);
+			bm_log("proxy: TLS contexts for %s: %s", cfg->spiffe_id, strerror(-err));
+			goto err_free;
+		}
+	}
+	pod->lst = calloc((size_t)p->n * L_KINDS, sizeof(*pod->lst));
+	if (!pod->lst) {
+		err = -ENOMEM;
+		goto err_free;
+	}
+	for (int i = 0; i < p->n; i++) {
+		for (int k = 0; k < L_KINDS; k++) {
+			struct plistener *pl = &pod->lst[i * L_KINDS + k];
+
+			pl->ev.fn = on_listener;
+			pl->ev.fd = pod->lfd[k];
+			pl->pod = pod;
+			pl->w = &p->w[i];
+			pl->kind = k;
+		}
+	}
+	bm_proxy_pod_remove(p, cfg->ns, cfg->name); /* a re-enrolment replaces */
+	pthread_mutex_lock(&p->lock);
+	{
+		struct ppod **np = realloc(p->pods, (p->n_pods + 1) * sizeof(*np));
+
+		if (!np) {
+			pthread_mutex_unlock(&p->lock);
+			err = -ENOMEM;
+			goto err_free;
+		}
+		p->pods = np;
+		p->pods[p->n_pods++] = pod;
+	}
+	pod->refs = 1 + p->n;
+	pthread_mutex_unlock(&p->lock);
+	for (int i = 0; i < p->n; i++)
+		if (post(&p->w[i], CMD_ADD, pod))
+			pod_put(pod); /* that worker never sees it */
+	return 0;
+err_free:
+	SSL_CTX_free(pod->sctx);
+	SSL_CTX_free(pod->cctx);
+	free(pod->lst);
+	free(pod);
+	return err;
+}
+
+int bm_proxy_pod_remove(struct bm_proxy *p, const char *ns, const char *name)
+{
+	struct ppod *pod = NULL;
+
+	pthread_mutex_lock(&p->lock);
+	for (size_t i = 0; i < p->n_pods; i++) {
+		if (!strcmp(p->pods[i]->cfg.name, name) && !strcmp(p->pods[i]->cfg.ns, ns)) {
+			pod = p->pods[i];
+			p->pods[i] = p->pods[--p->n_pods];
+			break;
+		}
+	}
+	pthread_mutex_unlock(&p->lock);
+	if (!pod)
+		return -ENOENT;
+	for (int i = 0; i < p->n; i++)
+		if (post(&p->w[i], CMD_DEL, pod))
+			bm_log("proxy: worker %d did not get the removal of %s/%s", i, ns, name);
+	pod_put(pod);
+	return 0;
+}
+
+/* ---- counters ------------------------------------------------------------ */
+
+static const char *const dir_names[BM_PDIR_MAX] = {
+	[BM_PDIR_OUT_HBONE] = "outbound_hbone", [BM_PDIR_OUT_LOCAL] = "outbound_local",
+	[BM_PDIR_IN_HBONE] = "inbound_hbone", [BM_PDIR_IN_PLAIN] = "inbound_plaintext",
+};
+
+#define RD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+
+json_t *bm_proxy_stats_json(struct bm_proxy *p)
+{
+	struct bm_wstats sum = { 0 };
+	json_t *conns = json_object(), *denials = json_object(), *r;
+
+	for (int i = 0; i < p->n; i++) {
+		struct bm_wstats *s = &p->w[i].st;
+		uint32_t nd = __atomic_load_n(&s->n_deny, __ATOMIC_ACQUIRE);
+
+		for (int d = 0; d < BM_PDIR_MAX; d++) {
+			for (int k = 0; k < BM_PRES_MAX; k++)
+				sum.conns[d][k] += RD(s->conns[d][k]);
+			sum.active[d] += RD(s->active[d]);
+			sum.bytes_up[d] += RD(s->bytes_up[d]);
+			sum.bytes_down[d] += RD(s->bytes_down[d]);
+		}
+#define ADD(f) sum.f += RD(s->f)
+		ADD(tls_client); ADD(tls_server); ADD(tls_resumed); ADD(tls_failed);
+		ADD(h2_client); ADD(h2_server); ADD(h2_closed); ADD(h2_pings); ADD(h2_ping_timeouts);
+		ADD(h2_connect_failed); ADD(streams_opened); ADD(streams_reset);
+		ADD(status_200); ADD(status_400); ADD(status_401); ADD(status_503); ADD(status_other);
+		ADD(deny_other);
+#undef ADD
+		for (uint32_t k = 0; k < nd; k++) {
+			json_t *v = json_object_get(denials, s->deny[k].reason);
+
+			json_object_set_new(denials, s->deny[k].reason,
+					    json_integer((json_int_t)(RD(s->deny[k].n) +
+								      (v ? json_integer_value(v) : 0))));
+		}
+	}
+	if (sum.deny_other)
+		json_object_set_new(denials, "other", json_integer((json_int_t)sum.deny_other));
+	for (int d = 0; d < BM_PDIR_MAX; d++)
+		json_object_set_new(conns, dir_names[d],
+			json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
+				  "ok", (json_int_t)sum.conns[d][BM_PRES_OK],
+				  "denied", (json_int_t)sum.conns[d][BM_PRES_DENIED],
+				  "upstream_failed", (json_int_t)sum.conns[d][BM_PRES_UPSTREAM],
+				  "error", (json_int_t)sum.conns[d][BM_PRES_ERROR],
+				  "active", (json_int_t)sum.active[d],
+				  "bytes_up", (json_int_t)sum.bytes_up[d],
+				  "bytes_down", (json_int_t)sum.bytes_down[d]));
+	pthread_mutex_lock(&p->lock);
+	r = json_pack("{s:i,s:i,s:o,s:{s:I,s:I,s:I,s:I},s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I,s:I,s:I}},s:o}",
+		      "workers", p->n, "pods", (int)p->n_pods, "connections", conns,
+		      "tls", "client_handshakes", (json_int_t)sum.tls_client,
+		      "server_handshakes", (json_int_t)sum.tls_server,
+		      "resumed", (json_int_t)sum.tls_resumed, "failed", (json_int_t)sum.tls_failed,
+		      "hbone", "client_connections", (json_int_t)sum.h2_client,
+		      "server_connections", (json_int_t)sum.h2_server,
+		      "closed_connections", (json_int_t)sum.h2_closed,
+		      "connect_failed", (json_int_t)sum.h2_connect_failed,
+		      "pings", (json_int_t)sum.h2_pings, "ping_timeouts", (json_int_t)sum.h2_ping_timeouts,
+		      "streams", (json_int_t)sum.streams_opened, "streams_reset", (json_int_t)sum.streams_reset,
+		      "status", "200", (json_int_t)sum.status_200, "400", (json_int_t)sum.status_400,
+		      "401", (json_int_t)sum.status_401, "503", (json_int_t)sum.status_503,
+		      "other", (json_int_t)sum.status_other,
+		      "denials", denials);
+	pthread_mutex_unlock(&p->lock);
+	return r;
+}
