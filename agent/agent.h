@@ -38,6 +38,18 @@ struct bm_agent {
 	struct bm_ca *ca;
 	struct bm_identity_mgr idm;
 	int mesh_on;
+	/* The user-space proxy (agent/proxy.c) and the pods it serves. */
+	struct bm_proxy *proxy;
+	struct bm_mesh_pod *mpods;
+	size_t n_mpods;
+};
+
+/* A pod whose traffic meshd carries: listeners, sk_lookup, proxy entry. */
+struct bm_mesh_pod {
+	char name[128], ns[64];
+	uint32_t ip;       /* network order */
+	uint32_t slot;     /* inbound_socks_v1 index */
+	int live;          /* seen in this sync */
 };
 
 uint64_t bm_now_ms(void);

@@ -21,6 +21,7 @@
 #include "log.h"
 #include "mesh.h"
 #include "metrics.h"
+#include "proxy.h"
 #include "store.h"
 
 #define TICK_MS 100          /* GC and the store-generation fallback poll */
@@ -48,6 +49,8 @@ static void usage(FILE *f)
 		"  --ca-dir DIR    embedded mesh CA: root created or loaded there (default <store dir>/ca)\n"
 		"  --ca-cert FILE --ca-key FILE   use a given CA instead\n"
 		"  --cert-ttl SECONDS             workload certificate lifetime (default 86400)\n"
+		"  --no-proxy      no user-space mesh path: every backend on the kernel L4 path\n"
+		"  --workers N     proxy worker threads (default one per CPU)\n"
 		"  --cleanup   detach this node's programs and remove its pins, then exit\n");
 }
 
@@ -264,13 +267,14 @@ int main(int argc, char **argv)
 		{ "trust-domain", required_argument, 0, 'T' }, { "ca-dir", required_argument, 0, 'D' },
 		{ "ca-cert", required_argument, 0, 'E' },      { "ca-key", required_argument, 0, 'K' },
 		{ "cert-ttl", required_argument, 0, 'L' },
+		{ "no-proxy", no_argument, 0, 'P' },         { "workers", required_argument, 0, 'W' },
 		{ "help", no_argument, 0, 'h' },         { 0, 0, 0, 0 },
 	};
 	static struct bm_agent a;
 	const char *cgroup = NULL, *bpffs = NULL, *store = getenv("BPFMESH_STORE");
 	char path[PATH_MAX + 32], ca_dir[sizeof(a.store_url) + 16];
 	struct bm_mesh_opts mo = { 0 };
-	int cleanup = 0, c, err;
+	int cleanup = 0, no_proxy = 0, workers = 0, c, err;
 
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
@@ -286,6 +290,8 @@ int main(int argc, char **argv)
 		case 'E': mo.ca_cert = optarg; break;
 		case 'K': mo.ca_key = optarg; break;
 		case 'L': mo.cert_ttl = atol(optarg); break;
+		case 'P': no_proxy = 1; break;
+		case 'W': workers = atoi(optarg); break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -340,14 +346,24 @@ int main(int argc, char **argv)
 			snprintf(ca_dir, sizeof(ca_dir), "%.4000s/ca", a.run_dir);
 		mo.ca_dir = ca_dir;
 	}
-	if (bm_mesh_init(&a, &mo))
+	if (bm_mesh_init(&a, &mo)) {
 		bm_log("mesh identity disabled: the kernel L4 path works without it");
+	} else if (!no_proxy) {
+		struct bm_proxy_opts po = { .workers = workers, .ids = &a.idm };
+
+		err = bm_proxy_start(&a, &po, &a.proxy);
+		if (err)
+			bm_log("proxy: %s; mesh workloads are served on the kernel path only", strerror(-err));
+		a.rec.mesh = a.proxy != NULL;
+	}
 	snprintf(path, sizeof(path), "%s/pods.json", a.run_dir);
 	bm_pods_load(&a.pods, path);
 	bm_agent_reload(&a); /* a failure keeps what the maps already hold */
 
 	err = run(&a);
 
+	if (a.proxy)
+		bm_proxy_stop(a.proxy);
 	bm_mesh_free(&a);
 	bm_pods_free(&a.pods);
 	bm_model_free(&a.model);

@@ -10,11 +10,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <netinet/in.h>
 #include "agent.h"
 #include "ca.h"
 #include "identity.h"
 #include "log.h"
+#include "authz.h"
+#include "capture.h"
 #include "mesh.h"
+#include "proxy.h"
 
 int bm_mesh_init(struct bm_agent *a, const struct bm_mesh_opts *o)
 {
@@ -52,6 +57,32 @@ void bm_mesh_free(struct bm_agent *a)
 	a->mesh_on = 0;
 }
 
+/* The WorkloadEntry at ip in namespace ns, or NULL. */
+static const json_t *workload_entry(const json_t *res, const char *ns, const char *ip)
+{
+	size_t i;
+	json_t *r;
+
+	json_array_foreach(res, i, r) {
+		const json_t *md = json_object_get(r, "metadata"), *spec = json_object_get(r, "spec");
+		const char *rns = json_string_value(json_object_get(md, "namespace"));
+		const char *addr = json_string_value(json_object_get(spec, "address"));
+
+		if (!strcmp(json_string_value(json_object_get(r, "kind")) ?: "", "WorkloadEntry") &&
+		    addr && !strcmp(addr, ip) && !strcmp(rns ? rns : "default", ns))
+			return r;
+	}
+	return NULL;
+}
+
+static const char *label(const json_t *we, const char *key)
+{
+	const char *v = json_string_value(json_object_get(
+		json_object_get(json_object_get(we, "spec"), "labels"), key));
+
+	return v ? v : "";
+}
+
 /* serviceAccount of the WorkloadEntry at ip in namespace ns. */
 static const char *service_account(const json_t *res, const char *ns, const char *ip)
 {
@@ -70,6 +101,130 @@ static const char *service_account(const json_t *res, const char *ns, const char
 		return sa && *sa ? sa : "default";
 	}
 	return "default";
+}
+
+static struct bm_mesh_pod *find_mpod(struct bm_agent *a, const char *ns, const char *name)
+{
+	for (size_t i = 0; i < a->n_mpods; i++)
+		if (!strcmp(a->mpods[i].ns, ns) && !strcmp(a->mpods[i].name, name))
+			return &a->mpods[i];
+	return NULL;
+}
+
+static void close_fds(int *fds, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+}
+
+/* Listeners in the pod's netns, sk_lookup steering, proxy entry. */
+static int mesh_pod_add(struct bm_agent *a, const struct bm_pod *p, const json_t *we,
+			const struct bm_pod_inbound *mode)
+{
+	struct bm_proxy_pod pp = { 0 };
+	struct bm_mesh_pod *mp, *nm;
+	char key[256];
+	uint32_t slot, ip;
+	int fds[3], err;
+
+	inet_pton(AF_INET, p->ip, &ip);
+	snprintf(key, sizeof(key), "%s/%s", p->ns, p->name);
+	err = bm_ids_get(&a->rec.ids, BM_ID_POD, key, &slot);
+	if (err)
+		return err;
+	fds[0] = bm_netns_listen(p->netns, htonl(INADDR_LOOPBACK), BM_PORT_OUTBOUND, 1024);
+	fds[1] = bm_netns_listen(p->netns, INADDR_ANY, BM_PORT_INBOUND, 1024);
+	fds[2] = bm_netns_listen(p->netns, ip, BM_PORT_HBONE, 1024);
+	for (int i = 0; i < 3; i++)
+		if (fds[i] < 0) {
+			err = fds[i];
+			bm_log("pod %s: listener in netns %s: %s", key, p->netns, strerror(-err));
+			goto err_fds;
+		}
+	err = bm_capture_pod_attach(&a->loader, p->netns, ip, slot, mode, fds[1]);
+	if (err)
+		goto err_fds;
+	snprintf(pp.name, sizeof(pp.name), "%s", p->name);
+	snprintf(pp.ns, sizeof(pp.ns), "%s", p->ns);
+	snprintf(pp.sa, sizeof(pp.sa), "%s", service_account(a->resources, p->ns, p->ip));
+	bm_spiffe_id_build(a->idm.trust_domain, pp.ns, pp.sa, pp.spiffe_id, sizeof(pp.spiffe_id));
+	pp.ip = ip;
+	snprintf(pp.netns, sizeof(pp.netns), "%s", p->netns);
+	snprintf(pp.app, sizeof(pp.app), "%s", label(we, "app"));
+	snprintf(pp.version, sizeof(pp.version), "%s", label(we, "version"));
+	pp.fd_outbound = fds[0];
+	pp.fd_inbound = fds[1];
+	pp.fd_hbone = fds[2];
+	err = bm_proxy_pod_add(a->proxy, &pp);
+	if (err) {
+		bm_capture_pod_detach(&a->loader, ip, slot);
+		goto err_fds;
+	}
+	nm = realloc(a->mpods, (a->n_mpods + 1) * sizeof(*nm));
+	if (!nm) {
+		bm_proxy_pod_remove(a->proxy, p->ns, p->name);
+		bm_capture_pod_detach(&a->loader, ip, slot);
+		return -ENOMEM;
+	}
+	a->mpods = nm;
+	mp = &a->mpods[a->n_mpods++];
+	memset(mp, 0, sizeof(*mp));
+	snprintf(mp->name, sizeof(mp->name), "%s", p->name);
+	snprintf(mp->ns, sizeof(mp->ns), "%s", p->ns);
+	mp->ip = ip;
+	mp->slot = slot;
+	mp->live = 1;
+	bm_log("pod %s in the mesh: capture on, identity %s", key, pp.spiffe_id);
+	return 0;
+
+err_fds:
+	close_fds(fds, 3);
+	bm_ids_release(&a->rec.ids, BM_ID_POD, key);
+	return err;
+}
+
+static void mesh_pod_remove(struct bm_agent *a, size_t i)
+{
+	struct bm_mesh_pod *mp = &a->mpods[i];
+	char key[256];
+
+	bm_proxy_pod_remove(a->proxy, mp->ns, mp->name);
+	bm_capture_pod_detach(&a->loader, mp->ip, mp->slot);
+	snprintf(key, sizeof(key), "%s/%s", mp->ns, mp->name);
+	bm_ids_release(&a->rec.ids, BM_ID_POD, key);
+	bm_log("pod %s left the mesh", key);
+	a->mpods[i] = a->mpods[--a->n_mpods];
+}
+
+/* Pods labelled for the mesh get capture; their PeerAuthentication mode is
+ * (re)published for sk_lookup's fail-closed decision. */
+static void sync_capture(struct bm_agent *a)
+{
+	for (size_t i = 0; i < a->n_mpods; i++)
+		a->mpods[i].live = 0;
+	for (size_t i = 0; i < a->pods.n; i++) {
+		const struct bm_pod *p = &a->pods.p[i];
+		const json_t *we = workload_entry(a->resources, p->ns, p->ip);
+		struct bm_pod_inbound mode;
+		struct bm_mesh_pod *mp;
+
+		if (!we || strcmp(label(we, BM_DATAPLANE_LABEL), BM_DATAPLANE_MESH) || !p->netns[0])
+			continue;
+		bm_peerauth_mode(a->resources, BM_ROOT_NAMESPACE, p->ns,
+				 json_object_get(json_object_get(we, "spec"), "labels"), &mode);
+		mp = find_mpod(a, p->ns, p->name);
+		if (mp) {
+			mp->live = 1;
+			bm_capture_pod_mode(&a->loader, mp->ip, &mode);
+			continue;
+		}
+		mesh_pod_add(a, p, we, &mode);
+	}
+	for (size_t i = a->n_mpods; i-- > 0;)
+		if (!a->mpods[i].live)
+			mesh_pod_remove(a, i);
+	bm_ids_save(&a->rec.ids);
 }
 
 void bm_mesh_sync(struct bm_agent *a)
@@ -101,6 +256,8 @@ void bm_mesh_sync(struct bm_agent *a)
 		bm_log("identities: %s", strerror(-err));
 	else if (err > 0)
 		bm_log("identities: %d issued, %zu service accounts on this node", err, n);
+	if (a->proxy)
+		sync_capture(a);
 out:
 	free(pairs);
 	free(buf);

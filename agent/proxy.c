@@ -9,6 +9,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -785,6 +786,19 @@ int bm_proxy_pod_add(struct bm_proxy *p, const struct bm_proxy_pod *cfg)
 	pod->lfd[L_OUTBOUND] = cfg->fd_outbound;
 	pod->lfd[L_INBOUND] = cfg->fd_inbound;
 	pod->lfd[L_HBONE] = cfg->fd_hbone;
+	/* A re-enrolment (new identity after a WorkloadEntry change) with fd
+	 * -1 keeps the current listener: its port cannot be bound twice. */
+	pthread_mutex_lock(&p->lock);
+	for (size_t i = 0; i < p->n_pods; i++) {
+		struct ppod *old = p->pods[i];
+
+		if (strcmp(old->cfg.name, cfg->name) || strcmp(old->cfg.ns, cfg->ns))
+			continue;
+		for (int k = 0; k < L_KINDS; k++)
+			if (pod->lfd[k] < 0 && old->lfd[k] >= 0)
+				pod->lfd[k] = fcntl(old->lfd[k], F_DUPFD_CLOEXEC, 0);
+	}
+	pthread_mutex_unlock(&p->lock);
 	if (p->ids && cfg->spiffe_id[0]) {
 		pod->sctx = bm_tls_server_ctx(p->ids, cfg->spiffe_id);
 		pod->cctx = bm_tls_client_ctx(p->ids, cfg->spiffe_id);
@@ -830,6 +844,13 @@ int bm_proxy_pod_add(struct bm_proxy *p, const struct bm_proxy_pod *cfg)
 			pod_put(pod); /* that worker never sees it */
 	return 0;
 err_free:
+	/* Close only the duplicates made above: the caller keeps its fds. */
+	if (cfg->fd_outbound < 0 && pod->lfd[L_OUTBOUND] >= 0)
+		close(pod->lfd[L_OUTBOUND]);
+	if (cfg->fd_inbound < 0 && pod->lfd[L_INBOUND] >= 0)
+		close(pod->lfd[L_INBOUND]);
+	if (cfg->fd_hbone < 0 && pod->lfd[L_HBONE] >= 0)
+		close(pod->lfd[L_HBONE]);
 	SSL_CTX_free(pod->sctx);
 	SSL_CTX_free(pod->cctx);
 	free(pod->lst);

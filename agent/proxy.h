@@ -51,8 +51,10 @@ int bm_proxy_start(struct bm_agent *a, const struct bm_proxy_opts *o, struct bm_
 /* Stops the workers, closes every connection and listener. */
 void bm_proxy_stop(struct bm_proxy *p);
 
-/* Enrol a pod (or replace one with the same ns/name). On success the
- * listeners belong to the proxy; on failure the caller still owns them.
+/* Enrol a pod (or replace one with the same ns/name, e.g. its service
+ * account changed: pass fd_* = -1 to keep the enrolled pod's listeners;
+ * its open connections continue). On success the listeners belong to the
+ * proxy; on failure the caller still owns the ones it passed.
  * -EINVAL bad pod, -ENOMEM, or the TLS context error. */
 int bm_proxy_pod_add(struct bm_proxy *p, const struct bm_proxy_pod *pod);
 /* Stop accepting for the pod and close its listeners; its open connections
