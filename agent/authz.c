@@ -355,6 +355,9 @@ int bm_peerauth_mode(const json_t *resources, const char *root_ns, const char *w
 		const json_t *sel = json_object_get(spec, "selector");
 		const char *ns = res_ns(res);
 
+		/* selector: {} selects nothing in particular: namespace-wide */
+		if (!json_object_size(json_object_get(sel, "matchLabels")))
+			sel = NULL;
 		if (strcmp(js(res, "kind"), "PeerAuthentication"))
 			continue;
 		if (!strcmp(ns, root_ns) && !sel)

@@ -26,9 +26,9 @@ const struct bm_kind bm_kinds[] = {
 	{ "WorkloadEntry", "networking.istio.io", networking_versions, "workloadentries", "we",
 	  &bm_spec_workloadentry },
 	{ "PeerAuthentication", "security.istio.io", security_versions, "peerauthentications",
-	  "pa", NULL },
+	  "pa", &bm_spec_peerauthentication },
 	{ "AuthorizationPolicy", "security.istio.io", security_versions, "authorizationpolicies",
-	  "ap", NULL },
+	  "ap", &bm_spec_authorizationpolicy },
 	{ "RequestAuthentication", "security.istio.io", security_versions,
 	  "requestauthentications", "ra", NULL },
 	{ "Telemetry", "telemetry.istio.io", telemetry_versions, "telemetries", NULL, NULL },
@@ -90,6 +90,20 @@ bool bm_kind_accepts_api_version(const struct bm_kind *k, const char *api_versio
 		if (!strcmp(api_version + glen + 1, *v))
 			return true;
 	return false;
+}
+
+/* ServiceEntry addresses, AuthorizationPolicy ipBlocks and IP "when"
+ * values: IPv4 only until the data plane handles IPv6. */
+void bm_check_ipv4_or_cidr(struct bm_vctx *v, const struct bm_ynode *n, json_t *val)
+{
+	const char *s = json_string_value(val);
+
+	if (bm_parse_ipv4(s, NULL, NULL, true))
+		return;
+	if (bm_looks_ipv6(s))
+		bm_verr(v, n->line, "IPv6 addresses are not supported yet");
+	else
+		bm_verr(v, n->line, "\"%.64s\" is not an IPv4 address or CIDR", s);
 }
 
 /* Label values: empty, or up to 63 of [A-Za-z0-9._-], alphanumeric ends. */

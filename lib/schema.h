@@ -84,6 +84,9 @@ extern const struct bm_field bm_spec_virtualservice;
 extern const struct bm_field bm_spec_destinationrule;
 extern const struct bm_field bm_spec_serviceentry;
 extern const struct bm_field bm_spec_workloadentry;
+/* Spec tables (lib/schema_security.c). */
+extern const struct bm_field bm_spec_peerauthentication;
+extern const struct bm_field bm_spec_authorizationpolicy;
 /* Element of a labels map (value checked as a Kubernetes label value). */
 extern const struct bm_field bm_label_value;
 /* metadata: name, namespace, labels, annotations; server fields ignored. */
@@ -135,6 +138,8 @@ void bm_check_host(struct bm_vctx *v, const struct bm_ynode *n, json_t *val);
 void bm_check_export_to(struct bm_vctx *v, const struct bm_ynode *n, json_t *val);
 /* Label keys: [prefix/]name as Kubernetes qualified names. */
 void bm_check_label_key(struct bm_vctx *v, const struct bm_ynode *n, json_t *val);
+/* IPv4 address or CIDR; IPv6 is refused as "not supported yet". */
+void bm_check_ipv4_or_cidr(struct bm_vctx *v, const struct bm_ynode *n, json_t *val);
 /* List of objects whose "name" must be unique. */
 void bm_check_unique_names(struct bm_vctx *v, const struct bm_ynode *n, json_t *val);
 

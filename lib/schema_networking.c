@@ -260,12 +260,68 @@ static const struct bm_field outlier_detection[] = {
 	{ .name = NULL },
 };
 
+/* istio-api §2.6: client TLS toward the upstream. The mesh's own mTLS
+ * (ISTIO_MUTUAL) and plaintext (DISABLE) are what the data plane does; TLS
+ * origination with user certificates (SIMPLE, MUTUAL) comes later. */
+static const char *const tls_modes[] = { "DISABLE", "ISTIO_MUTUAL", NULL };
+static const char *const tls_modes_later[] = { "SIMPLE", "MUTUAL", NULL };
+static const struct bm_field san_elem = { .type = BM_T_STRING };
+
+/* Everything but mode is typed rather than LATER so that check_client_tls
+ * can say which rule a field breaks: Istio's "must be empty with
+ * ISTIO_MUTUAL", or ours, "not supported yet". */
+static const struct bm_field client_tls[] = {
+	{ .name = "mode", .type = BM_T_STRING, .enums = tls_modes, .enums_later = tls_modes_later },
+	{ .name = "clientCertificate", .type = BM_T_STRING },
+	{ .name = "privateKey", .type = BM_T_STRING },
+	{ .name = "caCertificates", .type = BM_T_STRING },
+	{ .name = "credentialName", .type = BM_T_STRING },
+	{ .name = "subjectAltNames", .type = BM_T_LIST, .elem = &san_elem },
+	{ .name = "sni", .type = BM_T_STRING },
+	{ .name = "insecureSkipVerify", .type = BM_T_BOOL },
+	{ .name = "caCrl", .type = BM_T_STRING },
+	{ .name = NULL },
+};
+
+/* A field holding its default ("", [], false) is as good as absent. */
+static bool tls_value_set(const json_t *j)
+{
+	if (json_is_string(j))
+		return json_string_length(j) > 0;
+	if (json_is_array(j))
+		return json_array_size(j) > 0;
+	return json_is_true(j);
+}
+
+static void check_client_tls(struct bm_vctx *v, const struct bm_ynode *n, json_t *val)
+{
+	const char *mode = json_string_value(json_object_get(val, "mode"));
+	bool istio_mutual = mode && !strcmp(mode, "ISTIO_MUTUAL");
+
+	/* client_tls[0] is mode; every other field is a certificate setting. */
+	for (const struct bm_field *f = client_tls + 1; f->name; f++) {
+		char suffix[40];
+
+		if (!tls_value_set(json_object_get(val, f->name)))
+			continue;
+		snprintf(suffix, sizeof(suffix), ".%s", f->name);
+		/* Istio ValidateDestinationRule: ISTIO_MUTUAL takes everything
+		 * from the mesh's workload certificates. */
+		if (istio_mutual)
+			bm_verr_at(v, bm_ynode_key_line(n, f->name), suffix,
+				   "must be empty with mode ISTIO_MUTUAL (the mesh's workload "
+				   "certificates are used)");
+		else
+			bm_verr_at(v, bm_ynode_key_line(n, f->name), suffix, "not supported yet");
+	}
+}
+
 static const struct bm_field traffic_policy[] = {
 	{ .name = "loadBalancer", .type = BM_T_OBJECT, .fields = load_balancer },
 	{ .name = "connectionPool", .type = BM_T_OBJECT, .fields = connection_pool,
 	  .check = check_connection_pool },
 	{ .name = "outlierDetection", .type = BM_T_OBJECT, .fields = outlier_detection },
-	LATER("tls"),
+	{ .name = "tls", .type = BM_T_OBJECT, .fields = client_tls, .check = check_client_tls },
 	LATER("portLevelSettings"),
 	LATER("tunnel"),
 	LATER("proxyProtocol"),

@@ -140,6 +140,9 @@ static const struct pa_case pa_cases[] = {
 	  BM_MTLS_STRICT, 0, 0 },
 	{ "portLevelMtls", PA("prod", "w", "1", "{\"selector\":{\"matchLabels\":{\"app\":\"web\"}},\"mtls\":{\"mode\":\"STRICT\"},\"portLevelMtls\":{\"8080\":{\"mode\":\"PERMISSIVE\"}}}"),
 	  BM_MTLS_STRICT, 8080, BM_MTLS_PERMISSIVE },
+	{ "empty selector is namespace-wide",
+	  PA("istio-system", "d", "1", "{\"mtls\":{\"mode\":\"STRICT\"}}") "," PA("prod", "n", "1", "{\"selector\":{},\"mtls\":{\"mode\":\"DISABLE\"}}"),
+	  BM_MTLS_DISABLE, 0, 0 },
 	{ "port UNSET inherits workload mode", PA("prod", "w", "1", "{\"selector\":{\"matchLabels\":{\"app\":\"web\"}},\"mtls\":{\"mode\":\"STRICT\"},\"portLevelMtls\":{\"9090\":{\"mode\":\"UNSET\"}}}"),
 	  BM_MTLS_STRICT, 9090, BM_MTLS_STRICT },
 };

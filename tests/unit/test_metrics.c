@@ -1,10 +1,15 @@
 /* The Prometheus exposition writer (agent/prom.c) and the Istio TCP series
  * (agent/metrics.c): escaping, one HELP/TYPE per family, stable label and
  * series order, merging of identical label sets, `unknown` fallbacks. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include "unit.h"
 #include "../../agent/agent.h"
 #include "../../agent/metrics.h"
@@ -500,6 +505,87 @@ static void test_render_without_maps(void)
 	free(a);
 }
 
+/* ------------------------------------------------------------ HTTP endpoint */
+
+static int render_fixed(void *arg, FILE *f)
+{
+	(*(int *)arg)++;
+	fputs("# HELP up_total x\n# TYPE up_total counter\nup_total 1\n", f);
+	return 0;
+}
+
+/* One request on a fresh connection; returns the whole response. */
+static char *http_exchange(int port, const char *req, size_t req_len)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct timeval tv = { .tv_sec = 5 };
+	static char resp[8192];
+	size_t len = 0;
+	ssize_t n;
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+		if (fd >= 0)
+			close(fd);
+		return NULL;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (req_len && write(fd, req, req_len) != (ssize_t)req_len) {
+		close(fd);
+		return NULL;
+	}
+	while (len < sizeof(resp) - 1 && (n = read(fd, resp + len, sizeof(resp) - 1 - len)) > 0)
+		len += (size_t)n;
+	resp[len] = 0;
+	close(fd);
+	return resp;
+}
+
+static void test_http_endpoint(void)
+{
+	static const struct {
+		const char *req, *status, *has;
+		int renders;   /* did it call render */
+	} cases[] = {
+		{ "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n", "HTTP/1.1 200 OK\r\n",
+		  "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n", 1 },
+		{ "GET /metrics?x=1 HTTP/1.0\r\n\r\n", "HTTP/1.1 200 OK\r\n", "\r\n\r\n# HELP up_total", 1 },
+		{ "HEAD /metrics HTTP/1.1\r\n\r\n", "HTTP/1.1 200 OK\r\n", "Content-Length: 52\r\n", 1 },
+		{ "GET / HTTP/1.1\r\n\r\n", "HTTP/1.1 404 Not Found\r\n", "Connection: close\r\n", 0 },
+		{ "GET /metricsx HTTP/1.1\r\n\r\n", "HTTP/1.1 404 Not Found\r\n", "", 0 },
+		{ "POST /metrics HTTP/1.1\r\n\r\n", "HTTP/1.1 405 Method Not Allowed\r\n", "Allow: GET, HEAD", 0 },
+		{ "garbage\r\n\r\n", "HTTP/1.1 400 Bad Request\r\n", "", 0 },
+		{ "GET /metrics SMTP/1.1\r\n\r\n", "HTTP/1.1 400 Bad Request\r\n", "", 0 },
+	};
+	struct bm_prom_server *srv;
+	int renders = 0, port;
+
+	CU_ASSERT_EQUAL(bm_prom_serve("127.0.0.1", render_fixed, &renders, &srv), -EINVAL);
+	CU_ASSERT_EQUAL(bm_prom_serve("nowhere:80", render_fixed, &renders, &srv), -EINVAL);
+	CU_ASSERT_EQUAL_FATAL(bm_prom_serve("127.0.0.1:0", render_fixed, &renders, &srv), 0);
+	port = bm_prom_server_port(srv);
+	CU_ASSERT_FATAL(port > 0);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int before = renders;
+		char *r = http_exchange(port, cases[i].req, strlen(cases[i].req));
+
+		CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+		if (strncmp(r, cases[i].status, strlen(cases[i].status)) || !strstr(r, cases[i].has))
+			fprintf(stderr, "request %zu: got %.80s\n", i, r);
+		CU_ASSERT_EQUAL(strncmp(r, cases[i].status, strlen(cases[i].status)), 0);
+		CU_ASSERT_PTR_NOT_NULL(strstr(r, cases[i].has));
+		CU_ASSERT_EQUAL(renders - before, cases[i].renders);
+		if (!strncmp(cases[i].req, "HEAD", 4))
+			CU_ASSERT_PTR_NULL(strstr(r, "up_total"));
+	}
+	/* A client that connects and says nothing is cut off, and the next
+	 * request is served. */
+	CU_ASSERT_PTR_NOT_NULL(strstr(http_exchange(port, NULL, 0), "400 Bad Request"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(http_exchange(port, cases[0].req, strlen(cases[0].req)), "200 OK"));
+	bm_prom_server_stop(srv);
+}
+
 BM_SUITE(metrics,
 	 BM_CASE(test_label_value_escaping),
 	 BM_CASE(test_help_escaping),
@@ -509,4 +595,5 @@ BM_SUITE(metrics,
 	 BM_CASE(test_istio_label_fallbacks),
 	 BM_CASE(test_peer_from_workload_entry),
 	 BM_CASE(test_series_stable_and_merged),
-	 BM_CASE(test_render_without_maps))
+	 BM_CASE(test_render_without_maps),
+	 BM_CASE(test_http_endpoint))

@@ -30,10 +30,10 @@ static const struct bad_case bad_cases[] = {
 	{ "apiVersion: v1\nmetadata: {name: r}\n", "1: kind: required" },
 	{ "apiVersion: v1\nkind: [VirtualService]\n", "2: kind: must be a string" },
 	{ "apiVersion: {a: 1}\nkind: VirtualService\n", "1: apiVersion: must be a string" },
-	{ "apiVersion: security.istio.io/v1beta1\nkind: PeerAuthentication\nmetadata: {name: r}\n",
-	  "2: kind PeerAuthentication (apiVersion security.istio.io/v1beta1) is not supported yet" },
-	{ "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: r}\n",
-	  "2: kind AuthorizationPolicy (apiVersion security.istio.io/v1) is not supported yet" },
+	{ "apiVersion: security.istio.io/v1beta1\nkind: RequestAuthentication\nmetadata: {name: r}\n",
+	  "2: kind RequestAuthentication (apiVersion security.istio.io/v1beta1) is not supported yet" },
+	{ "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: r}\n",
+	  "2: kind Sidecar (apiVersion networking.istio.io/v1) is not supported yet" },
 	{ "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: r}\n",
 	  "2: kind Telemetry (apiVersion telemetry.istio.io/v1) is not supported yet" },
 	{ "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: r}\n",
@@ -138,8 +138,8 @@ static const struct bad_case bad_cases[] = {
 	  "9: spec.trafficPolicy.outlierDetection.minHealthPercent: must be between 0 and 100" },
 	{ DR "  host: a\n  trafficPolicy:\n    outlierDetection:\n      consecutive5xxErrors: 5\n",
 	  "9: spec.trafficPolicy.outlierDetection.consecutive5xxErrors: not supported yet" },
-	{ DR "  host: a\n  trafficPolicy:\n    tls: {mode: ISTIO_MUTUAL}\n",
-	  "8: spec.trafficPolicy.tls: not supported yet" },
+	{ DR "  host: a\n  trafficPolicy:\n    tls: {mode: SIMPLE}\n",
+	  "8: spec.trafficPolicy.tls.mode: SIMPLE is not supported yet" },
 	{ DR "  host: a\n  trafficPolicy:\n    portLevelSettings: []\n",
 	  "8: spec.trafficPolicy.portLevelSettings: not supported yet" },
 	{ DR "  host: a\n  trafficPolicy:\n    tunnel: {}\n", "8: spec.trafficPolicy.tunnel: not supported yet" },
@@ -147,8 +147,8 @@ static const struct bad_case bad_cases[] = {
 	  "8: spec.trafficPolicy.proxyProtocol: not supported yet" },
 	{ DR "  host: a\n  trafficPolicy:\n    retryBudget: {}\n",
 	  "8: spec.trafficPolicy.retryBudget: not supported yet" },
-	{ DR "  host: a\n  subsets:\n  - name: v1\n    trafficPolicy:\n      tls: {}\n",
-	  "10: spec.subsets[0].trafficPolicy.tls: not supported yet" },
+	{ DR "  host: a\n  subsets:\n  - name: v1\n    trafficPolicy:\n      tls: {sni: a}\n",
+	  "10: spec.subsets[0].trafficPolicy.tls.sni: not supported yet" },
 	{ DR "  host: a\n  workloadSelector: {matchLabels: {a: b}}\n",
 	  "7: spec.workloadSelector: not supported yet" },
 	/* ServiceEntry */
@@ -467,7 +467,7 @@ static void test_kind_lookup(void)
 	CU_ASSERT_PTR_NULL(bm_kind_lookup("vs.security.istio.io"));
 	CU_ASSERT_STRING_EQUAL(bm_kind_fullname(bm_kind_find("DestinationRule"), buf, sizeof(buf)),
 			       "destinationrule.networking.istio.io");
-	CU_ASSERT_PTR_NULL(bm_kind_find("PeerAuthentication")->spec);
+	CU_ASSERT_PTR_NULL(bm_kind_find("RequestAuthentication")->spec);
 }
 
 /* Every field table fits validate.c's fixed "seen" array. */
