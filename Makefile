@@ -10,7 +10,8 @@ SAN      ?=
 
 OPT      ?= -O2 -g
 CFLAGS   += $(OPT) -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
-            -Iinclude -Ilib -I$(B) -pthread $(SAN)
+            -Iinclude -Ilib -I$(B) -pthread $(SAN) \
+            -DBPFMESH_VERSION=\"$(shell git describe --always --dirty 2>/dev/null || echo dev)\"
 LDLIBS   := -lbpf -lelf -lz -lyaml -ljansson -lnghttp2 -lssl -lcrypto -lpthread -lm
 LDFLAGS  += $(SAN)
 

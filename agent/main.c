@@ -68,13 +68,16 @@ int bm_agent_reload(struct bm_agent *a)
 	uint64_t gen = 0;
 	int err;
 
-	a->reloads++;
 	err = bm_store_list(a->store, NULL, NULL, &res, &gen);
+	pthread_mutex_lock(&a->lock);
+	a->reloads++;
+	if (!err)
+		a->store_generation = gen;
+	pthread_mutex_unlock(&a->lock);
 	if (err) {
 		snprintf(a->last_error, sizeof(a->last_error), "read store: %s", strerror(-err));
 		goto fail;
 	}
-	a->store_generation = gen;
 	err = bm_model_build(res, &m, stderr);
 	if (err) {
 		json_decref(res);
@@ -88,22 +91,26 @@ int bm_agent_reload(struct bm_agent *a)
 	json_decref(a->resources);
 	a->resources = res;
 	bm_mesh_sync(a);
+	if (!err) {
+		a->model_warnings = m.warnings;
+		a->applied_generation = gen;
+		a->last_error[0] = 0;
+	}
 	pthread_mutex_unlock(&a->lock);
 	if (err) {
 		/* Partly applied: the services that failed keep their old entries. */
 		snprintf(a->last_error, sizeof(a->last_error), "apply to maps: %s", strerror(-err));
 		goto fail;
 	}
-	a->model_warnings = m.warnings;
-	a->applied_generation = gen;
-	a->last_error[0] = 0;
 	bm_pods_write_hosts(&a->pods, &a->model);
 	bm_log("generation %llu applied: %u services, %u clusters, %u backends, %u rewritten, %u warnings",
 	       (unsigned long long)gen, a->rec.n_services, a->rec.n_clusters, a->rec.n_backends,
 	       a->rec.writes, m.warnings);
 	return 0;
 fail:
+	pthread_mutex_lock(&a->lock);
 	a->reload_errors++;
+	pthread_mutex_unlock(&a->lock);
 	bm_log("reload failed, keeping the last good configuration: %s", a->last_error);
 	return err;
 }
@@ -361,6 +368,7 @@ int main(int argc, char **argv)
 	bm_agent_reload(&a); /* a failure keeps what the maps already hold */
 
 	err = run(&a);
+	bm_metrics_stop(); /* before what a scrape reads is freed */
 
 	if (a.proxy)
 		bm_proxy_stop(a.proxy);

@@ -277,3 +277,29 @@ void bm_mesh_tick(struct bm_agent *a, time_t now)
 	else if (n < 0)
 		bm_log("identities: rotation failed: %s", strerror(-n));
 }
+
+int bm_mesh_expected_identity(struct bm_agent *a, uint32_t ip, char *buf, size_t len)
+{
+	char addr[INET_ADDRSTRLEN];
+	int err = -ENOENT;
+	size_t i;
+	json_t *r;
+
+	inet_ntop(AF_INET, &ip, addr, sizeof(addr));
+	pthread_mutex_lock(&a->lock);
+	json_array_foreach(a->resources, i, r) {
+		const json_t *md = json_object_get(r, "metadata"), *spec = json_object_get(r, "spec");
+		const char *ns = json_string_value(json_object_get(md, "namespace"));
+		const char *sa = json_string_value(json_object_get(spec, "serviceAccount"));
+		const char *at = json_string_value(json_object_get(spec, "address"));
+
+		if (strcmp(json_string_value(json_object_get(r, "kind")) ?: "", "WorkloadEntry") ||
+		    !at || strcmp(at, addr))
+			continue;
+		err = bm_spiffe_id_build(a->idm.trust_domain, ns ? ns : "default",
+					 sa && *sa ? sa : "default", buf, len);
+		break;
+	}
+	pthread_mutex_unlock(&a->lock);
+	return err;
+}

@@ -2,6 +2,8 @@
  * enrolled on this node (and, with the proxy, their capture listeners). */
 #ifndef BM_MESH_H
 #define BM_MESH_H
+#include <stddef.h>
+#include <stdint.h>
 #include <time.h>
 
 struct bm_agent;
@@ -18,6 +20,10 @@ void bm_mesh_free(struct bm_agent *a);
 /* Bring identities in line with the enrolled pods and their service
  * accounts (from their WorkloadEntries). Called with a->lock held. */
 void bm_mesh_sync(struct bm_agent *a);
+/* The SPIFFE ID the workload at ip (network order) must present: its
+ * WorkloadEntry's namespace and service account. -ENOENT when unknown.
+ * Takes a->lock: call once per new tunnel, not per stream. */
+int bm_mesh_expected_identity(struct bm_agent *a, uint32_t ip, char *buf, size_t len);
 /* Rotation at half-life; called from the main loop's tick. */
 void bm_mesh_tick(struct bm_agent *a, time_t now);
 

@@ -12,19 +12,12 @@
  * bpfmesh_* are meshd's own: config generations, map fill, per-backend and
  * per-cluster state, and what connect4 refused.
  *
- * The HTTP side is one thread with one listening socket, one request per
- * connection, bounded reads and an overall deadline per connection.
+ * HTTP is prom.c's: this file decides what is exported.
  */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <netdb.h>
-#include <poll.h>
-#include <signal.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-#include <sys/socket.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include "agent.h"
@@ -33,9 +26,6 @@
 
 #define TRUST_DOMAIN     "cluster.local"   /* meshConfig.trustDomain default */
 #define UNKNOWN          "unknown"
-#define REQ_MAX          4096              /* request line + headers we accept */
-#define REQ_TIMEOUT_MS   2000              /* to send the request */
-#define CONN_TIMEOUT_MS  10000             /* whole exchange, response included */
 
 #ifndef BPFMESH_VERSION
 #define BPFMESH_VERSION "dev"
@@ -793,223 +783,40 @@ int bm_metrics_render(struct bm_agent *a, FILE *f)
 	return err ? err : bm_prom_finish(&p);
 }
 
-/* ------------------------------------------------------------ HTTP */
+/* ------------------------------------------------------------ endpoint */
 
-static struct {
-	struct bm_agent *a;
-	int fd;
-	pthread_t thread;
-	int running;
-	atomic_int stop;
-} srv = { .fd = -1 };
+static struct bm_prom_server *server;
 
-static uint64_t now_ms(void)
+/* Render under the lock into memory; the server sends after we return, so a
+ * slow scraper never holds up the main loop. */
+static int render_locked(void *arg, FILE *f)
 {
-	struct timespec ts;
+	struct bm_agent *a = arg;
+	int err;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static int send_all(int fd, const char *buf, size_t len, uint64_t deadline)
-{
-	while (len) {
-		struct pollfd pfd = { .fd = fd, .events = POLLOUT };
-		uint64_t now = now_ms();
-		ssize_t w;
-
-		if (now >= deadline || poll(&pfd, 1, (int)(deadline - now)) <= 0)
-			return -ETIMEDOUT;
-		w = send(fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (w < 0 && (errno == EAGAIN || errno == EINTR))
-			continue;
-		if (w <= 0)
-			return -EIO;
-		buf += w;
-		len -= (size_t)w;
-	}
-	return 0;
-}
-
-static void reply(int fd, const char *status, const char *ctype, const char *extra,
-		  const char *body, size_t len, int head_only, uint64_t deadline)
-{
-	char hdr[512];
-	int n = snprintf(hdr, sizeof(hdr),
-			 "HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s"
-			 "Connection: close\r\n\r\n", status, ctype, len, extra ? extra : "");
-
-	if (send_all(fd, hdr, (size_t)n, deadline) == 0 && !head_only && len)
-		send_all(fd, body, len, deadline);
-}
-
-/* Reads until the end of the headers, REQ_MAX bytes, or the deadline. */
-static ssize_t read_request(int fd, char *buf, size_t cap, uint64_t deadline)
-{
-	size_t len = 0;
-
-	while (len < cap - 1) {
-		struct pollfd pfd = { .fd = fd, .events = POLLIN };
-		uint64_t now = now_ms();
-		ssize_t r;
-
-		if (now >= deadline || poll(&pfd, 1, (int)(deadline - now)) <= 0)
-			return -1;
-		r = recv(fd, buf + len, cap - 1 - len, MSG_DONTWAIT);
-		if (r < 0 && (errno == EAGAIN || errno == EINTR))
-			continue;
-		if (r <= 0)
-			return -1;
-		len += (size_t)r;
-		buf[len] = 0;
-		if (strstr(buf, "\r\n\r\n") || strstr(buf, "\n\n"))
-			return (ssize_t)len;
-	}
-	return -1;
-}
-
-static void serve_one(int fd)
-{
-	static const char text[] = "text/plain; charset=utf-8";
-	uint64_t deadline = now_ms() + CONN_TIMEOUT_MS;
-	char buf[REQ_MAX], method[16], target[1024], version[16];
-	char *body = NULL;
-	size_t len = 0;
-	FILE *f;
-	int head, err;
-
-	if (read_request(fd, buf, sizeof(buf), now_ms() + REQ_TIMEOUT_MS) < 0 ||
-	    sscanf(buf, "%15s %1023s %15s", method, target, version) != 3 ||
-	    strncmp(version, "HTTP/1.", 7)) {
-		reply(fd, "400 Bad Request", text, NULL, "bad request\n", 12, 0, deadline);
-		return;
-	}
-	target[strcspn(target, "?#")] = 0;
-	if (strcmp(target, "/metrics")) {
-		static const char msg[] = "not found: metrics are at /metrics\n";
-
-		reply(fd, "404 Not Found", text, NULL, msg, sizeof(msg) - 1, 0, deadline);
-		return;
-	}
-	head = !strcmp(method, "HEAD");
-	if (!head && strcmp(method, "GET")) {
-		reply(fd, "405 Method Not Allowed", text, "Allow: GET, HEAD\r\n",
-		      "method not allowed\n", 19, 0, deadline);
-		return;
-	}
-	/* Render under the lock into memory; send after releasing it, so a
-	 * slow scraper never holds up the main loop. */
-	f = open_memstream(&body, &len);
-	if (!f) {
-		reply(fd, "500 Internal Server Error", text, NULL, "out of memory\n", 14, 0, deadline);
-		return;
-	}
-	pthread_mutex_lock(&srv.a->lock);
-	err = bm_metrics_render(srv.a, f);
-	pthread_mutex_unlock(&srv.a->lock);
-	fclose(f);
-	if (err) {
+	pthread_mutex_lock(&a->lock);
+	err = bm_metrics_render(a, f);
+	pthread_mutex_unlock(&a->lock);
+	if (err)
 		bm_log("metrics: render failed: %s", strerror(-err));
-		reply(fd, "500 Internal Server Error", text, NULL, "render failed\n", 14, 0, deadline);
-	} else {
-		reply(fd, "200 OK", "text/plain; version=0.0.4; charset=utf-8", NULL, body, len, head,
-		      deadline);
-	}
-	free(body);
-}
-
-static void *metrics_thread(void *arg)
-{
-	(void)arg;
-	while (!atomic_load(&srv.stop)) {
-		int fd = accept4(srv.fd, NULL, NULL, SOCK_CLOEXEC);
-
-		if (fd < 0) {
-			if (atomic_load(&srv.stop))
-				break;
-			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
-				usleep(100 * 1000); /* out of fds: back off, don't spin */
-			continue;
-		}
-		serve_one(fd);
-		close(fd);
-	}
-	return NULL;
-}
-
-/* "IP:PORT" or "[IPv6]:PORT" -> a bound, listening socket. */
-static int listen_on(const char *addr)
-{
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-				  .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE };
-	char host[128];
-	const char *colon = strrchr(addr, ':'), *h = host;
-	struct addrinfo *ai;
-	int fd, one = 1, err;
-
-	if (!colon || colon == addr || (size_t)(colon - addr) >= sizeof(host) || !colon[1])
-		return -EINVAL;
-	memcpy(host, addr, (size_t)(colon - addr));
-	host[colon - addr] = 0;
-	if (host[0] == '[' && host[strlen(host) - 1] == ']') {
-		host[strlen(host) - 1] = 0;
-		h = host + 1;
-	}
-	if (getaddrinfo(h, colon + 1, &hints, &ai))
-		return -EINVAL;
-	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		err = -errno;
-		goto out;
-	}
-	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
-	    bind(fd, ai->ai_addr, ai->ai_addrlen) || listen(fd, 64)) {
-		err = -errno;
-		close(fd);
-		goto out;
-	}
-	err = fd;
-out:
-	freeaddrinfo(ai);
 	return err;
 }
 
 int bm_metrics_start(struct bm_agent *a, const char *addr)
 {
-	sigset_t all, old;
-	int fd, err;
+	int err;
 
-	if (srv.running)
+	if (server)
 		return -EALREADY;
-	fd = listen_on(addr);
-	if (fd < 0)
-		return fd;
-	srv.a = a;
-	srv.fd = fd;
-	atomic_store(&srv.stop, 0);
-	/* The thread must never take the signals meshd's signalfd reads. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	err = pthread_create(&srv.thread, NULL, metrics_thread, NULL);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (err) {
-		close(fd);
-		srv.fd = -1;
-		return -err;
-	}
-	srv.running = 1;
+	err = bm_prom_serve(addr, render_locked, a, &server);
+	if (err)
+		return err;
 	bm_log("metrics: serving http://%s/metrics", addr);
 	return 0;
 }
 
 void bm_metrics_stop(void)
 {
-	if (!srv.running)
-		return;
-	atomic_store(&srv.stop, 1);
-	shutdown(srv.fd, SHUT_RDWR);   /* wakes accept() */
-	pthread_join(srv.thread, NULL);
-	close(srv.fd);
-	srv.fd = -1;
-	srv.running = 0;
+	bm_prom_server_stop(server);
+	server = NULL;
 }

@@ -1,9 +1,32 @@
-/* Prometheus text format 0.0.4 writer; see prom.h. */
+/*
+ * Prometheus plumbing, independent of what is exported: the text format
+ * 0.0.4 writer and the /metrics HTTP endpoint (see prom.h).
+ *
+ * The endpoint is one thread with one listening socket, one request per
+ * connection (Connection: close), a bounded request read (REQ_MAX bytes in
+ * REQ_TIMEOUT_MS) and a deadline for the whole exchange, so a slow or silent
+ * client delays the next scrape by seconds at most and never wedges it.
+ */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/socket.h>
 #include "prom.h"
+
+#define REQ_MAX          4096    /* request line + headers we accept */
+#define REQ_TIMEOUT_MS   2000    /* to send the request */
+#define CONN_TIMEOUT_MS  10000   /* whole exchange, response included */
 
 static const char *const type_names[] = {
 	[BM_PROM_COUNTER] = "counter",
@@ -158,4 +181,238 @@ int bm_prom_finish(struct bm_prom *p)
 	if (fflush(p->f) || ferror(p->f))
 		fail(p, -EIO);
 	return p->err;
+}
+
+/* ------------------------------------------------------------ HTTP endpoint */
+
+struct bm_prom_server {
+	int fd;
+	pthread_t thread;
+	atomic_int stop;
+	int (*render)(void *arg, FILE *f);
+	void *arg;
+};
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static int send_all(int fd, const char *buf, size_t len, uint64_t deadline)
+{
+	while (len) {
+		struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+		uint64_t now = now_ms();
+		ssize_t w;
+
+		if (now >= deadline || poll(&pfd, 1, (int)(deadline - now)) <= 0)
+			return -ETIMEDOUT;
+		w = send(fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (w < 0 && (errno == EAGAIN || errno == EINTR))
+			continue;
+		if (w <= 0)
+			return -EIO;
+		buf += w;
+		len -= (size_t)w;
+	}
+	return 0;
+}
+
+static void reply(int fd, const char *status, const char *ctype, const char *extra,
+		  const char *body, size_t len, int head_only, uint64_t deadline)
+{
+	char hdr[512];
+	int n = snprintf(hdr, sizeof(hdr),
+			 "HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s"
+			 "Connection: close\r\n\r\n", status, ctype, len, extra ? extra : "");
+
+	if (send_all(fd, hdr, (size_t)n, deadline) == 0 && !head_only && len)
+		send_all(fd, body, len, deadline);
+}
+
+/* Reads until the end of the headers, REQ_MAX bytes, or the deadline. */
+static ssize_t read_request(int fd, char *buf, size_t cap, uint64_t deadline)
+{
+	size_t len = 0;
+
+	while (len < cap - 1) {
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		uint64_t now = now_ms();
+		ssize_t r;
+
+		if (now >= deadline || poll(&pfd, 1, (int)(deadline - now)) <= 0)
+			return -1;
+		r = recv(fd, buf + len, cap - 1 - len, MSG_DONTWAIT);
+		if (r < 0 && (errno == EAGAIN || errno == EINTR))
+			continue;
+		if (r <= 0)
+			return -1;
+		len += (size_t)r;
+		buf[len] = 0;
+		if (strstr(buf, "\r\n\r\n") || strstr(buf, "\n\n"))
+			return (ssize_t)len;
+	}
+	return -1;
+}
+
+static void serve_one(struct bm_prom_server *srv, int fd)
+{
+	static const char text[] = "text/plain; charset=utf-8";
+	uint64_t deadline = now_ms() + CONN_TIMEOUT_MS;
+	char buf[REQ_MAX], method[16], target[1024], version[16];
+	char *body = NULL;
+	size_t len = 0;
+	FILE *f;
+	int head, err;
+
+	if (read_request(fd, buf, sizeof(buf), now_ms() + REQ_TIMEOUT_MS) < 0 ||
+	    sscanf(buf, "%15s %1023s %15s", method, target, version) != 3 ||
+	    strncmp(version, "HTTP/1.", 7)) {
+		reply(fd, "400 Bad Request", text, NULL, "bad request\n", 12, 0, deadline);
+		return;
+	}
+	target[strcspn(target, "?#")] = 0;
+	if (strcmp(target, "/metrics")) {
+		static const char msg[] = "not found: metrics are at /metrics\n";
+
+		reply(fd, "404 Not Found", text, NULL, msg, sizeof(msg) - 1, 0, deadline);
+		return;
+	}
+	head = !strcmp(method, "HEAD");
+	if (!head && strcmp(method, "GET")) {
+		reply(fd, "405 Method Not Allowed", text, "Allow: GET, HEAD\r\n",
+		      "method not allowed\n", 19, 0, deadline);
+		return;
+	}
+	/* Render into memory first: a 200 with a length, or a clean 500. */
+	f = open_memstream(&body, &len);
+	if (!f) {
+		reply(fd, "500 Internal Server Error", text, NULL, "out of memory\n", 14, 0, deadline);
+		return;
+	}
+	err = srv->render(srv->arg, f);
+	if (fclose(f) && !err)
+		err = -ENOMEM;
+	if (err) {
+		reply(fd, "500 Internal Server Error", text, NULL, "render failed\n", 14, 0, deadline);
+	} else {
+		reply(fd, "200 OK", "text/plain; version=0.0.4; charset=utf-8", NULL, body, len, head,
+		      deadline);
+	}
+	free(body);
+}
+
+static void *server_thread(void *arg)
+{
+	struct bm_prom_server *srv = arg;
+
+	while (!atomic_load(&srv->stop)) {
+		int fd = accept4(srv->fd, NULL, NULL, SOCK_CLOEXEC);
+
+		if (fd < 0) {
+			if (atomic_load(&srv->stop))
+				break;
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+				usleep(100 * 1000); /* out of fds: back off, don't spin */
+			continue;
+		}
+		serve_one(srv, fd);
+		close(fd);
+	}
+	return NULL;
+}
+
+/* "IP:PORT" or "[IPv6]:PORT" -> a bound, listening socket. */
+static int listen_on(const char *addr)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE };
+	char host[128];
+	const char *colon = strrchr(addr, ':'), *h = host;
+	struct addrinfo *ai;
+	int fd, one = 1, err;
+
+	if (!colon || colon == addr || (size_t)(colon - addr) >= sizeof(host) || !colon[1])
+		return -EINVAL;
+	memcpy(host, addr, (size_t)(colon - addr));
+	host[colon - addr] = 0;
+	if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+		host[strlen(host) - 1] = 0;
+		h = host + 1;
+	}
+	if (getaddrinfo(h, colon + 1, &hints, &ai))
+		return -EINVAL;
+	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		err = -errno;
+		goto out;
+	}
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+	    bind(fd, ai->ai_addr, ai->ai_addrlen) || listen(fd, 64)) {
+		err = -errno;
+		close(fd);
+		goto out;
+	}
+	err = fd;
+out:
+	freeaddrinfo(ai);
+	return err;
+}
+
+int bm_prom_serve(const char *addr, int (*render)(void *arg, FILE *f), void *arg,
+		  struct bm_prom_server **out)
+{
+	struct bm_prom_server *srv = calloc(1, sizeof(*srv));
+	sigset_t all, old;
+	int err;
+
+	*out = NULL;
+	if (!srv)
+		return -ENOMEM;
+	srv->fd = listen_on(addr);
+	if (srv->fd < 0) {
+		err = srv->fd;
+		goto err_free;
+	}
+	srv->render = render;
+	srv->arg = arg;
+	/* The thread must never take the signals the caller's signalfd reads. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	err = -pthread_create(&srv->thread, NULL, server_thread, srv);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (err)
+		goto err_close;
+	*out = srv;
+	return 0;
+err_close:
+	close(srv->fd);
+err_free:
+	free(srv);
+	return err;
+}
+
+int bm_prom_server_port(const struct bm_prom_server *srv)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	if (getsockname(srv->fd, (struct sockaddr *)&ss, &len))
+		return -errno;
+	return ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+					      : ((struct sockaddr_in *)&ss)->sin_port);
+}
+
+void bm_prom_server_stop(struct bm_prom_server *srv)
+{
+	if (!srv)
+		return;
+	atomic_store(&srv->stop, 1);
+	shutdown(srv->fd, SHUT_RDWR);   /* wakes accept() */
+	pthread_join(srv->thread, NULL);
+	close(srv->fd);
+	free(srv);
 }

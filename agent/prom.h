@@ -1,7 +1,8 @@
-/* A small writer for the Prometheus text exposition format 0.0.4
- * (prometheus/docs exposition_formats.md): HELP and TYPE once per family,
- * every sample of a family contiguous, label values escaped. It refuses what
- * would make an invalid exposition instead of writing it. */
+/* Prometheus plumbing: a small writer for the text exposition format 0.0.4
+ * (prometheus/docs exposition_formats.md) -- HELP and TYPE once per family,
+ * every sample of a family contiguous, label values escaped; it refuses what
+ * would make an invalid exposition instead of writing it -- and the HTTP
+ * endpoint that serves it. */
 #ifndef BM_PROM_H
 #define BM_PROM_H
 #include <stddef.h>
@@ -47,5 +48,18 @@ void bm_prom_write_label_value(FILE *f, const char *v);
 void bm_prom_write_help(FILE *f, const char *help);
 /* Go float syntax: NaN, +Inf, -Inf, integers without exponent. */
 void bm_prom_write_value(FILE *f, double v);
+
+/* The /metrics endpoint: a thread serving GET and HEAD /metrics on addr
+ * ("IP:PORT" or "[IPv6]:PORT", SO_REUSEADDR), 404 elsewhere, 405 for other
+ * methods. render(arg, f) writes the exposition for each request (from the
+ * server thread; 0, or -errno for a 500). The socket is bound before this
+ * returns, so a bad or busy address is an error here. */
+struct bm_prom_server;
+int bm_prom_serve(const char *addr, int (*render)(void *arg, FILE *f), void *arg,
+		  struct bm_prom_server **out);
+/* The bound port (for an addr with port 0), or -errno. */
+int bm_prom_server_port(const struct bm_prom_server *srv);
+/* Stop the thread (within the per-connection deadline) and free srv. */
+void bm_prom_server_stop(struct bm_prom_server *srv);
 
 #endif

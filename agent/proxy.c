@@ -26,6 +26,7 @@
 #include "hbone.h"
 #include "log.h"
 #include "policy.h"
+#include "mesh.h"
 #include "proxy.h"
 #include "relay.h"
 #include "tlsctx.h"
@@ -313,9 +314,12 @@ static struct bm_hbone_conn *pool_find(struct worker *w, const struct ppod *src,
  * the pod's IP as the tunnel's source) to dst_ip:15008. */
 static struct bm_hbone_conn *pool_dial(struct worker *w, struct ppod *src, uint32_t dst_ip)
 {
+	char want[BM_SPIFFE_ID_MAX + 1];
+	const char *wants[1] = { want };
 	struct conn_owner *o;
 	struct bm_hbone_conn *c;
 	struct sess_ent *e;
+	size_t n_want;
 	SSL *ssl;
 	int fd;
 
@@ -328,7 +332,10 @@ static struct bm_hbone_conn *pool_dial(struct worker *w, struct ppod *src, uint3
 	}
 	ssl = SSL_new(src->cctx);
 	o = calloc(1, sizeof(*o));
-	if (!ssl || !o || bm_tls_expect_peer(ssl, NULL, 0)) {
+	/* Pin the server to the identity its WorkloadEntry declares; unknown
+	 * workloads must still be in our trust domain. */
+	n_want = !bm_mesh_expected_identity(w->p->a, dst_ip, want, sizeof(want));
+	if (!ssl || !o || bm_tls_expect_peer(ssl, n_want ? wants : NULL, n_want)) {
 		SSL_free(ssl);
 		free(o);
 		close(fd);

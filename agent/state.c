@@ -7,6 +7,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include "agent.h"
+#include "proxy.h"
 
 /* id -> name for one id kind, as a dense array (NULL where unused). */
 static const char **names_by_id(const struct bm_ids *ids, enum bm_id_kind k)
@@ -107,6 +108,8 @@ json_t *bm_agent_stats_json(struct bm_agent *a)
 				  "refused_max_conns", (json_int_t)sum.refused_max_conns,
 				  "refused_no_backend", (json_int_t)sum.refused_no_backend));
 	}
+	if (a->proxy)
+		json_object_set_new(out, "proxy", bm_proxy_stats_json(a->proxy));
 out:
 	free(svcs);
 	free(bes);

@@ -30,7 +30,7 @@ static const struct cmd {
 	  "workload certificates (SPIFFE X.509-SVIDs) per node" },
 	{ "ca", do_ca, "ca show [--node NODE] [-o json]",
 	  "the mesh CA: subject, trust domain, serial, expiry, SHA-256 fingerprint" },
-	{ "metrics", do_metrics, "metrics --node NODE",
+	{ "metrics", do_metrics, "metrics [--node NODE]",
 	  "a node's Prometheus metrics (what :15020/metrics serves)" },
 };
 

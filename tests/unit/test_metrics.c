@@ -551,7 +551,7 @@ static void test_http_endpoint(void)
 		{ "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n", "HTTP/1.1 200 OK\r\n",
 		  "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n", 1 },
 		{ "GET /metrics?x=1 HTTP/1.0\r\n\r\n", "HTTP/1.1 200 OK\r\n", "\r\n\r\n# HELP up_total", 1 },
-		{ "HEAD /metrics HTTP/1.1\r\n\r\n", "HTTP/1.1 200 OK\r\n", "Content-Length: 52\r\n", 1 },
+		{ "HEAD /metrics HTTP/1.1\r\n\r\n", "HTTP/1.1 200 OK\r\n", "Content-Length: 53\r\n", 1 },
 		{ "GET / HTTP/1.1\r\n\r\n", "HTTP/1.1 404 Not Found\r\n", "Connection: close\r\n", 0 },
 		{ "GET /metricsx HTTP/1.1\r\n\r\n", "HTTP/1.1 404 Not Found\r\n", "", 0 },
 		{ "POST /metrics HTTP/1.1\r\n\r\n", "HTTP/1.1 405 Method Not Allowed\r\n", "Allow: GET, HEAD", 0 },
