@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "authz.h"
+#include "resutil.h"
 
 static const char *js(const json_t *o, const char *k)
 {
@@ -48,39 +49,7 @@ int bm_authz_str_match(const char *pattern, const char *value)
 	return !strcmp(pattern, value);
 }
 
-static int labels_match(const json_t *selector, const json_t *labels)
-{
-	const char *k;
-	json_t *v;
 
-	json_object_foreach((json_t *)selector, k, v) {
-		const char *have = json_string_value(json_object_get(labels, k));
-
-		if (!have || !json_string_value(v) || strcmp(have, json_string_value(v)))
-			return 0;
-	}
-	return 1;
-}
-
-static int cidr_match(const char *cidr, uint32_t ip_n)
-{
-	char buf[64];
-	char *slash;
-	struct in_addr a;
-	int bits = 32;
-	uint32_t mask;
-
-	snprintf(buf, sizeof(buf), "%s", cidr);
-	slash = strchr(buf, '/');
-	if (slash) {
-		bits = atoi(slash + 1);
-		*slash = 0;
-	}
-	if (inet_pton(AF_INET, buf, &a) != 1 || bits < 0 || bits > 32)
-		return 0;
-	mask = bits ? htonl(~0u << (32 - bits)) : 0;
-	return (a.s_addr & mask) == (ip_n & mask);
-}
 
 /* A values list matched against one value by fn; an absent list is "no
  * constraint" (1) and an empty one matches nothing. */
@@ -104,7 +73,7 @@ static int m_str(const char *p, const void *v)
 
 static int m_ip(const char *p, const void *v)
 {
-	return cidr_match(p, *(const uint32_t *)v);
+	return bm_cidr_contains(p, *(const uint32_t *)v);
 }
 
 static int m_port(const char *p, const void *v)
@@ -276,7 +245,7 @@ static int applies(const json_t *res, const char *root_ns, const char *wl_ns, co
 
 	if (strcmp(ns, wl_ns) && strcmp(ns, root_ns))
 		return 0;
-	return !sel || labels_match(json_object_get(sel, "matchLabels"), wl_labels);
+	return !sel || bm_labels_match(json_object_get(sel, "matchLabels"), wl_labels);
 }
 
 int bm_authz_eval(const json_t *resources, const char *root_ns, const char *wl_ns,
@@ -366,7 +335,7 @@ int bm_peerauth_mode(const json_t *resources, const char *root_ns, const char *w
 			nsp = oldest(nsp, res);
 		/* selectors in the root namespace are ignored (§3) */
 		if (!strcmp(ns, wl_ns) && strcmp(ns, root_ns) && sel &&
-		    labels_match(json_object_get(sel, "matchLabels"), wl_labels))
+		    bm_labels_match(json_object_get(sel, "matchLabels"), wl_labels))
 			wl = oldest(wl, res);
 	}
 	if (mesh && (m = mode_of(js(json_object_get(json_object_get(mesh, "spec"), "mtls"), "mode"))) >= 0)

@@ -19,6 +19,7 @@
 #include "authz.h"
 #include "capture.h"
 #include "mesh.h"
+#include "resutil.h"
 #include "proxy.h"
 
 int bm_mesh_init(struct bm_agent *a, const struct bm_mesh_opts *o)
@@ -57,23 +58,6 @@ void bm_mesh_free(struct bm_agent *a)
 	a->mesh_on = 0;
 }
 
-/* The WorkloadEntry at ip in namespace ns, or NULL. */
-static const json_t *workload_entry(const json_t *res, const char *ns, const char *ip)
-{
-	size_t i;
-	json_t *r;
-
-	json_array_foreach(res, i, r) {
-		const json_t *md = json_object_get(r, "metadata"), *spec = json_object_get(r, "spec");
-		const char *rns = json_string_value(json_object_get(md, "namespace"));
-		const char *addr = json_string_value(json_object_get(spec, "address"));
-
-		if (!strcmp(json_string_value(json_object_get(r, "kind")) ?: "", "WorkloadEntry") &&
-		    addr && !strcmp(addr, ip) && !strcmp(rns ? rns : "default", ns))
-			return r;
-	}
-	return NULL;
-}
 
 static const char *label(const json_t *we, const char *key)
 {
@@ -83,24 +67,14 @@ static const char *label(const json_t *we, const char *key)
 	return v ? v : "";
 }
 
-/* serviceAccount of the WorkloadEntry at ip in namespace ns. */
+/* serviceAccount of the WorkloadEntry at ip in namespace ns (Istio's
+ * default "default"). */
 static const char *service_account(const json_t *res, const char *ns, const char *ip)
 {
-	size_t i;
-	json_t *r;
+	const char *sa = json_string_value(json_object_get(
+		json_object_get(bm_find_workload_entry(res, ns, ip), "spec"), "serviceAccount"));
 
-	json_array_foreach(res, i, r) {
-		const json_t *md = json_object_get(r, "metadata"), *spec = json_object_get(r, "spec");
-		const char *rns = json_string_value(json_object_get(md, "namespace"));
-		const char *addr = json_string_value(json_object_get(spec, "address"));
-		const char *sa = json_string_value(json_object_get(spec, "serviceAccount"));
-
-		if (strcmp(json_string_value(json_object_get(r, "kind")) ?: "", "WorkloadEntry") ||
-		    !addr || strcmp(addr, ip) || strcmp(rns ? rns : "default", ns))
-			continue;
-		return sa && *sa ? sa : "default";
-	}
-	return "default";
+	return sa && *sa ? sa : "default";
 }
 
 static struct bm_mesh_pod *find_mpod(struct bm_agent *a, const char *ns, const char *name)
@@ -205,7 +179,7 @@ static void sync_capture(struct bm_agent *a)
 		a->mpods[i].live = 0;
 	for (size_t i = 0; i < a->pods.n; i++) {
 		const struct bm_pod *p = &a->pods.p[i];
-		const json_t *we = workload_entry(a->resources, p->ns, p->ip);
+		const json_t *we = bm_find_workload_entry(a->resources, p->ns, p->ip);
 		struct bm_pod_inbound mode;
 		struct bm_mesh_pod *mp;
 
@@ -281,24 +255,18 @@ void bm_mesh_tick(struct bm_agent *a, time_t now)
 int bm_mesh_expected_identity(struct bm_agent *a, uint32_t ip, char *buf, size_t len)
 {
 	char addr[INET_ADDRSTRLEN];
+	const json_t *we;
 	int err = -ENOENT;
-	size_t i;
-	json_t *r;
 
 	inet_ntop(AF_INET, &ip, addr, sizeof(addr));
 	pthread_mutex_lock(&a->lock);
-	json_array_foreach(a->resources, i, r) {
-		const json_t *md = json_object_get(r, "metadata"), *spec = json_object_get(r, "spec");
-		const char *ns = json_string_value(json_object_get(md, "namespace"));
-		const char *sa = json_string_value(json_object_get(spec, "serviceAccount"));
-		const char *at = json_string_value(json_object_get(spec, "address"));
+	we = bm_find_workload_entry(a->resources, NULL, addr);
+	if (we) {
+		const char *ns = json_string_value(json_object_get(json_object_get(we, "metadata"), "namespace"));
+		const char *sa = json_string_value(json_object_get(json_object_get(we, "spec"), "serviceAccount"));
 
-		if (strcmp(json_string_value(json_object_get(r, "kind")) ?: "", "WorkloadEntry") ||
-		    !at || strcmp(at, addr))
-			continue;
 		err = bm_spiffe_id_build(a->idm.trust_domain, ns ? ns : "default",
 					 sa && *sa ? sa : "default", buf, len);
-		break;
 	}
 	pthread_mutex_unlock(&a->lock);
 	return err;

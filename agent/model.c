@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "model.h"
+#include "resutil.h"
 
 #define ROOT_NS "istio-system"
 
@@ -102,20 +103,6 @@ static int collect(const json_t *resources, const char *kind, struct registry *r
 	return 0;
 }
 
-/* Does every label in selector appear with the same value in labels? */
-static int labels_match(const json_t *selector, const json_t *labels)
-{
-	const char *k;
-	json_t *v;
-
-	json_object_foreach((json_t *)selector, k, v) {
-		const char *have = json_string_value(json_object_get(labels, k));
-
-		if (!have || !json_string_value(v) || strcmp(have, json_string_value(v)))
-			return 0;
-	}
-	return 1;
-}
 
 static int parse_ip(const char *s, uint32_t *ip)
 {
@@ -275,7 +262,7 @@ static void add_endpoint(struct bm_m_cluster *c, const json_t *ep, const json_t 
 	json_int_t mapped = json_integer_value(json_object_get(json_object_get(ep, "ports"), pname));
 	uint32_t ip;
 
-	if (subset_labels && !labels_match(subset_labels, json_object_get(ep, "labels")))
+	if (subset_labels && !bm_labels_match(subset_labels, json_object_get(ep, "labels")))
 		return;
 	if (parse_ip(jstr(ep, "address"), &ip))
 		return;
@@ -354,7 +341,7 @@ static struct bm_m_cluster *build_cluster(const struct registry *ses, const stru
 
 		for (i = 0; i < wes->n; i++)
 			if (!strcmp(wes->r[i].ns, target->ns) &&
-			    labels_match(sel, json_object_get(wes->r[i].spec, "labels")))
+			    bm_labels_match(sel, json_object_get(wes->r[i].spec, "labels")))
 				add_endpoint(c, wes->r[i].spec, port, sub_labels, log);
 	}
 	json_array_foreach(json_object_get(target->spec, "endpoints"), i, ep)
@@ -387,25 +374,6 @@ static const struct res *find_vs(const struct registry *vss, const struct res *s
 	return NULL;
 }
 
-static int subnet_contains(const char *cidr, uint32_t ip_n)
-{
-	char buf[64];
-	char *slash;
-	struct in_addr a;
-	int bits = 32;
-	uint32_t mask;
-
-	snprintf(buf, sizeof(buf), "%s", cidr);
-	slash = strchr(buf, '/');
-	if (slash) {
-		bits = atoi(slash + 1);
-		*slash = 0;
-	}
-	if (inet_pton(AF_INET, buf, &a) != 1 || bits < 0 || bits > 32)
-		return 0;
-	mask = bits ? htonl(~0u << (32 - bits)) : 0;
-	return (a.s_addr & mask) == (ip_n & mask);
-}
 
 /* TCP routes: first rule whose match (port, destinationSubnets) fits. */
 static const json_t *pick_tcp_rule(const json_t *tcp, uint32_t vip, json_int_t port)
@@ -426,7 +394,7 @@ static const json_t *pick_tcp_rule(const json_t *tcp, uint32_t vip, json_int_t p
 			if (ok && json_array_size(subnets)) {
 				ok = 0;
 				json_array_foreach(subnets, k, sn)
-					if (subnet_contains(json_string_value(sn) ? json_string_value(sn) : "", vip))
+					if (bm_cidr_contains(json_string_value(sn) ? json_string_value(sn) : "", vip))
 						ok = 1;
 			}
 			if (ok)

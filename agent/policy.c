@@ -12,27 +12,15 @@
 #include "authz.h"
 #include "log.h"
 #include "policy.h"
+#include "resutil.h"
 
 /* Labels of the workload at ip in namespace ns (its WorkloadEntry). */
 static const json_t *workload_labels(const json_t *res, const char *ns, uint32_t ip)
 {
 	char addr[INET_ADDRSTRLEN];
-	size_t i;
-	json_t *r;
 
 	inet_ntop(AF_INET, &ip, addr, sizeof(addr));
-	json_array_foreach(res, i, r) {
-		const json_t *md = json_object_get(r, "metadata");
-		const char *rns = json_string_value(json_object_get(md, "namespace"));
-		const json_t *spec = json_object_get(r, "spec");
-		const char *a = json_string_value(json_object_get(spec, "address"));
-
-		if (strcmp(json_string_value(json_object_get(r, "kind")) ?: "", "WorkloadEntry"))
-			continue;
-		if (a && !strcmp(a, addr) && (!ns || !strcmp(rns ? rns : "default", ns)))
-			return json_object_get(spec, "labels");
-	}
-	return NULL;
+	return json_object_get(json_object_get(bm_find_workload_entry(res, ns, addr), "spec"), "labels");
 }
 
 static uint8_t port_mode(const struct bm_pod_inbound *pi, uint16_t port)
