@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <sys/epoll.h>
 #include <sys/inotify.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/timerfd.h>
@@ -304,6 +305,16 @@ int main(int argc, char **argv)
 		}
 	}
 	libbpf_set_print(libbpf_print);
+	{
+		/* Every proxied connection costs 2-3 fds; the usual soft limit of
+		 * 1024 would cap the node at a few hundred connections. */
+		struct rlimit rl;
+
+		if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur < rl.rlim_max) {
+			rl.rlim_cur = rl.rlim_max;
+			setrlimit(RLIMIT_NOFILE, &rl);
+		}
+	}
 	if (cleanup) {
 		if (!bpffs) {
 			usage(stderr);
