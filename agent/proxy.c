@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <netinet/in.h>
 #include <sys/epoll.h>
@@ -22,6 +23,7 @@
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 #include "agent.h"
+#include "ca.h"
 #include "capture.h"
 #include "hbone.h"
 #include "log.h"
@@ -92,6 +94,7 @@ struct conn_owner {
 	struct ppod *pod;              /* server: the pod (a reference); client: NULL */
 	uint32_t src_ip, dst_ip;       /* client pool key, with src_id */
 	char src_id[256];
+	time_t valid_until;            /* earliest NotAfter of both certificates */
 };
 
 struct bm_proxy {
@@ -274,6 +277,18 @@ static int on_handshake(struct bm_hbone_conn *c)
 	}
 	snprintf(c->peer, sizeof(c->peer), "%s",
 		 strncmp(id, SPIFFE_PREFIX, strlen(SPIFFE_PREFIX)) ? id : id + strlen(SPIFFE_PREFIX));
+	/* A tunnel authenticates new streams only while both certificates it
+	 * was made with are valid: a pooled connection must not outlive them. */
+	{
+		X509 *peer = SSL_get0_peer_certificate(c->ssl), *own = SSL_get_certificate(c->ssl);
+		time_t tp = 0, to = 0;
+
+		if (!peer || bm_x509_time(X509_get0_notAfter(peer), &tp))
+			tp = 0;
+		if (!own || bm_x509_time(X509_get0_notAfter(own), &to))
+			to = tp;
+		o->valid_until = tp < to ? tp : to;
+	}
 	return 0;
 }
 
@@ -304,7 +319,8 @@ static struct bm_hbone_conn *pool_find(struct worker *w, const struct ppod *src,
 		struct conn_owner *o = c->user;
 
 		if (!c->server && o->dst_ip == dst_ip && o->src_ip == src->cfg.ip &&
-		    !strcmp(o->src_id, src->cfg.spiffe_id) && bm_hbone_conn_usable(c))
+		    !strcmp(o->src_id, src->cfg.spiffe_id) && bm_hbone_conn_usable(c) &&
+		    time(NULL) < o->valid_until)
 			return c;
 	}
 	return NULL;
@@ -452,6 +468,12 @@ static int on_request(struct bm_hbone_conn *c, const struct bm_hbone_req *r, int
 	if (*end || !port || port > 65535 || inet_pton(AF_INET, host, &ip) != 1 ||
 	    ip.s_addr != pod->cfg.ip)
 		return 400;
+	if (time(NULL) >= o->valid_until) {
+		/* The client kept streaming over a tunnel whose certificates have
+		 * expired since the handshake: it must reconnect and re-prove. */
+		bm_wstats_deny(&o->w->st, "peer_certificate_expired");
+		return 401;
+	}
 	at.src_principal = c->peer;
 	at.src_namespace = principal_ns(c->peer, ns, sizeof(ns));
 	at.src_ip = c->peer_ip;

@@ -233,3 +233,163 @@ spec:
       app: $7
 EOF
 }
+
+# ------------------------------------------------------------ mesh (issue 3) helpers
+
+HBONE=$BUILD/tools/bm-hbone
+CERTGEN=$BUILD/tools/bm-certgen
+AMBIENT=istio.io/dataplane-mode=ambient
+
+# sandbox_wait_free [MAX_S]: only one sandbox can run on the machine and
+# t_begin takes down whatever is up. If someone else's sandbox is up, wait
+# (up to MAX_S, default 300 s) for it to go away; one up for more than 10 min
+# is considered abandoned and left for t_begin to take down.
+sandbox_wait_free() {
+  local max=${1:-300} f=$BPFMESH_RUN/sandbox/nodes age i
+  for ((i = 0; i < max; i += 5)); do
+    [ -f "$f" ] || return 0
+    age=$(( $(date +%s) - $(stat -c %Y "$f" 2>/dev/null || date +%s) ))
+    [ "$age" -gt 600 ] && { log "sandbox up for ${age}s: taking it as abandoned"; return 0; }
+    [ "$i" = 0 ] && log "another sandbox is up (for ${age}s); waiting for it to go down"
+    sleep 5
+  done
+  fail "another sandbox stayed up for ${max}s more; not tearing it down"
+}
+
+# mesh_pod NAME NODE NS SA [LABELS]: a pod in the mesh (dataplane-mode=ambient)
+# with service account SA. Returns once every node applied its WorkloadEntry.
+mesh_pod() {
+  local s
+  read -r _ _ s < <(mesh_gen)
+  "$SANDBOX" pod add "$1" --node "$2" --namespace "$3" --sa "$4" \
+    --labels "${5:+$5,}$AMBIENT" >/dev/null || fail "sandbox pod add $1 failed"
+  wait_ready "$s"
+}
+
+# The embedded CA's directory (<store dir>/ca) of this test's store.
+ca_dir() { echo "$T_TMP/store/ca"; }
+
+# wait_mesh_pod NODE NS/NAME: meshd on NODE logged that the pod joined the mesh.
+wait_mesh_pod() {
+  for _ in $(seq 100); do
+    grep -q "pod $2 in the mesh" "$BPFMESH_RUN/sandbox/meshd-$1.log" 2>/dev/null && return 0
+    sleep 0.05
+  done
+  fail "pod $2 did not join the mesh on $1 (meshd-$1.log: $(grep -c . "$BPFMESH_RUN/sandbox/meshd-$1.log") lines)"
+}
+
+# hbone POD ARGS...: bm-hbone in POD; prints its JSON; exit status ignored.
+hbone() {
+  local pod=$1; shift
+  "$SANDBOX" exec "$pod" -- "$HBONE" "$@" || true
+}
+
+# tcp_marker POD HOST PORT MARKER [TIMEOUT_S]: from POD, connect, read the
+# bm-testsrv banner line, send MARKER, read until the echo contains it (or
+# EOF/timeout). Prints {"connected":..,"banner":..,"echo":..,"error":..}.
+tcp_marker() {
+  "$SANDBOX" exec "$1" -- python3 - "$2" "$3" "$4" "${5:-3}" <<'PY' || true
+import json, socket, sys
+host, port, marker, tmo = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode(), float(sys.argv[4])
+r = {"connected": False, "banner": "", "echo": "", "error": ""}
+try:
+    s = socket.create_connection((host, port), timeout=tmo)
+    r["connected"] = True
+    buf = b""
+    while b"\n" not in buf:
+        d = s.recv(4096)
+        if not d:
+            raise EOFError("EOF before banner")
+        buf += d
+    line, rest = buf.split(b"\n", 1)
+    r["banner"] = line.decode(errors="replace")
+    s.sendall(marker)
+    echo = rest
+    while marker not in echo:
+        d = s.recv(4096)
+        if not d:
+            raise EOFError("EOF before echo")
+        echo += d
+    r["echo"] = echo.decode(errors="replace")
+    s.close()
+except Exception as e:
+    r["error"] = type(e).__name__ + ": " + str(e)
+print(json.dumps(r))
+PY
+}
+
+# capture_start FILE [IFACE]: tcpdump in the hub netns on IFACE (default
+# "any": the node veths hn<i>, so every node-to-node packet, seen on both
+# ends; br0 itself does not see unicast it bridges); waits until it is
+# capturing. Sets CAP_PID.
+capture_start() {
+  local f=$1 ifc=${2:-any}
+  ip netns exec bm-hub tcpdump -Z root --immediate-mode -i "$ifc" -U -s 0 -w "$f" >"$f.log" 2>&1 &
+  CAP_PID=$!
+  T_BG_PIDS+=("$CAP_PID")
+  for _ in $(seq 100); do
+    grep -q 'listening on' "$f.log" 2>/dev/null && return 0
+    sleep 0.05
+  done
+  cat "$f.log" >&2
+  fail "tcpdump on bm-hub $ifc did not start"
+}
+
+# capture_stop: stop tcpdump (SIGINT flushes the file) and wait for it.
+capture_stop() {
+  kill -INT "$CAP_PID" 2>/dev/null || true
+  for _ in $(seq 100); do kill -0 "$CAP_PID" 2>/dev/null || break; sleep 0.05; done
+  wait "$CAP_PID" 2>/dev/null || true
+}
+
+# pcap_count FILE FILTER: packets in FILE matching the tcpdump FILTER.
+pcap_count() {
+  tcpdump -r "$1" -nn "$2" 2>/dev/null | wc -l
+}
+
+# cert_serials NODE: "identity=serial" lines from meshctl cert ls -o json.
+cert_serials() {
+  "$MESHCTL" cert ls --node "$1" -o json 2>/dev/null | python3 -c '
+import json, sys
+try:
+    doc = json.load(sys.stdin)
+except Exception:
+    sys.exit(0)
+def walk(v):
+    if isinstance(v, dict):
+        if "serial" in v and ("identity" in v or "spiffe_id" in v or "id" in v):
+            print("%s=%s" % (v.get("identity") or v.get("spiffe_id") or v.get("id"), v["serial"]))
+        else:
+            for x in v.values(): walk(x)
+    elif isinstance(v, list):
+        for x in v: walk(x)
+walk(doc)'
+}
+
+# proxy_stats NODE: the "proxy" object of meshctl stats -o json for NODE ({} if none).
+proxy_stats() {
+  "$MESHCTL" stats --node "$1" -o json 2>/dev/null | python3 -c '
+import json, sys
+try:
+    doc = json.load(sys.stdin)
+except Exception:
+    print("{}"); sys.exit(0)
+def find(v):
+    if isinstance(v, dict):
+        if "proxy" in v: return v["proxy"]
+        for x in v.values():
+            r = find(x)
+            if r is not None: return r
+    elif isinstance(v, list):
+        for x in v:
+            r = find(x)
+            if r is not None: return r
+    return None
+print(json.dumps(find(doc) or {}))'
+}
+
+# meshd_log_tail NODE [N]: last N (default 20) lines of a node's meshd log.
+meshd_log_tail() { tail -n "${2:-20}" "$BPFMESH_RUN/sandbox/meshd-$1.log" 2>/dev/null; }
+
+# pstat JSON PATH: a proxy counter (dotted path) from proxy_stats output, 0 if absent.
+pstat() { jget "$1" "$2" 0; }
