@@ -12,7 +12,6 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/epoll.h>
-#include <sys/inotify.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -44,7 +43,8 @@ static void usage(FILE *f)
 		"  --cgroup    the cgroup v2 subtree holding this node's pods (never the root)\n"
 		"  --bpffs     pin directory for this node's maps and links (e.g. /sys/fs/bpf/bpfmesh/NODE)\n"
 		"  --run-dir   admin socket and node state (e.g. /run/bpfmesh/NODE)\n"
-		"  --store     resource store URL (default $BPFMESH_STORE or file:///var/lib/bpfmesh)\n"
+		"  --store     resource store URL: file:///DIR or etcd://HOST:PORT[,HOST:PORT...]\n"
+		"              (default $BPFMESH_STORE or file:///var/lib/bpfmesh)\n"
 		"  --metrics-addr  Prometheus endpoint, IP:PORT (default 0.0.0.0:15020, in meshd's netns)\n"
 		"  --trust-domain  SPIFFE trust domain (default cluster.local)\n"
 		"  --ca-dir DIR    embedded mesh CA: root created or loaded there (default <store dir>/ca)\n"
@@ -134,36 +134,9 @@ static int mkdir_p(const char *path)
 	return 0;
 }
 
-/* inotify on the store's generation file's directory: the store renames a
- * new generation file in after every change. */
-static int watch_store(struct bm_agent *a, char *gen_name, size_t len)
-{
-	char dir[PATH_MAX];
-	const char *path = bm_store_watch_path(a->store);
-	char *slash;
-	int fd;
-
-	snprintf(dir, sizeof(dir), "%s", path);
-	slash = strrchr(dir, '/');
-	if (!slash)
-		return -EINVAL;
-	*slash = 0;
-	snprintf(gen_name, len, "%s", slash + 1);
-	fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	if (inotify_add_watch(fd, dir, IN_MOVED_TO | IN_CLOSE_WRITE | IN_CREATE) < 0) {
-		int err = -errno;
-
-		close(fd);
-		return err;
-	}
-	return fd;
-}
-
 static int run(struct bm_agent *a)
 {
-	char admin_path[PATH_MAX + 16], gen_name[256];
+	char admin_path[PATH_MAX + 16];
 	int ep, sfd, tfd, ifd, afd, err = 0;
 	struct itimerspec its = { .it_interval = { 0, TICK_MS * 1000000L },
 				  .it_value = { 0, TICK_MS * 1000000L } };
@@ -176,9 +149,10 @@ static int run(struct bm_agent *a)
 		bm_log("admin socket %s: %s", admin_path, strerror(-afd));
 		return afd;
 	}
-	ifd = watch_store(a, gen_name, sizeof(gen_name));
+	/* inotify for a file store, an etcd watch stream for etcd; owned by the store. */
+	ifd = bm_store_watch_fd(a->store);
 	if (ifd < 0)
-		bm_log("watch store: %s; polling every %d ms instead", strerror(-ifd), TICK_MS);
+		bm_log("watch store: %s; polling every second instead", strerror(-ifd));
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
@@ -224,18 +198,11 @@ static int run(struct bm_agent *a)
 				bm_log("signal %d: exiting; the kernel path stays attached", (int)si.ssi_signo);
 				goto out;
 			} else if (fd == ifd) {
-				char buf[4096] __attribute__((aligned(8)));
-				ssize_t len = read(ifd, buf, sizeof(buf));
-				int changed = 0;
+				int changed = bm_store_watch_ack(a->store);
 
-				for (char *p = buf; len > 0 && p < buf + len;) {
-					struct inotify_event *ie = (struct inotify_event *)p;
-
-					if (ie->len && !strcmp(ie->name, gen_name))
-						changed = 1;
-					p += sizeof(*ie) + ie->len;
-				}
-				if (changed)
+				if (changed == BM_STORE_RELIST)
+					bm_log("store history compacted past our revision: full re-list");
+				if (changed > 0)
 					bm_agent_reload(a);
 			} else if (fd == tfd) {
 				uint64_t ticks, now = bm_now_ms(), gen = 0;
@@ -244,10 +211,18 @@ static int run(struct bm_agent *a)
 					continue;
 				bm_reconcile_gc(&a->rec, now);
 				bm_mesh_tick(a, time(NULL));
-				/* Fallback for missed events, and retry after a failed reload. */
+				/* Fallback for missed events, and retry after a failed reload.
+				 * A store known to be unreachable is not asked every second
+				 * (a hung etcd would block this loop for the request timeout):
+				 * its watcher fires when it is back. */
 				if (now - last_poll >= 1000) {
+					int connected = 1;
+					time_t last_ok;
+
 					last_poll = now;
-					if (!bm_store_generation(a->store, &gen) &&
+					if (ifd >= 0)
+						bm_store_health(a->store, &connected, &last_ok);
+					if (connected && !bm_store_generation(a->store, &gen) &&
 					    (gen != a->applied_generation || a->last_error[0]))
 						bm_agent_reload(a);
 				}
@@ -258,8 +233,6 @@ out:
 	close(ep);
 	close(tfd);
 	close(sfd);
-	if (ifd >= 0)
-		close(ifd);
 	close(afd);
 	unlink(admin_path);
 	return err;

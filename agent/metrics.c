@@ -21,6 +21,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include "agent.h"
+#include "store.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -754,6 +755,18 @@ static void render_meshd(struct bm_agent *a, struct bm_prom *p, uint64_t stats_r
 	gauge(p, "bpfmesh_config_store_generation",
 	      "Latest store generation meshd has seen; above applied_generation while a change is pending or failed.",
 	      (double)a->store_generation);
+	{
+		int connected = 0;
+		time_t last_ok = 0;
+
+		bm_store_health(a->store, &connected, &last_ok);
+		gauge(p, "bpfmesh_store_connected",
+		      "1 while the resource store answers; 0: meshd serves its last good configuration.",
+		      connected);
+		gauge(p, "bpfmesh_store_last_success_timestamp_seconds",
+		      "When the resource store last answered (or its watch was up), seconds since the Unix epoch.",
+		      (double)last_ok);
+	}
 	counter(p, "bpfmesh_config_reloads_total", "Configuration reloads attempted.", a->reloads);
 	counter(p, "bpfmesh_config_reload_errors_total",
 		"Reloads that failed; the last good configuration stays applied.", a->reload_errors);

@@ -7,6 +7,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include "agent.h"
+#include "store.h"
 #include "proxy.h"
 
 /* id -> name for one id kind, as a dense array (NULL where unused). */
@@ -121,7 +122,12 @@ out:
 
 json_t *bm_agent_status_json(struct bm_agent *a)
 {
-	return json_pack("{s:b,s:s,s:b,s:i,s:I,s:I,s:I,s:I,s:I,s:s,s:s,s:s,s:{s:i,s:i,s:b},s:i,s:i,s:i,s:o,s:s}",
+	json_t *st;
+	int connected = 0;
+	time_t last_ok = 0;
+
+	bm_store_health(a->store, &connected, &last_ok);
+	st = json_pack("{s:b,s:s,s:b,s:i,s:I,s:I,s:I,s:I,s:I,s:s,s:s,s:s,s:{s:i,s:i,s:b},s:i,s:i,s:i,s:o,s:s}",
 			 "ok", 1, "node", a->node, "ready", a->ready, "pid", (int)getpid(),
 			 "uptime_seconds", (json_int_t)(time(NULL) - a->started),
 			 "applied_generation", (json_int_t)a->applied_generation,
@@ -133,4 +139,9 @@ json_t *bm_agent_status_json(struct bm_agent *a)
 			 "services", (int)a->rec.n_services, "clusters", (int)a->rec.n_clusters,
 			 "backends", (int)a->rec.n_backends, "pods", bm_pods_json(&a->pods),
 			 "last_error", a->last_error);
+	/* Staleness: while the store is unreachable the last good config stays. */
+	if (st)
+		json_object_update_new(st, json_pack("{s:b,s:I}", "store_connected", connected,
+						     "store_last_ok", (json_int_t)last_ok));
+	return st;
 }

@@ -39,7 +39,8 @@ static void usage(FILE *f)
 	fprintf(f, "usage: meshctl COMMAND [ARGS]\n\ncommands:\n");
 	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
 		fprintf(f, "  %-60s %s\n", cmds[i].usage, cmds[i].help);
-	fprintf(f, "\nenvironment: BPFMESH_STORE (store URL, default file:///var/lib/bpfmesh),\n"
+	fprintf(f, "\nenvironment: BPFMESH_STORE (store URL: file:///DIR or etcd://HOST:PORT[,...];\n"
+		   "             default file:///var/lib/bpfmesh),\n"
 		   "             BPFMESH_RUN (node agents' run directory, default /run/bpfmesh)\n");
 }
 

@@ -1,4 +1,5 @@
-/* File store: see store.h for the layout and the consistency protocol. */
+/* File store: see store.h for the layout and the consistency protocol.
+ * Also the front of every store: etcd:// URLs go to store_etcd.c. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -8,12 +9,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include "resource.h"
 #include "schema.h"
 #include "store.h"
+#include "store_etcd.h"
 
 /* Reader retries: 1 ms doubling to 100 ms, about 5 s in all, which covers an
  * apply of many resources each paying two fsyncs. */
@@ -21,10 +24,12 @@
 #define MAX_RESOURCE_FILE (4 << 20)
 
 struct bm_store {
+	struct bm_etcd *etcd; /* set: an etcd store, nothing below is used */
 	char *dir;
 	char *resdir;
 	char *genpath;
 	char *lockpath;
+	int watch_fd;         /* inotify on dir, -1 until bm_store_watch_fd() */
 };
 
 static int sys_err(const char *what, const char *path)
@@ -52,13 +57,13 @@ static int url_to_dir(const char *url, char **dir)
 					url);
 				return -EINVAL;
 			}
-		} else if (!strncmp(url, "etcd://", 7) || !strncmp(url, "etcds://", 8)) {
-			fprintf(stderr, "bpfmesh store: %s: etcd stores are not supported yet "
-				"(use file:///path)\n", url);
+		} else if (!strncmp(url, "etcds://", 8)) {
+			fprintf(stderr, "bpfmesh store: %s: etcd over TLS is not supported yet "
+				"(use etcd://HOST:PORT)\n", url);
 			return -EPROTONOSUPPORT;
 		} else {
 			fprintf(stderr, "bpfmesh store: %s: unknown store URL scheme "
-				"(want file:///path)\n", url);
+				"(want file:///path or etcd://HOST:PORT[,HOST:PORT...])\n", url);
 			return -EPROTONOSUPPORT;
 		}
 	}
@@ -99,6 +104,15 @@ static int store_new(const char *url, bool create, struct bm_store **out)
 	*out = NULL;
 	if (!s)
 		return -ENOMEM;
+	s->watch_fd = -1;
+	if (url && !strncmp(url, "etcd://", 7)) {
+		/* Nothing to create in etcd: open and open_ro are the same. */
+		r = bm_etcd_open(url, &s->etcd);
+		if (r)
+			goto err_free;
+		*out = s;
+		return 0;
+	}
 	r = url_to_dir(url, &s->dir);
 	if (r)
 		goto err_free;
@@ -142,6 +156,9 @@ void bm_store_close(struct bm_store *s)
 {
 	if (!s)
 		return;
+	bm_etcd_close(s->etcd);
+	if (s->watch_fd >= 0)
+		close(s->watch_fd);
 	free(s->dir);
 	free(s->resdir);
 	free(s->genpath);
@@ -151,7 +168,81 @@ void bm_store_close(struct bm_store *s)
 
 const char *bm_store_watch_path(const struct bm_store *s)
 {
-	return s->genpath;
+	return s->genpath; /* NULL for etcd */
+}
+
+int bm_store_watch_fd(struct bm_store *s)
+{
+	char *dir;
+
+	if (s->etcd)
+		return bm_etcd_watch_fd(s->etcd);
+	if (s->watch_fd >= 0)
+		return s->watch_fd;
+	dir = strdup(s->genpath);
+	if (!dir)
+		return -ENOMEM;
+	*strrchr(dir, '/') = '\0';
+	s->watch_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (s->watch_fd < 0) {
+		int r = sys_err("inotify_init1 for", dir);
+
+		free(dir);
+		return r;
+	}
+	/* The generation file is replaced by rename: watch its directory. */
+	if (inotify_add_watch(s->watch_fd, dir, IN_MOVED_TO | IN_CLOSE_WRITE | IN_CREATE) < 0) {
+		int r = sys_err("inotify_add_watch", dir);
+
+		close(s->watch_fd);
+		s->watch_fd = -1;
+		free(dir);
+		return r;
+	}
+	free(dir);
+	return s->watch_fd;
+}
+
+int bm_store_watch_ack(struct bm_store *s)
+{
+	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	int changed = 0;
+	ssize_t len;
+
+	if (s->etcd)
+		return bm_etcd_watch_ack(s->etcd);
+	if (s->watch_fd < 0)
+		return -EBADF;
+	while ((len = read(s->watch_fd, buf, sizeof(buf))) > 0) {
+		for (char *p = buf; p < buf + len;) {
+			struct inotify_event *ie = (struct inotify_event *)p;
+
+			if (ie->len && !strcmp(ie->name, "generation"))
+				changed = 1;
+			/* The directory itself went away: the reader must look. */
+			if (ie->mask & (IN_IGNORED | IN_Q_OVERFLOW))
+				changed = 1;
+			p += sizeof(*ie) + ie->len;
+		}
+	}
+	if (len < 0 && errno != EAGAIN && errno != EINTR)
+		return sys_err("read inotify for", s->dir);
+	return changed;
+}
+
+int bm_store_health(struct bm_store *s, int *connected, time_t *last_ok)
+{
+	if (!s) {
+		*connected = 0;
+		*last_ok = 0;
+		return -EINVAL;
+	}
+	if (s->etcd)
+		return bm_etcd_health(s->etcd, connected, last_ok);
+	/* A local directory is never out of reach. */
+	*connected = 1;
+	*last_ok = time(NULL);
+	return 0;
 }
 
 /* Reads a whole file; -ENOENT passes through silently (absence is normal). */
@@ -197,7 +288,11 @@ int bm_store_generation(struct bm_store *s, uint64_t *gen)
 {
 	char *buf = NULL, *end;
 	size_t len;
-	int r = read_all(s->genpath, &buf, &len);
+	int r;
+
+	if (s->etcd)
+		return bm_etcd_generation(s->etcd, gen);
+	r = read_all(s->genpath, &buf, &len);
 
 	if (r == -ENOENT) {
 		*gen = 0;
@@ -322,7 +417,7 @@ static bool writer_active(struct bm_store *s)
 
 /* Names come from validated resources, but the store is a library: never let
  * a name escape its directory. */
-static int identity(const json_t *res, const struct bm_kind **k, const char **ns,
+int bm_store_res_identity(const json_t *res, const struct bm_kind **k, const char **ns,
 		    const char **name)
 {
 	const char *kind = bm_res_kind(res);
@@ -346,7 +441,7 @@ static char *resource_path(struct bm_store *s, const char *kind, const char *ns,
 	return p;
 }
 
-static bool same_content(const json_t *a, const json_t *b)
+bool bm_store_same_content(const json_t *a, const json_t *b)
 {
 	const json_t *ma = json_object_get(a, "metadata"), *mb = json_object_get(b, "metadata");
 	static const char *const keys[] = { "labels", "annotations" };
@@ -374,25 +469,37 @@ static void now_rfc3339(char *buf, size_t size)
 	strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-static int write_resource(struct bm_store *s, const json_t *res, const json_t *old,
-			  uint64_t gen, const char *path)
+json_t *bm_store_stamp(const json_t *res, const json_t *old, uint64_t gen)
 {
 	json_t *obj = json_deep_copy(res), *meta;
 	const char *created = json_string_value(
 		json_object_get(json_object_get(old, "metadata"), "creationTimestamp"));
-	char ts[32], *dir = NULL, *text = NULL;
-	int r = -ENOMEM;
+	char ts[32];
 
 	if (!obj)
-		return -ENOMEM;
+		return NULL;
 	meta = json_object_get(obj, "metadata");
 	if (!created) {
 		now_rfc3339(ts, sizeof(ts));
 		created = ts;
 	}
 	if (json_object_set_new(meta, "generation", json_integer((json_int_t)gen)) ||
-	    json_object_set_new(meta, "creationTimestamp", json_string(created)))
-		goto out;
+	    json_object_set_new(meta, "creationTimestamp", json_string(created))) {
+		json_decref(obj);
+		return NULL;
+	}
+	return obj;
+}
+
+static int write_resource(struct bm_store *s, const json_t *res, const json_t *old,
+			  uint64_t gen, const char *path)
+{
+	json_t *obj = bm_store_stamp(res, old, gen);
+	char *dir = NULL, *text = NULL;
+	int r = -ENOMEM;
+
+	if (!obj)
+		return -ENOMEM;
 	text = json_dumps(obj, JSON_INDENT(2));
 	dir = strdup(path);
 	if (!text || !dir)
@@ -437,6 +544,10 @@ static int store_apply(struct bm_store *s, json_t *resources, json_t **results, 
 		r = -EINVAL;
 		goto out;
 	}
+	if (s->etcd) {
+		r = bm_etcd_apply(s->etcd, resources, results, dry);
+		goto out;
+	}
 	if (!dry) {
 		r = lock_store(s, &lockfd);
 		if (r)
@@ -451,7 +562,7 @@ static int store_apply(struct bm_store *s, json_t *resources, json_t **results, 
 		char *path;
 		json_t *old;
 
-		r = identity(res, &k, &ns, &name);
+		r = bm_store_res_identity(res, &k, &ns, &name);
 		if (r)
 			goto out_unlock;
 		path = resource_path(s, k->kind, ns, name);
@@ -461,7 +572,7 @@ static int store_apply(struct bm_store *s, json_t *resources, json_t **results, 
 		}
 		/* A stored file that no longer reads is replaced, not trusted. */
 		old = json_load_file(path, 0, NULL);
-		action = !old ? "created" : same_content(old, res) ? "unchanged" : "configured";
+		action = !old ? "created" : bm_store_same_content(old, res) ? "unchanged" : "configured";
 		if (!dry && strcmp(action, "unchanged")) {
 			r = write_resource(s, res, old, gen + 1, path);
 			changed = true;
@@ -484,7 +595,7 @@ out_unlock:
 	if (lockfd >= 0)
 		unlock_store(lockfd);
 out:
-	if (!r && results)
+	if (!r && results && !*results)
 		*results = json_incref(out);
 	json_decref(out);
 	return r;
@@ -509,6 +620,8 @@ int bm_store_delete(struct bm_store *s, const char *kind, const char *ns, const 
 
 	if (!k || !ns || !name || !bm_is_dns1123_label(ns) || !bm_is_dns1123_subdomain(name))
 		return -EINVAL;
+	if (s->etcd)
+		return bm_etcd_delete(s->etcd, k, ns, name);
 	path = resource_path(s, k->kind, ns, name);
 	if (!path)
 		return -ENOMEM;
@@ -590,25 +703,15 @@ static void free_names(char **names, size_t n)
 	free(names);
 }
 
-/* Reads and re-validates one stored file: hand edits must not reach meshd
- * unchecked. Problems go to skipped; the resource is then left out. */
-static json_t *load_resource(const char *path, const char *kind, const char *ns,
-			     const char *name, struct bm_errlist *skipped)
+/* Hand edits must not reach meshd unchecked: every stored value is parsed
+ * and validated again on read, and must name what its path (or key) says. */
+json_t *bm_store_load_text(const char *buf, size_t len, const char *path, const char *kind,
+			   const char *ns, const char *name, struct bm_errlist *skipped)
 {
 	struct bm_errlist errs = { 0 };
 	json_t *arr = NULL, *res = NULL;
-	char *buf = NULL;
-	size_t len = 0;
-	int r = read_all(path, &buf, &len);
+	int r = bm_resources_parse(buf, len, path, BM_PARSE_STORED, &arr, &errs);
 
-	if (r == -ENOENT) /* deleted while we listed: the retry sorts it out */
-		return NULL;
-	if (r) {
-		bm_errlist_add(skipped, path, 0, NULL, "unreadable (%s), skipped", strerror(-r));
-		return NULL;
-	}
-	r = bm_resources_parse(buf, len, path, BM_PARSE_STORED, &arr, &errs);
-	free(buf);
 	if (r) {
 		bm_errlist_add(skipped, path, 0, NULL, "invalid stored resource, skipped:");
 		bm_errlist_splice(skipped, &errs);
@@ -625,6 +728,27 @@ static json_t *load_resource(const char *path, const char *kind, const char *ns,
 	}
 	json_incref(res);
 	json_decref(arr);
+	return res;
+}
+
+/* Reads and re-validates one stored file. Problems go to skipped; the
+ * resource is then left out. */
+static json_t *load_resource(const char *path, const char *kind, const char *ns,
+			     const char *name, struct bm_errlist *skipped)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	int r = read_all(path, &buf, &len);
+	json_t *res;
+
+	if (r == -ENOENT) /* deleted while we listed: the retry sorts it out */
+		return NULL;
+	if (r) {
+		bm_errlist_add(skipped, path, 0, NULL, "unreadable (%s), skipped", strerror(-r));
+		return NULL;
+	}
+	res = bm_store_load_text(buf, len, path, kind, ns, name, skipped);
+	free(buf);
 	return res;
 }
 
@@ -709,6 +833,8 @@ static int store_list(struct bm_store *s, const char *kind, const char *ns, cons
 	}
 	if (ns && !bm_is_dns1123_label(ns))
 		return -EINVAL;
+	if (s->etcd)
+		return bm_etcd_list(s->etcd, only, ns, name, out_array, generation);
 	for (int attempt = 0; attempt < LIST_ATTEMPTS; attempt++) {
 		struct bm_errlist skipped = { 0 };
 		uint64_t g1, g2, maxgen = 0;

@@ -1,8 +1,10 @@
 /* The resource store: where validated resources live between `meshctl apply`
  * and the node agents that enforce them.
  *
- * URL: "file:///path" or a plain path (default /var/lib/bpfmesh). etcd://
- * comes later and is refused with "not supported yet".
+ * URL: "file:///path" or a plain path (default /var/lib/bpfmesh), or
+ * "etcd://HOST:PORT[,HOST:PORT...][/PREFIX]" for etcd v3 (>= 3.4, through its
+ * JSON gateway; PREFIX default /bpfmesh). Both backends keep the same
+ * resources, generations and validation; only the mechanics differ.
  *
  * Layout of a file store:
  *   <dir>/resources/<Kind>/<namespace>/<name>.json  one canonical resource
@@ -25,7 +27,29 @@
  *
  * Watching for changes (meshd): <dir>/generation is replaced by rename, so
  * watch its directory for IN_MOVED_TO / IN_CLOSE_WRITE of "generation"
- * rather than the file's inode.
+ * rather than the file's inode. bm_store_watch_fd() does that for you.
+ *
+ * Layout of an etcd store:
+ *   <prefix>/resources/<Kind>/<namespace>/<name>  one canonical resource (JSON)
+ *   <prefix>/generation                          decimal store generation
+ * apply and delete are one etcd transaction each: they compare the
+ * mod_revision of the generation key and of every resource key they read,
+ * and put (or delete) the resources and the new generation together; a lost
+ * race is retried on fresh data a bounded number of times (then -EBUSY,
+ * nothing written). One transaction holds at most 127 resources (etcd's
+ * --max-txn-ops 128): -E2BIG beyond. list reads the generation and the
+ * resources in one read-only transaction, i.e. at one revision. Values that
+ * do not parse or validate are reported and skipped, as files are.
+ * Opening contacts nothing. Every request has a 1 s connect and 3 s total
+ * timeout and tries the endpoints in order (starting with the last that
+ * answered); a write moves to the next endpoint only if it was not sent.
+ * While etcd is unreachable requests fail with -ECONNREFUSED, -ETIMEDOUT or
+ * -EHOSTUNREACH; the message is printed when it becomes unreachable and then
+ * at most every 30 s.
+ *
+ * Threads: a struct bm_store is used by one thread at a time, except
+ * bm_store_health(), which any thread may call. An etcd store runs a watcher
+ * thread of its own once bm_store_watch_fd() was called.
  *
  * Functions returning int return 0 or a negative errno. Failing system calls
  * are reported on stderr with the path involved. */
@@ -33,13 +57,15 @@
 #define BM_STORE_H
 #include <jansson.h>
 #include <stdint.h>
+#include <time.h>
 
 #define BM_STORE_DEFAULT_URL "file:///var/lib/bpfmesh"
 
 struct bm_store;
 
 /* Opens (creating the directory tree if missing) the store at url.
- * -EPROTONOSUPPORT for an unknown or not yet supported scheme. */
+ * -EPROTONOSUPPORT for an unknown or not yet supported scheme (etcds://),
+ * -EINVAL for a malformed URL. An etcd store is not contacted here. */
 int bm_store_open(const char *url, struct bm_store **out);
 /* Opens without creating anything: for readers and dry runs. A missing
  * directory reads as an empty store at generation 0. */
@@ -71,9 +97,38 @@ int bm_store_list(struct bm_store *s, const char *kind, const char *ns, json_t *
 int bm_store_get(struct bm_store *s, const char *kind, const char *ns, const char *name,
 		 json_t **out);
 
-/* The generation file (see "Watching" above). */
+/* The generation file (see "Watching" above); NULL for etcd, which has
+ * none: use bm_store_watch_fd(). */
 const char *bm_store_watch_path(const struct bm_store *s);
-/* Current store generation; 0 for a store never written. */
+/* Current store generation; 0 for a store never written. For an etcd store
+ * being watched this is the watcher's copy (no request) while the watch is
+ * up, else one read. */
 int bm_store_generation(struct bm_store *s, uint64_t *gen);
+
+/* A descriptor that becomes readable when the store may have changed: poll
+ * it (EPOLLIN), then call bm_store_watch_ack() and re-list when it says so.
+ * Owned by the store (closed by bm_store_close). Negative errno on failure.
+ *   file: inotify on the generation file's directory.
+ *   etcd: a pipe fed by a watcher thread streaming /v3/watch on the prefix
+ *         from the revision after the last bm_store_list(), resuming from the
+ *         last revision seen after a disconnect. It also fires when the
+ *         stream is re-established after a failure (so a reader whose last
+ *         list failed tries again) and when the revision to resume from was
+ *         compacted (events were lost: BM_STORE_RELIST).
+ * Call it after the first bm_store_list() so no change in between is lost
+ * (called before, an etcd store watches from the present and fires once the
+ * stream is up). */
+int bm_store_watch_fd(struct bm_store *s);
+#define BM_STORE_CHANGED 1 /* re-list */
+#define BM_STORE_RELIST 2  /* events were lost (etcd compaction): re-list everything */
+/* Drains the watch descriptor: 0 nothing relevant (e.g. another file in the
+ * store directory), BM_STORE_CHANGED, BM_STORE_RELIST, or a negative errno. */
+int bm_store_watch_ack(struct bm_store *s);
+
+/* Staleness, for status and metrics. *connected: the last exchange with the
+ * store worked (always 1 for a file store). *last_ok: when the store was last
+ * known reachable (now while an etcd watch stream is up; 0 never). A reader
+ * that cannot list keeps its last good configuration and reports these. */
+int bm_store_health(struct bm_store *s, int *connected, time_t *last_ok);
 
 #endif

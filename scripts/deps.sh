@@ -13,6 +13,7 @@ pkgs=(
   wrk curl                                  # benchmark load generator, HTTP checks
   prometheus                                # promtool + a real server scraping meshd in tests
   tcpdump                                   # capture on the node link (mTLS tests)
+  etcd-server libcurl4-openssl-dev          # the distributed store (etcd v3 JSON gateway)
 )
 
 missing=()

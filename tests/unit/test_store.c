@@ -264,7 +264,8 @@ static void test_store_urls_and_names(void)
 	FILE *saved = stderr;
 
 	stderr = fopen("/dev/null", "w");
-	CU_ASSERT_EQUAL(bm_store_open("etcd://127.0.0.1:2379", &s), -EPROTONOSUPPORT);
+	CU_ASSERT_EQUAL(bm_store_open("etcds://127.0.0.1:2379", &s), -EPROTONOSUPPORT);
+	CU_ASSERT_EQUAL(bm_store_open("etcd://", &s), -EINVAL);
 	CU_ASSERT_EQUAL(bm_store_open("s3://bucket", &s), -EPROTONOSUPPORT);
 	CU_ASSERT_EQUAL(bm_store_open("file://relative/path", &s), -EINVAL);
 	CU_ASSERT_EQUAL(bm_store_open("", &s), -EINVAL);
