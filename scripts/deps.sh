@@ -11,6 +11,7 @@ pkgs=(
   libcunit1-dev                             # unit tests
   iproute2 procps psmisc util-linux         # sandbox: ip netns, veth, nsenter
   wrk curl                                  # benchmark load generator, HTTP checks
+  haproxy gnuplot-nox                       # bench: the sidecar model; the latency chart
   prometheus                                # promtool + a real server scraping meshd in tests
   tcpdump                                   # capture on the node link (mTLS tests)
   etcd-server libcurl4-openssl-dev          # the distributed store (etcd v3 JSON gateway)

@@ -37,10 +37,13 @@ command -v wrk >/dev/null || { echo "l4.sh: wrk missing (make deps)" >&2; exit 1
 TMP=$(mktemp -d /tmp/bpfmesh-bench.XXXXXX)
 export BPFMESH_STORE=file://$TMP/store BPFMESH_RUN=${BPFMESH_RUN:-/run/bpfmesh}
 SRV_PID=""
+OURS=0
+# shellcheck source=tests/bench/lib.sh
+. "$ROOT/tests/bench/lib.sh"
 cleanup() {
   set +e
   [ -n "$SRV_PID" ] && kill "$SRV_PID" 2>/dev/null
-  "$SANDBOX" down >/dev/null 2>&1
+  [ $OURS = 1 ] && bench_sandbox_down
   [ -n "$SRV_PID" ] && wait "$SRV_PID" 2>/dev/null
   rm -rf "$TMP"
 }
@@ -48,8 +51,9 @@ trap cleanup EXIT
 trap 'exit 143' TERM INT
 mkdir -p "$TMP/store" "$RESULTS"
 
-"$SANDBOX" down >/dev/null 2>&1 || true
-"$SANDBOX" up --nodes 2 >/dev/null
+# Never take down someone else's sandbox: wait (bounded) for it to go.
+bench_sandbox_up "${BENCH_WAIT:-600}" 2 || exit 1
+OURS=1
 "$SANDBOX" pod add bench-srv --node node2 --namespace bench --labels app=bench >/dev/null
 "$SANDBOX" pod add bench-client --node node1 >/dev/null
 SRV_IP=$("$SANDBOX" ip bench-srv)
