@@ -76,37 +76,69 @@ out:
 	return err;
 }
 
-int bm_netns_connect(const char *netns, uint32_t src_ip, uint32_t ip, uint16_t port)
+int bm_netns_open(const char *netns)
+{
+	char path[PATH_MAX];
+	int fd;
+
+	snprintf(path, sizeof(path), "/run/netns/%s", netns);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+/* This thread's own netns, opened once per thread: switching back costs no
+ * open() on the per-connection path. */
+static int self_netns(void)
+{
+	static __thread int self = -1;
+
+	if (self < 0)
+		self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+	return self;
+}
+
+int bm_netns_connect_fd(int netns_fd, uint32_t src_ip, uint32_t ip, uint16_t port)
 {
 	struct sockaddr_in dst = { .sin_family = AF_INET, .sin_addr.s_addr = ip, .sin_port = htons(port) };
 	struct sockaddr_in src = { .sin_family = AF_INET, .sin_addr.s_addr = src_ip };
-	int self, fd, one = 1, err = enter_netns(netns, &self);
+	int self = self_netns(), fd, one = 1, err;
 
-	if (err)
-		return err;
+	if (self < 0)
+		return -errno;
+	if (setns(netns_fd, CLONE_NEWNET))
+		return -errno;
 	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		err = -errno;
-		goto out;
-	}
+	if (setns(self, CLONE_NEWNET))
+		bm_log("setns back to meshd's netns: %s", strerror(errno));
+	if (fd < 0)
+		return -errno;
+	/* Only socket() needs the namespace: bind and connect use the socket's. */
 	setsockopt(fd, IPPROTO_TCP, 1 /* TCP_NODELAY */, &one, sizeof(one));
 	if (src_ip) {
 		setsockopt(fd, SOL_IP, IP_FREEBIND, &one, sizeof(one));
 		if (bind(fd, (struct sockaddr *)&src, sizeof(src))) {
 			err = -errno;
 			close(fd);
-			goto out;
+			return err;
 		}
 	}
 	if (connect(fd, (struct sockaddr *)&dst, sizeof(dst)) && errno != EINPROGRESS) {
 		err = -errno;
 		close(fd);
-		goto out;
+		return err;
 	}
-	err = fd;
-out:
-	leave_netns(self);
-	return err;
+	return fd;
+}
+
+int bm_netns_connect(const char *netns, uint32_t src_ip, uint32_t ip, uint16_t port)
+{
+	int nsfd = bm_netns_open(netns), fd;
+
+	if (nsfd < 0)
+		return nsfd;
+	fd = bm_netns_connect_fd(nsfd, src_ip, ip, port);
+	close(nsfd);
+	return fd;
 }
 
 static void link_path(const struct bm_loader *l, uint32_t slot, char *buf, size_t len)

@@ -19,6 +19,11 @@ int bm_netns_listen(const char *netns, uint32_t ip, uint16_t port, int backlog);
 /* Connected TCP socket to ip:port inside /run/netns/<netns>, from src_ip
  * (network order, 0 = any), non-blocking (connect in progress is fine). */
 int bm_netns_connect(const char *netns, uint32_t src_ip, uint32_t ip, uint16_t port);
+/* The same with the namespace already open (an fd of /run/netns/<netns>):
+ * the per-connection path, without opening anything. */
+int bm_netns_connect_fd(int netns_fd, uint32_t src_ip, uint32_t ip, uint16_t port);
+/* O_RDONLY fd of /run/netns/<netns>, or -errno. */
+int bm_netns_open(const char *netns);
 
 /* Attach (or adopt) the sk_lookup program in the pod's netns, pin its link as
  * link_inbound_<slot>, publish the pod's mode, and put listener_fd (meshd's

@@ -56,6 +56,7 @@ struct ppod {
 	char baggage[512];
 	SSL_CTX *sctx, *cctx;       /* NULL without an identity manager */
 	int lfd[L_KINDS];
+	int nsfd;                   /* the pod's netns, for deliveries and tunnels */
 	struct plistener *lst;      /* [worker * L_KINDS + kind] */
 };
 
@@ -68,6 +69,7 @@ struct cmd {
 struct sess_ent {
 	uint32_t src_ip, dst_ip;
 	SSL_SESSION *s;
+	time_t valid_until;            /* the certificates it was made with expire */
 };
 
 struct worker {
@@ -95,6 +97,7 @@ struct conn_owner {
 	uint32_t src_ip, dst_ip;       /* client pool key, with src_id */
 	char src_id[256];
 	time_t valid_until;            /* earliest NotAfter of both certificates */
+	time_t sess_valid_until;       /* of the session offered for resumption */
 };
 
 struct bm_proxy {
@@ -117,6 +120,8 @@ static void pod_put(struct ppod *pod)
 	for (int k = 0; k < L_KINDS; k++)
 		if (pod->lfd[k] >= 0)
 			close(pod->lfd[k]);
+	if (pod->nsfd >= 0)
+		close(pod->nsfd);
 	SSL_CTX_free(pod->sctx);
 	SSL_CTX_free(pod->cctx);
 	free(pod->lst);
@@ -176,7 +181,7 @@ static int policy(struct worker *w, const struct bm_conn_attrs *at, enum bm_pdir
 static void deliver_local(struct worker *w, int fd, const struct ppod *dst, uint32_t ip,
 			  uint16_t port, enum bm_pdir dir)
 {
-	int ufd = bm_netns_connect(dst->cfg.netns, BM_DELIVERY_SRC, ip, port);
+	int ufd = bm_netns_connect_fd(dst->nsfd, BM_DELIVERY_SRC, ip, port);
 
 	if (ufd < 0) {
 		w->st.conns[dir][BM_PRES_UPSTREAM]++;
@@ -259,6 +264,7 @@ static void sess_save(struct worker *w, struct bm_hbone_conn *c)
 	if (e->s)
 		SSL_SESSION_free(e->s);
 	e->s = SSL_get1_session(c->ssl);
+	e->valid_until = o->valid_until;
 	c->session_saved = 1;
 }
 
@@ -288,6 +294,11 @@ static int on_handshake(struct bm_hbone_conn *c)
 		if (!own || bm_x509_time(X509_get0_notAfter(own), &to))
 			to = tp;
 		o->valid_until = tp < to ? tp : to;
+		/* A resumed session keeps the certificates of its first handshake
+		 * (ours too, as the peer saw it): it is worth no more than those. */
+		if (SSL_session_reused(c->ssl) && o->sess_valid_until &&
+		    o->sess_valid_until < o->valid_until)
+			o->valid_until = o->sess_valid_until;
 	}
 	return 0;
 }
@@ -320,7 +331,7 @@ static struct bm_hbone_conn *pool_find(struct worker *w, const struct ppod *src,
 
 		if (!c->server && o->dst_ip == dst_ip && o->src_ip == src->cfg.ip &&
 		    !strcmp(o->src_id, src->cfg.spiffe_id) && bm_hbone_conn_usable(c) &&
-		    time(NULL) < o->valid_until)
+		    time(NULL) + 2 < o->valid_until) /* margin: the server checks later */
 			return c;
 	}
 	return NULL;
@@ -341,7 +352,7 @@ static struct bm_hbone_conn *pool_dial(struct worker *w, struct ppod *src, uint3
 
 	if (!src->cctx)
 		return NULL;
-	fd = bm_netns_connect(src->cfg.netns, 0, dst_ip, BM_PORT_HBONE);
+	fd = bm_netns_connect_fd(src->nsfd, 0, dst_ip, BM_PORT_HBONE);
 	if (fd < 0) {
 		w->st.h2_connect_failed++;
 		return NULL;
@@ -358,8 +369,13 @@ static struct bm_hbone_conn *pool_dial(struct worker *w, struct ppod *src, uint3
 		return NULL;
 	}
 	e = sess_find(w, src->cfg.ip, dst_ip);
-	if (e && SSL_SESSION_is_resumable(e->s))
+	/* Resume only while the certificates behind the session are valid (a
+	 * resumed peer would otherwise be refused as expired), and with some
+	 * margin so the tunnel has a useful life. */
+	if (e && e->s && SSL_SESSION_is_resumable(e->s) && time(NULL) + 2 < e->valid_until) {
 		SSL_set_session(ssl, e->s);
+		o->sess_valid_until = e->valid_until;
+	}
 	o->w = w;
 	o->src_ip = src->cfg.ip;
 	o->dst_ip = dst_ip;
@@ -489,7 +505,7 @@ static int on_request(struct bm_hbone_conn *c, const struct bm_hbone_req *r, int
 			return 401;
 		}
 	}
-	*fd = bm_netns_connect(pod->cfg.netns, BM_DELIVERY_SRC, ip.s_addr, (uint16_t)port);
+	*fd = bm_netns_connect_fd(pod->nsfd, BM_DELIVERY_SRC, ip.s_addr, (uint16_t)port);
 	return *fd < 0 ? 503 : 0;
 }
 
@@ -812,6 +828,13 @@ int bm_proxy_pod_add(struct bm_proxy *p, const struct bm_proxy_pod *cfg)
 	pod->principal = strncmp(pod->cfg.spiffe_id, SPIFFE_PREFIX, strlen(SPIFFE_PREFIX)) ?
 		pod->cfg.spiffe_id : pod->cfg.spiffe_id + strlen(SPIFFE_PREFIX);
 	build_baggage(pod);
+	pod->nsfd = bm_netns_open(cfg->netns);
+	if (pod->nsfd < 0) {
+		err = pod->nsfd;
+		bm_log("proxy: netns %s: %s", cfg->netns, strerror(-err));
+		free(pod);
+		return err;
+	}
 	pod->lfd[L_OUTBOUND] = cfg->fd_outbound;
 	pod->lfd[L_INBOUND] = cfg->fd_inbound;
 	pod->lfd[L_HBONE] = cfg->fd_hbone;
@@ -882,6 +905,7 @@ err_free:
 		close(pod->lfd[L_HBONE]);
 	SSL_CTX_free(pod->sctx);
 	SSL_CTX_free(pod->cctx);
+	close(pod->nsfd);
 	free(pod->lst);
 	free(pod);
 	return err;
