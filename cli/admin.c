@@ -1,5 +1,6 @@
 #include <dirent.h>
 #include <errno.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,4 +125,64 @@ const char *cli_store_url(const char *flag)
 	if (env && *env)
 		return env;
 	return "file:///var/lib/bpfmesh";
+}
+
+int cli_parse_node_opts(int argc, char **argv, struct cli_node_opts *o, int *first_pos)
+{
+	static const struct option lo[] = { { "node", required_argument, 0, 'N' },
+					    { "output", required_argument, 0, 'o' },
+					    { "json", no_argument, 0, 'j' },
+					    { 0, 0, 0, 0 } };
+	int c;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "o:j", lo, NULL)) != -1) {
+		switch (c) {
+		case 'N': o->node = optarg; break;
+		case 'o':
+			if (strcmp(optarg, "json") && strcmp(optarg, "table") && strcmp(optarg, "wide")) {
+				fprintf(stderr, "meshctl: -o %s: use json or table\n", optarg);
+				return -1;
+			}
+			o->json = !strcmp(optarg, "json");
+			break;
+		case 'j': o->json = 1; break;
+		default: return -1;
+		}
+	}
+	*first_pos = optind;
+	return 0;
+}
+
+json_t *cli_ask_nodes(const char *only, json_t *req, int *failures)
+{
+	struct cli_node *nodes;
+	int n = cli_nodes(only, &nodes);
+	json_t *all = json_pack("{s:[]}", "nodes");
+
+	*failures = n ? 0 : 1;
+	for (int i = 0; i < n && all; i++) {
+		json_t *r = cli_admin_call(nodes[i].sock, req);
+
+		if (!r) {
+			r = json_pack("{s:b,s:s,s:b,s:s}", "ok", 0, "node", nodes[i].name, "ready", 0,
+				      "error", strerror(errno));
+			(*failures)++;
+		} else if (!json_is_true(json_object_get(r, "ok"))) {
+			(*failures)++;
+		}
+		json_object_set_new(r, "node", json_string(nodes[i].name));
+		json_array_append_new(json_object_get(all, "nodes"), r);
+	}
+	free(nodes);
+	return all;
+}
+
+void cli_print_json(json_t *j)
+{
+	char *s = json_dumps(j, JSON_INDENT(2));
+
+	if (s)
+		puts(s);
+	free(s);
 }

@@ -10,79 +10,6 @@
 #include "cli.h"
 
 
-struct cert_opts {
-	const char *node;
-	int json;
-};
-
-/* After the sub-verb: --node NODE, -o json|table, -j. */
-static int parse_opts(int argc, char **argv, struct cert_opts *o)
-{
-	static const struct option lo[] = { { "node", required_argument, 0, 'N' },
-					    { "output", required_argument, 0, 'o' },
-					    { "json", no_argument, 0, 'j' },
-					    { 0, 0, 0, 0 } };
-	int c;
-
-	optind = 1;
-	opterr = 1;
-	while ((c = getopt_long(argc, argv, "o:j", lo, NULL)) != -1) {
-		switch (c) {
-		case 'N': o->node = optarg; break;
-		case 'o':
-			if (strcmp(optarg, "json") && strcmp(optarg, "table") && strcmp(optarg, "wide")) {
-				fprintf(stderr, "meshctl: -o %s: use json or table\n", optarg);
-				return -EINVAL;
-			}
-			o->json = !strcmp(optarg, "json");
-			break;
-		case 'j': o->json = 1; break;
-		default: return -EINVAL;
-		}
-	}
-	if (optind != argc) {
-		fprintf(stderr, "meshctl: unexpected argument '%s'\n", argv[optind]);
-		return -EINVAL;
-	}
-	return 0;
-}
-
-/* One request to every selected node: {"nodes":[reply + "node", ...]}.
- * A node that cannot be reached still gets an entry, so -o json always
- * shows every node and why it is missing. */
-static json_t *ask_nodes(const char *only, const char *cmd, int *failures)
-{
-	json_t *all = json_pack("{s:[]}", "nodes"), *req = json_pack("{s:s}", "cmd", cmd);
-	struct cli_node *nodes = NULL;
-	int n = cli_nodes(only, &nodes);
-
-	*failures = n > 0 ? 0 : 1;
-	for (int i = 0; i < n && all && req; i++) {
-		json_t *r = cli_admin_call(nodes[i].sock, req);
-
-		if (!r) {
-			r = json_pack("{s:b,s:s}", "ok", 0, "error", strerror(errno));
-			(*failures)++;
-		} else if (!json_is_true(json_object_get(r, "ok"))) {
-			(*failures)++;
-		}
-		json_object_set_new(r, "node", json_string(nodes[i].name));
-		json_array_append_new(json_object_get(all, "nodes"), r);
-	}
-	json_decref(req);
-	free(nodes);
-	return all;
-}
-
-static void print_json(json_t *j)
-{
-	char *s = json_dumps(j, JSON_INDENT(2));
-
-	if (s)
-		puts(s);
-	free(s);
-}
-
 static const char *str(json_t *o, const char *key)
 {
 	const char *s = json_string_value(json_object_get(o, key));
@@ -102,20 +29,22 @@ static void node_errors(json_t *all)
 
 int do_cert(int argc, char **argv)
 {
-	struct cert_opts o = {};
-	json_t *all, *n, *id;
+	struct cli_node_opts o = {};
+	json_t *req, *all, *n, *id;
 	size_t i, j;
-	int fails;
+	int pos, fails;
 
-	if (argc < 2 || strcmp(argv[1], "ls") || parse_opts(argc - 1, argv + 1, &o)) {
+	if (argc < 2 || strcmp(argv[1], "ls") || cli_parse_node_opts(argc - 1, argv + 1, &o, &pos) || pos != argc - 1) {
 		fprintf(stderr, "usage: meshctl cert ls [--node NODE] [-o json]\n");
 		return 2;
 	}
-	all = ask_nodes(o.node, "certs", &fails);
+	req = json_pack("{s:s}", "cmd", "certs");
+	all = cli_ask_nodes(o.node, req, &fails);
+	json_decref(req);
 	if (!all)
 		return 1;
 	if (o.json) {
-		print_json(all);
+		cli_print_json(all);
 	} else {
 		printf("%-12s %-56s %-34s %s\n", "NODE", "IDENTITY", "SERIAL", "NOT AFTER");
 		json_array_foreach(json_object_get(all, "nodes"), i, n)
@@ -130,20 +59,24 @@ int do_cert(int argc, char **argv)
 
 int do_ca(int argc, char **argv)
 {
-	struct cert_opts o = {};
+	struct cli_node_opts o = {};
+	json_t *req;
+	int pos;
 	json_t *all, *n;
 	int fails;
 	size_t i;
 
-	if (argc < 2 || strcmp(argv[1], "show") || parse_opts(argc - 1, argv + 1, &o)) {
+	if (argc < 2 || strcmp(argv[1], "show") || cli_parse_node_opts(argc - 1, argv + 1, &o, &pos) || pos != argc - 1) {
 		fprintf(stderr, "usage: meshctl ca show [--node NODE] [-o json]\n");
 		return 2;
 	}
-	all = ask_nodes(o.node, "ca", &fails);
+	req = json_pack("{s:s}", "cmd", "ca");
+	all = cli_ask_nodes(o.node, req, &fails);
+	json_decref(req);
 	if (!all)
 		return 1;
 	if (o.json) {
-		print_json(all);
+		cli_print_json(all);
 	} else {
 		json_array_foreach(json_object_get(all, "nodes"), i, n) {
 			if (!json_is_true(json_object_get(n, "ok")))

@@ -7,87 +7,20 @@
 #include "admin.h"
 #include "cli.h"
 
-struct node_opts {
-	const char *node;
-	int json;
-};
-
-/* Common flags: --node NODE, -o json|table, -j. Leaves positional args. */
-static int parse_node_opts(int argc, char **argv, struct node_opts *o, int *first_pos)
-{
-	static const struct option lo[] = { { "node", required_argument, 0, 'N' },
-					    { "output", required_argument, 0, 'o' },
-					    { "json", no_argument, 0, 'j' },
-					    { 0, 0, 0, 0 } };
-	int c;
-
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "o:j", lo, NULL)) != -1) {
-		switch (c) {
-		case 'N': o->node = optarg; break;
-		case 'o':
-			if (strcmp(optarg, "json") && strcmp(optarg, "table") && strcmp(optarg, "wide")) {
-				fprintf(stderr, "meshctl: -o %s: use json or table\n", optarg);
-				return -1;
-			}
-			o->json = !strcmp(optarg, "json");
-			break;
-		case 'j': o->json = 1; break;
-		default: return -1;
-		}
-	}
-	*first_pos = optind;
-	return 0;
-}
-
-static void print_json(json_t *j)
-{
-	char *s = json_dumps(j, JSON_INDENT(2));
-
-	if (s)
-		puts(s);
-	free(s);
-}
-
-/* Ask every selected node; collect replies as {"nodes":[...]}. */
-static json_t *ask_nodes(const char *only, json_t *req, int *failures)
-{
-	struct cli_node *nodes;
-	int n = cli_nodes(only, &nodes);
-	json_t *all = json_pack("{s:[]}", "nodes");
-
-	*failures = n ? 0 : 1;
-	for (int i = 0; i < n; i++) {
-		json_t *r = cli_admin_call(nodes[i].sock, req);
-
-		if (!r) {
-			r = json_pack("{s:b,s:s,s:b,s:s}", "ok", 0, "node", nodes[i].name, "ready", 0,
-				      "error", strerror(errno));
-			(*failures)++;
-		} else if (!json_is_true(json_object_get(r, "ok"))) {
-			(*failures)++;
-		}
-		json_object_set_new(r, "node", json_string(nodes[i].name));
-		json_array_append_new(json_object_get(all, "nodes"), r);
-	}
-	free(nodes);
-	return all;
-}
-
 int do_status(int argc, char **argv)
 {
-	struct node_opts o = {};
+	struct cli_node_opts o = {};
 	json_t *all, *req, *n;
 	int pos, fails;
 	size_t i;
 
-	if (parse_node_opts(argc, argv, &o, &pos))
+	if (cli_parse_node_opts(argc, argv, &o, &pos))
 		return 2;
 	req = json_pack("{s:s}", "cmd", "status");
-	all = ask_nodes(o.node, req, &fails);
+	all = cli_ask_nodes(o.node, req, &fails);
 	json_decref(req);
 	if (o.json) {
-		print_json(all);
+		cli_print_json(all);
 	} else {
 		printf("%-12s %-6s %-10s %-10s %-9s %-9s %-5s %s\n", "NODE", "READY", "APPLIED",
 		       "STORE", "SERVICES", "BACKENDS", "PODS", "ERROR");
@@ -112,12 +45,12 @@ int do_status(int argc, char **argv)
 
 int do_backend(int argc, char **argv)
 {
-	struct node_opts o = {};
+	struct cli_node_opts o = {};
 	json_t *all, *req, *n;
 	int pos, fails, eject, ok = 0;
 	size_t i;
 
-	if (parse_node_opts(argc, argv, &o, &pos))
+	if (cli_parse_node_opts(argc, argv, &o, &pos))
 		return 2;
 	if (argc - pos != 2 || (strcmp(argv[pos], "eject") && strcmp(argv[pos], "uneject"))) {
 		fprintf(stderr, "usage: meshctl backend eject|uneject IP:PORT [--node NODE]\n");
@@ -125,7 +58,7 @@ int do_backend(int argc, char **argv)
 	}
 	eject = !strcmp(argv[pos], "eject");
 	req = json_pack("{s:s,s:s,s:b}", "cmd", "eject", "backend", argv[pos + 1], "ejected", eject);
-	all = ask_nodes(o.node, req, &fails);
+	all = cli_ask_nodes(o.node, req, &fails);
 	json_decref(req);
 	json_array_foreach(json_object_get(all, "nodes"), i, n) {
 		if (json_is_true(json_object_get(n, "ok"))) {
@@ -137,7 +70,7 @@ int do_backend(int argc, char **argv)
 		}
 	}
 	if (o.json)
-		print_json(all);
+		cli_print_json(all);
 	else if (!ok)
 		json_array_foreach(json_object_get(all, "nodes"), i, n)
 			fprintf(stderr, "meshctl: node %s: %s\n", json_string_value(json_object_get(n, "node")),
@@ -200,18 +133,18 @@ int do_pod(int argc, char **argv)
 
 int do_stats(int argc, char **argv)
 {
-	struct node_opts o = {};
+	struct cli_node_opts o = {};
 	json_t *all, *req, *n, *row;
 	int pos, fails;
 	size_t i, j;
 
-	if (parse_node_opts(argc, argv, &o, &pos))
+	if (cli_parse_node_opts(argc, argv, &o, &pos))
 		return 2;
 	req = json_pack("{s:s}", "cmd", "stats");
-	all = ask_nodes(o.node, req, &fails);
+	all = cli_ask_nodes(o.node, req, &fails);
 	json_decref(req);
 	if (o.json) {
-		print_json(all);
+		cli_print_json(all);
 		json_decref(all);
 		return fails ? 1 : 0;
 	}

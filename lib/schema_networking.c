@@ -36,20 +36,8 @@ static void check_workload_address(struct bm_vctx *v, const struct bm_ynode *n, 
 		bm_verr(v, n->line, "\"%.64s\" is not an IPv4 address", s);
 }
 
-static void check_ipv4_or_cidr(struct bm_vctx *v, const struct bm_ynode *n, json_t *val)
-{
-	const char *s = json_string_value(val);
-
-	if (bm_parse_ipv4(s, NULL, NULL, true))
-		return;
-	if (bm_looks_ipv6(s))
-		bm_verr(v, n->line, "IPv6 addresses are not supported yet");
-	else
-		bm_verr(v, n->line, "\"%.64s\" is not an IPv4 address or CIDR", s);
-}
-
 static const struct bm_field ipv4_or_cidr_elem = { .type = BM_T_STRING,
-						   .check = check_ipv4_or_cidr };
+						   .check = bm_check_ipv4_or_cidr };
 
 /* ---- VirtualService ---- */
 
