@@ -95,10 +95,12 @@ EOF
 
 # wait_ready [MIN_GEN]: every node ready and applied == store generation (> MIN_GEN).
 wait_ready() {
-  local min=${1:--1} r s
+  local min=${1:--1} r a s
   for _ in $(seq 100); do
-    read -r r _ s < <(mesh_gen)
-    [ "$r" = 1 ] && [ "$s" -gt "$min" ] && return 0
+    # Every node must have applied a generation newer than $min: a node that
+    # has not yet noticed the change still reports applied == its store.
+    read -r r a s < <(mesh_gen)
+    [ "$r" = 1 ] && [ "$a" -gt "$min" ] && [ "$s" -gt "$min" ] && return 0
     sleep 0.1
   done
   "$MESHCTL" status -o json >&2 || true
