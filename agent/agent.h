@@ -34,6 +34,7 @@ struct bm_agent {
 	 * metrics thread while it reads them. Maps are read without it. */
 	pthread_mutex_t lock;
 	char metrics_addr[64];          /* ADDR:PORT of the Prometheus endpoint */
+	char ready_addr[64];            /* ADDR:PORT of /healthz/ready */
 	/* Mesh identity (agent/mesh.c): the CA and this node's workload SVIDs. */
 	struct bm_ca *ca;
 	struct bm_identity_mgr idm;

@@ -46,6 +46,7 @@ static void usage(FILE *f)
 		"  --store     resource store URL: file:///DIR or etcd://HOST:PORT[,HOST:PORT...]\n"
 		"              (default $BPFMESH_STORE or file:///var/lib/bpfmesh)\n"
 		"  --metrics-addr  Prometheus endpoint, IP:PORT (default 0.0.0.0:15020, in meshd's netns)\n"
+		"  --ready-addr    readiness endpoint /healthz/ready, IP:PORT (default 0.0.0.0:15021)\n"
 		"  --trust-domain  SPIFFE trust domain (default cluster.local)\n"
 		"  --ca-dir DIR    embedded mesh CA: root created or loaded there (default <store dir>/ca)\n"
 		"  --ca-cert FILE --ca-key FILE   use a given CA instead\n"
@@ -172,6 +173,9 @@ static int run(struct bm_agent *a)
 	err = bm_metrics_start(a, a->metrics_addr);
 	if (err)
 		bm_log("metrics endpoint %s: %s; continuing without it", a->metrics_addr, strerror(-err));
+	err = bm_ready_start(a, a->ready_addr);
+	if (err)
+		bm_log("readiness endpoint %s: %s; continuing without it", a->ready_addr, strerror(-err));
 	err = 0;
 	a->ready = 1;
 	bm_log("node %s ready: admin %s, store %s, generation %llu", a->node, admin_path,
@@ -245,6 +249,7 @@ int main(int argc, char **argv)
 		{ "bpffs", required_argument, 0, 'b' },  { "run-dir", required_argument, 0, 'r' },
 		{ "store", required_argument, 0, 's' },  { "cleanup", no_argument, 0, 'C' },
 		{ "metrics-addr", required_argument, 0, 'm' },
+		{ "ready-addr", required_argument, 0, 'R' },
 		{ "trust-domain", required_argument, 0, 'T' }, { "ca-dir", required_argument, 0, 'D' },
 		{ "ca-cert", required_argument, 0, 'E' },      { "ca-key", required_argument, 0, 'K' },
 		{ "cert-ttl", required_argument, 0, 'L' },
@@ -266,6 +271,7 @@ int main(int argc, char **argv)
 		case 's': store = optarg; break;
 		case 'C': cleanup = 1; break;
 		case 'm': snprintf(a.metrics_addr, sizeof(a.metrics_addr), "%s", optarg); break;
+		case 'R': snprintf(a.ready_addr, sizeof(a.ready_addr), "%s", optarg); break;
 		case 'T': mo.trust_domain = optarg; break;
 		case 'D': mo.ca_dir = optarg; break;
 		case 'E': mo.ca_cert = optarg; break;
@@ -307,6 +313,8 @@ int main(int argc, char **argv)
 	pthread_mutex_init(&a.lock, NULL);
 	if (!a.metrics_addr[0])
 		snprintf(a.metrics_addr, sizeof(a.metrics_addr), "0.0.0.0:15020");
+	if (!a.ready_addr[0])
+		snprintf(a.ready_addr, sizeof(a.ready_addr), "0.0.0.0:15021");
 
 	err = mkdir_p(a.run_dir);
 	if (err) {

@@ -828,8 +828,49 @@ int bm_metrics_start(struct bm_agent *a, const char *addr)
 	return 0;
 }
 
+/* GET /healthz/ready: 200 once meshd has loaded its programs and applied
+ * the store's current generation; 503 with the reason otherwise. */
+static struct bm_prom_server *ready_server;
+
+static int render_ready(void *arg, FILE *f)
+{
+	struct bm_agent *a = arg;
+	int err = 0;
+
+	pthread_mutex_lock(&a->lock);
+	if (!a->ready) {
+		fprintf(f, "not ready: starting\n");
+		err = -EAGAIN;
+	} else if (a->applied_generation != a->store_generation) {
+		fprintf(f, "not ready: applied generation %llu, store generation %llu%s%s\n",
+			(unsigned long long)a->applied_generation,
+			(unsigned long long)a->store_generation, a->last_error[0] ? ": " : "",
+			a->last_error);
+		err = -EAGAIN;
+	} else {
+		fprintf(f, "ready: generation %llu\n", (unsigned long long)a->applied_generation);
+	}
+	pthread_mutex_unlock(&a->lock);
+	return err;
+}
+
+int bm_ready_start(struct bm_agent *a, const char *addr)
+{
+	int err;
+
+	if (ready_server)
+		return -EALREADY;
+	err = bm_http_serve(addr, "/healthz/ready", "text/plain; charset=utf-8", render_ready, a,
+			    &ready_server);
+	if (!err)
+		bm_log("readiness: serving http://%s/healthz/ready", addr);
+	return err;
+}
+
 void bm_metrics_stop(void)
 {
 	bm_prom_server_stop(server);
 	server = NULL;
+	bm_prom_server_stop(ready_server);
+	ready_server = NULL;
 }

@@ -87,4 +87,7 @@ void bm_tcp_series_free(struct bm_tcp_series *s);
  * istio_tcp_* families. Reorders and merges s in place. */
 int bm_tcp_render(struct bm_prom *p, struct bm_tcp_series *s, size_t n);
 
+/* Readiness on addr (15021): GET /healthz/ready. Stopped by bm_metrics_stop. */
+int bm_ready_start(struct bm_agent *a, const char *addr);
+
 #endif

@@ -191,6 +191,8 @@ struct bm_prom_server {
 	atomic_int stop;
 	int (*render)(void *arg, FILE *f);
 	void *arg;
+	const char *path;            /* the one path served */
+	const char *content_type;    /* of a 200 */
 };
 
 static uint64_t now_ms(void)
@@ -275,10 +277,11 @@ static void serve_one(struct bm_prom_server *srv, int fd)
 		return;
 	}
 	target[strcspn(target, "?#")] = 0;
-	if (strcmp(target, "/metrics")) {
-		static const char msg[] = "not found: metrics are at /metrics\n";
+	if (strcmp(target, srv->path)) {
+		char msg[256];
+		int n = snprintf(msg, sizeof(msg), "not found: this endpoint serves %s\n", srv->path);
 
-		reply(fd, "404 Not Found", text, NULL, msg, sizeof(msg) - 1, 0, deadline);
+		reply(fd, "404 Not Found", text, NULL, msg, (size_t)n, 0, deadline);
 		return;
 	}
 	head = !strcmp(method, "HEAD");
@@ -296,11 +299,13 @@ static void serve_one(struct bm_prom_server *srv, int fd)
 	err = srv->render(srv->arg, f);
 	if (fclose(f) && !err)
 		err = -ENOMEM;
-	if (err) {
+	if (err == -EAGAIN) {
+		/* Not ready: the body says why. */
+		reply(fd, "503 Service Unavailable", text, NULL, body, len, head, deadline);
+	} else if (err) {
 		reply(fd, "500 Internal Server Error", text, NULL, "render failed\n", 14, 0, deadline);
 	} else {
-		reply(fd, "200 OK", "text/plain; version=0.0.4; charset=utf-8", NULL, body, len, head,
-		      deadline);
+		reply(fd, "200 OK", srv->content_type, NULL, body, len, head, deadline);
 	}
 	free(body);
 }
@@ -365,6 +370,13 @@ out:
 int bm_prom_serve(const char *addr, int (*render)(void *arg, FILE *f), void *arg,
 		  struct bm_prom_server **out)
 {
+	return bm_http_serve(addr, "/metrics", "text/plain; version=0.0.4; charset=utf-8", render,
+			     arg, out);
+}
+
+int bm_http_serve(const char *addr, const char *path, const char *content_type,
+		  int (*render)(void *arg, FILE *f), void *arg, struct bm_prom_server **out)
+{
 	struct bm_prom_server *srv = calloc(1, sizeof(*srv));
 	sigset_t all, old;
 	int err;
@@ -379,6 +391,8 @@ int bm_prom_serve(const char *addr, int (*render)(void *arg, FILE *f), void *arg
 	}
 	srv->render = render;
 	srv->arg = arg;
+	srv->path = path;
+	srv->content_type = content_type;
 	/* The thread must never take the signals the caller's signalfd reads. */
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);

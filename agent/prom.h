@@ -57,6 +57,11 @@ void bm_prom_write_value(FILE *f, double v);
 struct bm_prom_server;
 int bm_prom_serve(const char *addr, int (*render)(void *arg, FILE *f), void *arg,
 		  struct bm_prom_server **out);
+/* The same server for any one path (e.g. /healthz/ready on 15021): render
+ * returning -EAGAIN answers 503 with what it wrote (not ready). path and
+ * content_type must outlive the server. */
+int bm_http_serve(const char *addr, const char *path, const char *content_type,
+		  int (*render)(void *arg, FILE *f), void *arg, struct bm_prom_server **out);
 /* The bound port (for an addr with port 0), or -errno. */
 int bm_prom_server_port(const struct bm_prom_server *srv);
 /* Stop the thread (within the per-connection deadline) and free srv. */

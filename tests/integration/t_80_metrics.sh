@@ -123,3 +123,8 @@ grep -qi '^content-type: text/plain; version=0.0.4; charset=utf-8' "$hdr" ||
 expect_eq "HTTP opened_total" "$(series "$body" istio_tcp_connections_opened_total)" $N
 code=$(ip netns exec bmn-node1 curl -s --max-time 5 -o /dev/null -w '%{http_code}' http://127.0.0.1:15020/other)
 expect_eq "GET /other" "$code" 404
+
+# Readiness on :15021: 200 once the store's generation is applied.
+code=$(ip netns exec bmn-node1 curl -s --max-time 5 -o "$body" -w '%{http_code}' http://127.0.0.1:15021/healthz/ready)
+expect_eq "GET :15021/healthz/ready" "$code" 200
+grep -q '^ready: generation' "$body" || fail "readiness body: $(cat "$body")"

@@ -586,6 +586,39 @@ static void test_http_endpoint(void)
 	bm_prom_server_stop(srv);
 }
 
+static int render_not_ready(void *arg, FILE *f)
+{
+	int *ready = arg;
+
+	fprintf(f, *ready ? "ready\n" : "not ready: starting\n");
+	return *ready ? 0 : -EAGAIN;
+}
+
+/* The readiness endpoint: its own path, 503 with the reason until ready. */
+static void test_ready_endpoint(void)
+{
+	static const char req[] = "GET /healthz/ready HTTP/1.1\r\n\r\n";
+	struct bm_prom_server *srv;
+	int ready = 0, port;
+	char *r;
+
+	CU_ASSERT_EQUAL_FATAL(bm_http_serve("127.0.0.1:0", "/healthz/ready", "text/plain; charset=utf-8",
+					    render_not_ready, &ready, &srv), 0);
+	port = bm_prom_server_port(srv);
+	r = http_exchange(port, req, strlen(req));
+	CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+	CU_ASSERT_EQUAL(strncmp(r, "HTTP/1.1 503 Service Unavailable\r\n", 34), 0);
+	CU_ASSERT_PTR_NOT_NULL(strstr(r, "not ready: starting"));
+	ready = 1;
+	r = http_exchange(port, req, strlen(req));
+	CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+	CU_ASSERT_EQUAL(strncmp(r, "HTTP/1.1 200 OK\r\n", 17), 0);
+	r = http_exchange(port, "GET /metrics HTTP/1.1\r\n\r\n", 27);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+	CU_ASSERT_EQUAL(strncmp(r, "HTTP/1.1 404 Not Found\r\n", 24), 0);
+	bm_prom_server_stop(srv);
+}
+
 BM_SUITE(metrics,
 	 BM_CASE(test_label_value_escaping),
 	 BM_CASE(test_help_escaping),
@@ -596,4 +629,5 @@ BM_SUITE(metrics,
 	 BM_CASE(test_peer_from_workload_entry),
 	 BM_CASE(test_series_stable_and_merged),
 	 BM_CASE(test_render_without_maps),
-	 BM_CASE(test_http_endpoint))
+	 BM_CASE(test_http_endpoint),
+	 BM_CASE(test_ready_endpoint))
