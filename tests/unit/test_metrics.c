@@ -613,7 +613,7 @@ static void test_ready_endpoint(void)
 	r = http_exchange(port, req, strlen(req));
 	CU_ASSERT_PTR_NOT_NULL_FATAL(r);
 	CU_ASSERT_EQUAL(strncmp(r, "HTTP/1.1 200 OK\r\n", 17), 0);
-	r = http_exchange(port, "GET /metrics HTTP/1.1\r\n\r\n", 27);
+	r = http_exchange(port, "GET /metrics HTTP/1.1\r\n\r\n", 25);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(r);
 	CU_ASSERT_EQUAL(strncmp(r, "HTTP/1.1 404 Not Found\r\n", 24), 0);
 	bm_prom_server_stop(srv);
