@@ -24,6 +24,8 @@
 #include "store.h"
 #include "log.h"
 #include "metrics.h"
+#include "proxy.h"
+#include "relay.h"
 
 #define TRUST_DOMAIN     "cluster.local"   /* meshConfig.trustDomain default */
 #define UNKNOWN          "unknown"
@@ -484,6 +486,138 @@ static struct bm_tcp_series *series_add(struct series_vec *v)
 	return &v->s[v->n++];
 }
 
+/* An enrolled pod by "ns/name", labelled like source_peer() does. */
+static void pod_peer(struct bm_agent *a, const struct lookups *lk, const char *ns_name,
+		     struct bm_peer *p)
+{
+	const char *slash = strchr(ns_name, '/');
+	const json_t *we;
+	char key[256];
+
+	memset(p, 0, sizeof(*p));
+	if (!slash)
+		return;
+	for (size_t i = 0; i < a->pods.n; i++) {
+		const struct bm_pod *pod = &a->pods.p[i];
+
+		if (strlen(pod->ns) != (size_t)(slash - ns_name) ||
+		    strncmp(pod->ns, ns_name, (size_t)(slash - ns_name)) || strcmp(pod->name, slash + 1))
+			continue;
+		snprintf(key, sizeof(key), "%s/%s", pod->ns, pod->ip);
+		we = we_at(lk, &lk->we_ns_ip, key);
+		if (we) {
+			bm_peer_from_workload_entry(we, p);
+			return;
+		}
+		p->workload = pod->name;
+		p->ns = pod->ns;
+		return;
+	}
+}
+
+/* A peer known only by its principal "td/ns/NS/sa/SA" (the server side of
+ * mesh traffic): namespace and service account, no workload. */
+static void principal_peer(const char *principal, char *ns, size_t nsl, char *sa, size_t sal,
+			   struct bm_peer *p)
+{
+	const char *n = strstr(principal, "/ns/"), *s = strstr(principal, "/sa/");
+
+	memset(p, 0, sizeof(*p));
+	if (!n || !s || s < n + 4 || (size_t)(s - n - 4) >= nsl || strlen(s + 4) >= sal)
+		return;
+	memcpy(ns, n + 4, (size_t)(s - n - 4));
+	ns[s - n - 4] = 0;
+	snprintf(sa, sal, "%s", s + 4);
+	p->ns = ns;
+	p->sa = sa;
+}
+
+static void service_of(struct bm_agent *a, const struct lookups *lk, uint32_t svc_id,
+		       struct bm_dest_service *svc)
+{
+	const char *svc_addr = svc_id < BM_MAX_SERVICES ? lk->svc_name[svc_id] : NULL;
+	uint64_t idx;
+
+	memset(svc, 0, sizeof(*svc));
+	if (svc_addr && !bm_strmap_get(&lk->svc, svc_addr, &idx)) {
+		svc->host = a->model.svc[idx].host;
+		svc->ns = a->model.svc[idx].ns;
+	}
+}
+
+/* One proxy row (struct bm_mesh_row) as a series. connection_security_policy
+ * is what happened: mutual_tls for HBONE, none for plaintext and same-node
+ * delivery (identity known, no TLS). Kernel rows never include these
+ * connections: sockops skips captured sockets, so nothing counts twice. */
+static int mesh_row_series(struct bm_agent *a, const struct lookups *lk,
+		       const struct bm_mesh_row *r, struct bm_tcp_series *s)
+{
+	struct bm_dest_service svc = {};
+	struct bm_peer src, dst;
+	char ns[64], sa[64], backend[32];
+	int err;
+
+	if (r->k.reporter == BM_MESH_SOURCE) {
+		pod_peer(a, lk, r->k.src, &src);
+		service_of(a, lk, r->k.svc_id, &svc);
+		addr_key(r->k.ip, htons(r->k.port), backend, sizeof(backend));
+		destination_peer(lk, backend, &svc, &dst);
+	} else {
+		principal_peer(r->k.src, ns, sizeof(ns), sa, sizeof(sa), &src);
+		pod_peer(a, lk, r->k.dst, &dst);
+	}
+	err = bm_tcp_series_init(s, &src, &dst, &svc, "-", r->k.mtls ? "mutual_tls" : "none");
+	if (err)
+		return err;
+	if (r->k.reporter != BM_MESH_SOURCE)
+		s->v[BM_L_REPORTER] = "destination";
+	s->opened = r->opened;
+	s->closed = r->closed;
+	/* The proxy's view towards its downstream, as for kernel rows. */
+	s->sent_bytes = r->bytes_down;
+	s->received_bytes = r->bytes_up;
+	return 0;
+}
+
+static int add_mesh_series(struct bm_agent *a, const struct lookups *lk,
+			   const struct bm_mesh_row *mr, size_t mn, struct series_vec *v)
+{
+	for (size_t i = 0; i < mn; i++) {
+		struct bm_tcp_series *s = series_add(v);
+
+		if (!s)
+			return -ENOMEM;
+		if (mesh_row_series(a, lk, &mr[i], s)) {
+			v->n--;
+			return -ENOMEM;
+		}
+	}
+	return 0;
+}
+
+/* The istio_tcp_* families of these mesh rows alone (unit tests: the
+ * labelling and merging without running workers). Caller holds a->lock. */
+int bm_metrics_render_mesh_rows(struct bm_agent *a, FILE *f, const struct bm_mesh_row *rows,
+				size_t n)
+{
+	struct bm_prom p;
+	struct lookups lk;
+	struct series_vec v = {};
+	int err;
+
+	bm_prom_init(&p, f);
+	err = lookups_build(a, &lk);
+	if (!err)
+		err = add_mesh_series(a, &lk, rows, n, &v);
+	if (!err)
+		err = bm_tcp_render(&p, v.s, v.n);
+	for (size_t i = 0; i < v.n; i++)
+		bm_tcp_series_free(&v.s[i]);
+	free(v.s);
+	lookups_free(&lk);
+	return err ? err : bm_prom_finish(&p);
+}
+
 static int render_istio_tcp(struct bm_agent *a, struct bm_prom *p, const struct lookups *lk,
 			    uint64_t *rows)
 {
@@ -557,6 +691,18 @@ static int render_istio_tcp(struct bm_agent *a, struct bm_prom *p, const struct 
 			}
 			s->opened = s->closed = sum.failed;
 		}
+	}
+	/* Mesh traffic: what the proxy workers carried. */
+	if (a->proxy) {
+		struct bm_mesh_row *mr = NULL;
+		size_t mn = 0;
+
+		err = bm_proxy_mesh_rows(a->proxy, &mr, &mn);
+		if (!err)
+			err = add_mesh_series(a, lk, mr, mn, &v);
+		free(mr);
+		if (err)
+			goto out;
 	}
 	err = bm_tcp_render(p, v.s, v.n);
 out:

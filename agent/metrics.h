@@ -4,6 +4,7 @@
 #ifndef BM_METRICS_H
 #define BM_METRICS_H
 #include <stdint.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <jansson.h>
 #include "prom.h"
@@ -86,6 +87,11 @@ void bm_tcp_series_free(struct bm_tcp_series *s);
 /* Sort, merge series with identical label sets, and write the four
  * istio_tcp_* families. Reorders and merges s in place. */
 int bm_tcp_render(struct bm_prom *p, struct bm_tcp_series *s, size_t n);
+
+struct bm_mesh_row;
+/* The istio_tcp_* families for proxy (mesh-path) rows alone: unit tests. */
+int bm_metrics_render_mesh_rows(struct bm_agent *a, FILE *f, const struct bm_mesh_row *rows,
+				size_t n);
 
 /* Readiness on addr (15021): GET /healthz/ready. Stopped by bm_metrics_stop. */
 int bm_ready_start(struct bm_agent *a, const char *addr);

@@ -79,6 +79,7 @@ struct worker {
 	int started;
 	struct bm_loop loop;
 	struct bm_wstats st;
+	struct bm_mesh_table *mt;      /* istio_tcp_* rows of this worker (relay.h) */
 	struct bm_ev cmd_ev, tick_ev;
 	pthread_mutex_t cmd_lock;
 	struct cmd *cmds, *cmds_tail;
@@ -177,18 +178,50 @@ static int policy(struct worker *w, const struct bm_conn_attrs *at, enum bm_pdir
 	return rc;
 }
 
+/* The istio_tcp_* rows of a delivery to dst's port: reporter destination
+ * (peer principal or unknown), and for same-node outbound also reporter
+ * source. Both plaintext: the bytes never left meshd, no TLS happened. */
+static void mesh_rows(struct worker *w, const struct ppod *src, const struct bm_orig_dst *od,
+		      const struct ppod *dst, uint16_t port, struct bm_mesh_row **rs,
+		      struct bm_mesh_row **rd)
+{
+	struct bm_mesh_key k;
+
+	*rs = *rd = NULL;
+	if (!w->mt)
+		return;
+	if (src && od) {
+		memset(&k, 0, sizeof(k));
+		k.reporter = BM_MESH_SOURCE;
+		k.port = ntohs(od->bport);
+		k.ip = od->bip;
+		k.svc_id = od->svc_id;
+		snprintf(k.src, sizeof(k.src), "%s/%s", src->cfg.ns, src->cfg.name);
+		*rs = bm_mesh_open(w->mt, &k);
+	}
+	memset(&k, 0, sizeof(k));
+	k.reporter = BM_MESH_DESTINATION;
+	k.port = port;
+	snprintf(k.src, sizeof(k.src), "%s", src && src->principal[0] ? src->principal : "unknown");
+	snprintf(k.dst, sizeof(k.dst), "%s/%s", dst->cfg.ns, dst->cfg.name);
+	*rd = bm_mesh_open(w->mt, &k);
+}
+
 /* Deliver an accepted connection to dst's app from 127.0.0.6 and relay. */
-static void deliver_local(struct worker *w, int fd, const struct ppod *dst, uint32_t ip,
+static void deliver_local(struct worker *w, int fd, const struct ppod *src,
+			  const struct bm_orig_dst *od, const struct ppod *dst, uint32_t ip,
 			  uint16_t port, enum bm_pdir dir)
 {
 	int ufd = bm_netns_connect_fd(dst->nsfd, BM_DELIVERY_SRC, ip, port);
+	struct bm_mesh_row *rs, *rd;
 
 	if (ufd < 0) {
 		w->st.conns[dir][BM_PRES_UPSTREAM]++;
 		bm_close_reset(fd);
 		return;
 	}
-	bm_relay_start(&w->loop, fd, ufd, dir);
+	mesh_rows(w, src, od, dst, port, &rs, &rd);
+	bm_relay_start_rows(&w->loop, fd, ufd, dir, rs, rd);
 }
 
 static void accept_inbound_plain(struct worker *w, struct ppod *pod, int fd)
@@ -212,7 +245,7 @@ static void accept_inbound_plain(struct worker *w, struct ppod *pod, int fd)
 		bm_close_reset(fd);
 		return;
 	}
-	deliver_local(w, fd, pod, at.dst_ip, at.dst_port, BM_PDIR_IN_PLAIN);
+	deliver_local(w, fd, NULL, NULL, pod, at.dst_ip, at.dst_port, BM_PDIR_IN_PLAIN);
 }
 
 /* ---- HBONE client pool -------------------------------------------------- */
@@ -459,7 +492,7 @@ static void accept_outbound(struct worker *w, struct ppod *src, int fd)
 		bm_close_reset(fd);
 		return;
 	}
-	deliver_local(w, fd, dst, od.bip, at.dst_port, BM_PDIR_OUT_LOCAL);
+	deliver_local(w, fd, src, &od, dst, od.bip, at.dst_port, BM_PDIR_OUT_LOCAL);
 }
 
 /* ---- HBONE server -------------------------------------------------------- */
@@ -703,6 +736,8 @@ static void worker_fini(struct worker *w)
 	if (w->tick_ev.fd >= 0)
 		close(w->tick_ev.fd);
 	bm_loop_fini(&w->loop);
+	free(w->mt);
+	w->mt = NULL;
 	pthread_mutex_destroy(&w->cmd_lock);
 }
 
@@ -716,6 +751,9 @@ static int worker_init(struct bm_proxy *p, struct worker *w, int idx)
 	err = bm_loop_init(&w->loop, &w->st);
 	if (err)
 		return err;
+	w->mt = calloc(1, sizeof(*w->mt));
+	if (!w->mt)
+		return -ENOMEM;
 	w->cmd_ev.fn = on_cmd;
 	w->cmd_ev.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	w->tick_ev.fn = on_tick;
@@ -1003,4 +1041,23 @@ json_t *bm_proxy_stats_json(struct bm_proxy *p)
 		      "denials", denials);
 	pthread_mutex_unlock(&p->lock);
 	return r;
+}
+
+int bm_proxy_mesh_rows(struct bm_proxy *p, struct bm_mesh_row **out, size_t *n)
+{
+	size_t cap = 0;
+
+	*out = NULL;
+	*n = 0;
+	for (int i = 0; p && i < p->n; i++) {
+		int err = p->w[i].mt ? bm_mesh_collect(p->w[i].mt, out, n, &cap) : 0;
+
+		if (err) {
+			free(*out);
+			*out = NULL;
+			*n = 0;
+			return err;
+		}
+	}
+	return 0;
 }

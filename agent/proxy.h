@@ -16,6 +16,7 @@
  * lock. bm_policy_check() and the TLS contexts are called from workers. */
 #ifndef BM_PROXY_H
 #define BM_PROXY_H
+#include <stddef.h>
 #include <stdint.h>
 #include <jansson.h>
 
@@ -65,5 +66,11 @@ int bm_proxy_pod_remove(struct bm_proxy *p, const char *ns, const char *name);
  * {ok, denied, upstream_failed, error, active, bytes_up, bytes_down}},
  * "tls": {...}, "hbone": {...}, "denials": {reason: n}}. */
 json_t *bm_proxy_stats_json(struct bm_proxy *p);
+
+/* The istio_tcp_* rows of mesh traffic (struct bm_mesh_row, relay.h),
+ * summed over workers with identical keys merged; *out is malloc'ed (free
+ * it). Any thread; workers are not stopped or locked. 0 or -ENOMEM. */
+struct bm_mesh_row;
+int bm_proxy_mesh_rows(struct bm_proxy *p, struct bm_mesh_row **out, size_t *n);
 
 #endif

@@ -277,6 +277,106 @@ int bm_sock_connect_result(int fd)
 	return err ? -err : 0;
 }
 
+/* ---- istio_tcp_* rows (see relay.h for the concurrency rules) ----------- */
+
+static uint32_t mesh_hash(const struct bm_mesh_key *k)
+{
+	uint32_t h = 2166136261u;
+	const unsigned char *p;
+
+	h = (h ^ k->reporter) * 16777619u;
+	h = (h ^ k->mtls) * 16777619u;
+	h = (h ^ k->port) * 16777619u;
+	h = (h ^ k->ip) * 16777619u;
+	h = (h ^ k->svc_id) * 16777619u;
+	for (p = (const unsigned char *)k->src; *p; p++)
+		h = (h ^ *p) * 16777619u;
+	h = (h ^ 0xff) * 16777619u;
+	for (p = (const unsigned char *)k->dst; *p; p++)
+		h = (h ^ *p) * 16777619u;
+	return h;
+}
+
+static int mesh_key_eq(const struct bm_mesh_key *a, const struct bm_mesh_key *b)
+{
+	return a->reporter == b->reporter && a->mtls == b->mtls && a->port == b->port &&
+	       a->ip == b->ip && a->svc_id == b->svc_id && !strcmp(a->src, b->src) &&
+	       !strcmp(a->dst, b->dst);
+}
+
+#define WR(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
+#define RDR(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+
+struct bm_mesh_row *bm_mesh_open(struct bm_mesh_table *t, const struct bm_mesh_key *k)
+{
+	uint32_t h = mesh_hash(k);
+
+	for (uint32_t i = 0; i < BM_MESH_SLOTS; i++) {
+		struct bm_mesh_row *r = &t->row[(h + i) % BM_MESH_SLOTS];
+
+		if (!r->used) {
+			/* Copy the key with its strings terminated within bounds. */
+			r->k = *k;
+			r->k.src[BM_MESH_NAME - 1] = r->k.dst[BM_MESH_NAME - 1] = 0;
+			WR(r->opened, 1);
+			__atomic_store_n(&r->used, 1, __ATOMIC_RELEASE);
+			return r;
+		}
+		if (mesh_key_eq(&r->k, k)) {
+			WR(r->opened, r->opened + 1);
+			return r;
+		}
+	}
+	WR(t->overflow, t->overflow + 1);
+	return NULL;
+}
+
+void bm_mesh_close(struct bm_mesh_row *r, uint64_t up, uint64_t down)
+{
+	if (!r)
+		return;
+	WR(r->closed, r->closed + 1);
+	WR(r->bytes_up, r->bytes_up + up);
+	WR(r->bytes_down, r->bytes_down + down);
+}
+
+int bm_mesh_collect(const struct bm_mesh_table *t, struct bm_mesh_row **out, size_t *n,
+		    size_t *cap)
+{
+	for (uint32_t i = 0; i < BM_MESH_SLOTS; i++) {
+		const struct bm_mesh_row *r = &t->row[i];
+		struct bm_mesh_row *o = NULL;
+
+		if (!__atomic_load_n(&r->used, __ATOMIC_ACQUIRE))
+			continue;
+		for (size_t j = 0; j < *n; j++)
+			if (mesh_key_eq(&(*out)[j].k, &r->k)) {
+				o = &(*out)[j];
+				break;
+			}
+		if (!o) {
+			if (*n == *cap) {
+				size_t nc = *cap ? *cap * 2 : 64;
+				struct bm_mesh_row *nv = realloc(*out, nc * sizeof(*nv));
+
+				if (!nv)
+					return -ENOMEM;
+				*out = nv;
+				*cap = nc;
+			}
+			o = &(*out)[(*n)++];
+			memset(o, 0, sizeof(*o));
+			o->k = r->k;
+			o->used = 1;
+		}
+		o->opened += RDR(r->opened);
+		o->closed += RDR(r->closed);
+		o->bytes_up += RDR(r->bytes_up);
+		o->bytes_down += RDR(r->bytes_down);
+	}
+	return 0;
+}
+
 /* ---- plaintext relay ---------------------------------------------------- */
 
 struct relay;
@@ -295,6 +395,7 @@ struct relay {
 	enum bm_pdir dir;
 	uint8_t connecting, done;
 	uint64_t bytes[2];        /* moved from side i to the other */
+	struct bm_mesh_row *mrow[2]; /* istio_tcp_* rows folded into at the end */
 };
 
 static int pipe_get(struct bm_loop *l, int p[2])
@@ -348,6 +449,8 @@ static void relay_end(struct relay *r, int reset)
 	l->st->active[r->dir]--;
 	l->st->bytes_up[r->dir] += r->bytes[0];
 	l->st->bytes_down[r->dir] += r->bytes[1];
+	for (int i = 0; i < 2; i++)
+		bm_mesh_close(r->mrow[i], r->bytes[0], r->bytes[1]);
 	bm_loop_defer_free(l, r, relay_free);
 }
 
@@ -428,11 +531,19 @@ static void relay_on_event(struct bm_ev *ev, uint32_t events)
 
 int bm_relay_start(struct bm_loop *l, int a, int b, enum bm_pdir dir)
 {
+	return bm_relay_start_rows(l, a, b, dir, NULL, NULL);
+}
+
+int bm_relay_start_rows(struct bm_loop *l, int a, int b, enum bm_pdir dir,
+			struct bm_mesh_row *r0, struct bm_mesh_row *r1)
+{
 	struct relay *r = calloc(1, sizeof(*r));
 	int err = -ENOMEM;
 
 	if (!r)
 		goto err_close;
+	r->mrow[0] = r0;
+	r->mrow[1] = r1;
 	r->l = l;
 	r->dir = dir;
 	r->connecting = 1;
@@ -462,6 +573,8 @@ err_pipes:
 		pipe_put(l, r->s[i].pipe, 0);
 	free(r);
 err_close:
+	bm_mesh_close(r0, 0, 0);
+	bm_mesh_close(r1, 0, 0);
 	l->st->conns[dir][BM_PRES_ERROR]++;
 	bm_close_reset(a);
 	bm_close_reset(b);

@@ -48,6 +48,65 @@ struct bm_wstats {
 
 void bm_wstats_deny(struct bm_wstats *st, const char *reason);
 
+/* Istio TCP metrics of mesh traffic (istio_tcp_*), per worker, keyed by
+ * workloads so the table stays bounded: never by connection or client port.
+ *
+ * Reporter source (client side, 15001): src = the client pod "ns/name",
+ * ip/port/svc_id = the backend and service connect4 picked, dst = "".
+ * Reporter destination (server side): src = the peer principal (without
+ * spiffe://) or "unknown" for plaintext (the source IP is not a label),
+ * dst = the server pod "ns/name", port = its port, ip = svc_id = 0.
+ *
+ * Concurrency: one writer (the owning worker), readers on the metrics
+ * thread. A slot's key is written once and then published with a release
+ * store of `used`; counters are only ever written by the owner with
+ * relaxed atomic stores (plain movs, no locked read-modify-write) and read
+ * with relaxed loads, so the per-byte path takes no lock and does no atomic
+ * RMW: bytes are tallied per connection and folded in once, at close. A
+ * reader may see a row whose opened already counts a connection whose
+ * close is not in yet; every counter is monotonic, which is all Prometheus
+ * needs. (A seqlock or a snapshot through the command queue would give
+ * whole-row consistency at the cost of retries or of waking every worker
+ * per scrape; counters do not need it.) Slots are never freed or moved, so
+ * a connection keeps a pointer to its row. */
+#define BM_MESH_NAME 256
+#define BM_MESH_SLOTS 1024
+
+enum { BM_MESH_SOURCE = 0, BM_MESH_DESTINATION = 1 };
+
+struct bm_mesh_key {
+	uint8_t reporter;           /* BM_MESH_SOURCE / BM_MESH_DESTINATION */
+	uint8_t mtls;               /* 1: HBONE (mutual TLS); 0: plaintext / same node */
+	uint16_t port;              /* destination port, host order */
+	uint32_t ip;                /* source reporter: backend IP (network order) */
+	uint32_t svc_id;            /* source reporter: the service's id (0 = none) */
+	char src[BM_MESH_NAME];
+	char dst[BM_MESH_NAME];
+};
+
+struct bm_mesh_row {
+	struct bm_mesh_key k;
+	uint64_t opened, closed;
+	uint64_t bytes_up;          /* client -> server (Istio: received by the proxy) */
+	uint64_t bytes_down;        /* server -> client (Istio: sent) */
+	uint8_t used;
+};
+
+struct bm_mesh_table {
+	struct bm_mesh_row row[BM_MESH_SLOTS];
+	uint64_t overflow;          /* connections that found the table full */
+};
+
+/* The row of key (created if needed) with opened counted; NULL when the
+ * table is full (overflow counted). Owner thread only. */
+struct bm_mesh_row *bm_mesh_open(struct bm_mesh_table *t, const struct bm_mesh_key *k);
+/* A connection of row ended having moved up/down bytes. Owner only; row may be NULL. */
+void bm_mesh_close(struct bm_mesh_row *row, uint64_t up, uint64_t down);
+/* Add the published rows of t into the array *out (n entries, cap *cap),
+ * merging identical keys. Any thread. 0 or -ENOMEM. */
+int bm_mesh_collect(const struct bm_mesh_table *t, struct bm_mesh_row **out, size_t *n,
+		    size_t *cap);
+
 /* An fd registered with a loop: ev.fn runs with the epoll events. An object
  * that dies while a batch of events is being dispatched marks its evs dead
  * and is freed after the batch (bm_loop_defer_free). */
@@ -121,5 +180,9 @@ int bm_sock_connect_result(int fd);
  * now on) until both directions ended. b may still be connecting: a failed
  * connect resets a and counts BM_PRES_UPSTREAM. dir picks the counters. */
 int bm_relay_start(struct bm_loop *l, int a, int b, enum bm_pdir dir);
+/* The same, folding the connection's bytes into up to two mesh rows at its
+ * end (NULL = none). The rows' opened must already be counted. */
+int bm_relay_start_rows(struct bm_loop *l, int a, int b, enum bm_pdir dir,
+			struct bm_mesh_row *r0, struct bm_mesh_row *r1);
 
 #endif

@@ -14,6 +14,7 @@
 #include "../../agent/agent.h"
 #include "../../agent/metrics.h"
 #include "../../agent/prom.h"
+#include "../../agent/relay.h"
 
 /* Runs fn against a memstream and returns what it wrote (caller frees). */
 struct capture {
@@ -505,6 +506,169 @@ static void test_render_without_maps(void)
 	free(a);
 }
 
+/* ------------------------------------------------------------ mesh rows */
+
+static struct bm_mesh_key mkey(int reporter, int mtls, const char *src, const char *dst,
+			       const char *ip, uint16_t port)
+{
+	struct bm_mesh_key k;
+
+	memset(&k, 0, sizeof(k));
+	k.reporter = (uint8_t)reporter;
+	k.mtls = (uint8_t)mtls;
+	k.port = port;
+	if (ip)
+		inet_pton(AF_INET, ip, &k.ip);
+	snprintf(k.src, sizeof(k.src), "%s", src);
+	snprintf(k.dst, sizeof(k.dst), "%s", dst);
+	return k;
+}
+
+static void test_mesh_table_fold(void)
+{
+	/* Two workers' tables: rows are per workload key, connections fold in
+	 * at close, collect merges identical keys across workers. */
+	struct bm_mesh_table *t1 = calloc(1, sizeof(*t1)), *t2 = calloc(1, sizeof(*t2));
+	struct bm_mesh_key a = mkey(BM_MESH_SOURCE, 1, "default/client", "", "10.0.2.5", 8080);
+	struct bm_mesh_key b = mkey(BM_MESH_DESTINATION, 1, "cluster.local/ns/default/sa/client",
+				    "default/server", NULL, 8080);
+	struct bm_mesh_row *r, *out = NULL;
+	size_t n = 0, cap = 0;
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(t1);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(t2);
+	for (int i = 0; i < 3; i++) {
+		r = bm_mesh_open(t1, &a);
+		CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+		bm_mesh_close(r, 100, 1000);
+	}
+	r = bm_mesh_open(t1, &a);   /* still open: counted opened, not closed */
+	CU_ASSERT_PTR_NOT_NULL(r);
+	r = bm_mesh_open(t2, &a);
+	bm_mesh_close(r, 7, 9);
+	r = bm_mesh_open(t2, &b);
+	bm_mesh_close(r, 1, 2);
+	bm_mesh_close(NULL, 5, 5);   /* a connection without a row: no-op */
+	CU_ASSERT_EQUAL(bm_mesh_collect(t1, &out, &n, &cap), 0);
+	CU_ASSERT_EQUAL(bm_mesh_collect(t2, &out, &n, &cap), 0);
+	CU_ASSERT_EQUAL_FATAL(n, 2);
+	for (size_t i = 0; i < n; i++) {
+		if (out[i].k.reporter == BM_MESH_SOURCE) {
+			CU_ASSERT_EQUAL(out[i].opened, 5);
+			CU_ASSERT_EQUAL(out[i].closed, 4);
+			CU_ASSERT_EQUAL(out[i].bytes_up, 307);
+			CU_ASSERT_EQUAL(out[i].bytes_down, 3009);
+		} else {
+			CU_ASSERT_EQUAL(out[i].opened, 1);
+			CU_ASSERT_EQUAL(out[i].closed, 1);
+			CU_ASSERT_EQUAL(out[i].bytes_up, 1);
+			CU_ASSERT_EQUAL(out[i].bytes_down, 2);
+			CU_ASSERT_STRING_EQUAL(out[i].k.dst, "default/server");
+		}
+	}
+	/* Bounded: a full table refuses new keys (counted), old keys go on. */
+	memset(t2, 0, sizeof(*t2));
+	for (int i = 0; i < BM_MESH_SLOTS; i++) {
+		struct bm_mesh_key k = a;
+
+		k.port = (uint16_t)(i + 1);
+		CU_ASSERT_PTR_NOT_NULL(bm_mesh_open(t2, &k));
+	}
+	CU_ASSERT_PTR_NULL(bm_mesh_open(t2, &b));
+	CU_ASSERT_EQUAL(t2->overflow, 1);
+	a.port = 5;
+	CU_ASSERT_PTR_NOT_NULL(bm_mesh_open(t2, &a));
+	free(out);
+	free(t1);
+	free(t2);
+}
+
+static void test_mesh_rows_render(void)
+{
+	/* Proxy rows get the kernel rows' labels from WorkloadEntries, the
+	 * reporter of their side and the security that really applied; rows
+	 * that end up with identical labels merge. */
+	struct bm_agent *a = calloc(1, sizeof(*a));
+	struct bm_pod pods[2];
+	struct bm_mesh_row rows[5];
+	struct capture c;
+	char *out;
+	json_error_t je;
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+	memset(&a->loader.fd, 0xff, sizeof(a->loader.fd));
+	memset(pods, 0, sizeof(pods));
+	snprintf(pods[0].name, sizeof(pods[0].name), "client-0");
+	snprintf(pods[0].ns, sizeof(pods[0].ns), "default");
+	snprintf(pods[0].ip, sizeof(pods[0].ip), "10.0.1.5");
+	snprintf(pods[1].name, sizeof(pods[1].name), "server-0");
+	snprintf(pods[1].ns, sizeof(pods[1].ns), "default");
+	snprintf(pods[1].ip, sizeof(pods[1].ip), "10.0.2.5");
+	a->pods.p = pods;
+	a->pods.n = 2;
+	a->resources = json_loads(
+		"[{\"kind\":\"WorkloadEntry\",\"metadata\":{\"name\":\"client-0\",\"namespace\":\"default\"},"
+		"\"spec\":{\"address\":\"10.0.1.5\",\"serviceAccount\":\"client\","
+		"\"labels\":{\"app\":\"client\",\"service.istio.io/workload-name\":\"client\"}}},"
+		"{\"kind\":\"WorkloadEntry\",\"metadata\":{\"name\":\"server-0\",\"namespace\":\"default\"},"
+		"\"spec\":{\"address\":\"10.0.2.5\",\"serviceAccount\":\"server\","
+		"\"labels\":{\"app\":\"server\",\"version\":\"v1\"}}}]", 0, &je);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(a->resources);
+	memset(rows, 0, sizeof(rows));
+	rows[0].k = mkey(BM_MESH_SOURCE, 1, "default/client-0", "", "10.0.2.5", 8080);
+	rows[0].opened = 30; rows[0].closed = 30; rows[0].bytes_up = 3000; rows[0].bytes_down = 6000;
+	/* the same workloads from another backend port of the same pod: same labels */
+	rows[1].k = mkey(BM_MESH_SOURCE, 1, "default/client-0", "", "10.0.2.5", 8081);
+	rows[1].opened = 7; rows[1].closed = 7; rows[1].bytes_up = 700; rows[1].bytes_down = 1400;
+	rows[2].k = mkey(BM_MESH_DESTINATION, 1, "cluster.local/ns/default/sa/client",
+			 "default/server-0", NULL, 8080);
+	rows[2].opened = 37; rows[2].closed = 37; rows[2].bytes_up = 3700; rows[2].bytes_down = 7400;
+	/* plaintext to the same server: its own series, policy none */
+	rows[3].k = mkey(BM_MESH_DESTINATION, 0, "unknown", "default/server-0", NULL, 8080);
+	rows[3].opened = 2; rows[3].closed = 1; rows[3].bytes_up = 5; rows[3].bytes_down = 6;
+	/* same-node delivery, source side: identity but no TLS */
+	rows[4].k = mkey(BM_MESH_SOURCE, 0, "default/client-0", "", "10.0.2.5", 8080);
+	rows[4].opened = 1; rows[4].closed = 1; rows[4].bytes_up = 1; rows[4].bytes_down = 1;
+	cap_open(&c);
+	CU_ASSERT_EQUAL(bm_metrics_render_mesh_rows(a, c.f, rows, 5), 0);
+	out = cap_close(&c);
+	check_exposition(out);
+	CU_ASSERT_EQUAL(count(out, "# TYPE istio_tcp_"), 4);
+	CU_ASSERT_EQUAL(count(out, "\nistio_tcp_connections_opened_total{"), 4);
+	CU_ASSERT_PTR_NOT_NULL(strstr(out,
+		"istio_tcp_connections_opened_total{reporter=\"source\",source_workload=\"client\","
+		"source_workload_namespace=\"default\",source_principal=\"spiffe://cluster.local/ns/default/sa/client\","
+		"source_app=\"client\""));
+	CU_ASSERT_PTR_NOT_NULL(strstr(out,
+		"destination_workload=\"server-0\",destination_workload_namespace=\"default\","
+		"destination_principal=\"spiffe://cluster.local/ns/default/sa/server\",destination_app=\"server\","
+		"destination_version=\"v1\""));
+	{
+		const char *l = strstr(out, "istio_tcp_connections_opened_total{reporter=\"source\"");
+		const char *eol = l ? strchr(l, '\n') : NULL;
+
+		CU_ASSERT_PTR_NOT_NULL_FATAL(eol);
+		/* sorted: "mutual_tls" < "none"; the two mutual_tls rows merged */
+		CU_ASSERT(eol - l > 20 && !strncmp(eol - 3, " 37", 3));
+		CU_ASSERT_PTR_NOT_NULL(strstr(l, "connection_security_policy=\"mutual_tls\"} 37\n"));
+	}
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, "istio_tcp_sent_bytes_total{reporter=\"source\""));
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, "connection_security_policy=\"mutual_tls\"} 7400\n"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, "connection_security_policy=\"mutual_tls\"} 3700\n"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, "connection_security_policy=\"none\"} 2\n"));
+	CU_ASSERT_EQUAL(count(out, "{reporter=\"destination\""), 8);
+	CU_ASSERT_EQUAL(count(out, "{reporter=\"source\""), 8);
+	/* server side: the source is known by its principal only */
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, "{reporter=\"destination\",source_workload=\"unknown\","
+					   "source_workload_namespace=\"default\","
+					   "source_principal=\"spiffe://cluster.local/ns/default/sa/client\""));
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, "{reporter=\"destination\",source_workload=\"unknown\","
+					   "source_workload_namespace=\"unknown\",source_principal=\"unknown\""));
+	free(out);
+	json_decref(a->resources);
+	free(a);
+}
+
 /* ------------------------------------------------------------ HTTP endpoint */
 
 static int render_fixed(void *arg, FILE *f)
@@ -629,5 +793,7 @@ BM_SUITE(metrics,
 	 BM_CASE(test_peer_from_workload_entry),
 	 BM_CASE(test_series_stable_and_merged),
 	 BM_CASE(test_render_without_maps),
+	 BM_CASE(test_mesh_table_fold),
+	 BM_CASE(test_mesh_rows_render),
 	 BM_CASE(test_http_endpoint),
 	 BM_CASE(test_ready_endpoint))
