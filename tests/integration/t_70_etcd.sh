@@ -147,8 +147,16 @@ etcd_start
 log "etcd $("$ETCD" --version | head -n 1 | awk '{ print $3 }') at $BPFMESH_STORE (hub netns)"
 wait_ready
 for n in node1 node2 node3; do
-  nsenter --net=/run/netns/bmn-$n curl -s --max-time 1 "http://$ETCD_ADDR:2379/health" | grep -q true ||
-    fail "etcd not reachable from $n's netns"
+  # A first SYN to the hub's fresh address can be lost (neighbour
+  # resolution); TCP retransmits it after 1 s, so allow a few attempts.
+  ok=0
+  for _ in 1 2 3 4 5; do
+    if nsenter --net=/run/netns/bmn-$n curl -s --max-time 2 "http://$ETCD_ADDR:2379/health" | grep -q true; then
+      ok=1
+      break
+    fi
+  done
+  [ "$ok" = 1 ] || fail "etcd not reachable from $n's netns"
 done
 
 HOST=et.test.svc.cluster.local VIP=198.19.7.70 VIP2=198.19.7.71
