@@ -384,16 +384,12 @@ static const json_t *we_at(const struct lookups *lk, const struct bm_strmap *m, 
 /* The client: the enrolled pod with this cgroup, labelled by its
  * WorkloadEntry (same IP, same namespace); a pod without one is its own
  * workload. */
-static void source_peer(struct bm_agent *a, const struct lookups *lk, uint64_t cgroup_id,
-			struct bm_peer *p)
+/* How an enrolled pod is labelled: its WorkloadEntry, else itself. */
+static void label_pod(const struct lookups *lk, const struct bm_pod *pod, struct bm_peer *p)
 {
-	const struct bm_pod *pod = bm_pods_by_cgroup(&a->pods, cgroup_id);
 	const json_t *we;
 	char key[256];
 
-	memset(p, 0, sizeof(*p));
-	if (!pod)
-		return;
 	snprintf(key, sizeof(key), "%s/%s", pod->ns, pod->ip);
 	we = we_at(lk, &lk->we_ns_ip, key);
 	if (we) {
@@ -402,6 +398,16 @@ static void source_peer(struct bm_agent *a, const struct lookups *lk, uint64_t c
 	}
 	p->workload = pod->name;
 	p->ns = pod->ns;
+}
+
+static void source_peer(struct bm_agent *a, const struct lookups *lk, uint64_t cgroup_id,
+			struct bm_peer *p)
+{
+	const struct bm_pod *pod = bm_pods_by_cgroup(&a->pods, cgroup_id);
+
+	memset(p, 0, sizeof(*p));
+	if (pod)
+		label_pod(lk, pod, p);
 }
 
 /* An inline endpoint of the ServiceEntry behind host, with this address. */
@@ -491,8 +497,6 @@ static void pod_peer(struct bm_agent *a, const struct lookups *lk, const char *n
 		     struct bm_peer *p)
 {
 	const char *slash = strchr(ns_name, '/');
-	const json_t *we;
-	char key[256];
 
 	memset(p, 0, sizeof(*p));
 	if (!slash)
@@ -500,18 +504,11 @@ static void pod_peer(struct bm_agent *a, const struct lookups *lk, const char *n
 	for (size_t i = 0; i < a->pods.n; i++) {
 		const struct bm_pod *pod = &a->pods.p[i];
 
-		if (strlen(pod->ns) != (size_t)(slash - ns_name) ||
-		    strncmp(pod->ns, ns_name, (size_t)(slash - ns_name)) || strcmp(pod->name, slash + 1))
-			continue;
-		snprintf(key, sizeof(key), "%s/%s", pod->ns, pod->ip);
-		we = we_at(lk, &lk->we_ns_ip, key);
-		if (we) {
-			bm_peer_from_workload_entry(we, p);
+		if (strlen(pod->ns) == (size_t)(slash - ns_name) &&
+		    !strncmp(pod->ns, ns_name, (size_t)(slash - ns_name)) && !strcmp(pod->name, slash + 1)) {
+			label_pod(lk, pod, p);
 			return;
 		}
-		p->workload = pod->name;
-		p->ns = pod->ns;
-		return;
 	}
 }
 
