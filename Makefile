@@ -12,7 +12,7 @@ OPT      ?= -O2 -g
 CFLAGS   += $(OPT) -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
             -Iinclude -Ilib -I$(B) -pthread $(SAN) \
             -DBPFMESH_VERSION=\"$(shell git describe --always --dirty 2>/dev/null || echo dev)\"
-LDLIBS   := -lbpf -lelf -lz -lyaml -ljansson -lnghttp2 -lcurl -lssl -lcrypto -lpthread -lm
+LDLIBS   := -lbpf -lelf -lz -lyaml -ljansson -lnghttp2 -lcurl -lssl -lcrypto -lpcre2-8 -lhttp_parser -lpthread -lm
 LDFLAGS  += $(SAN)
 
 BPF_SRCS   := $(wildcard bpf/*.bpf.c)
