@@ -13,6 +13,9 @@
 
 struct bm_store;
 
+struct bm_l7_config;
+struct bm_outlier;
+
 struct bm_agent {
 	char node[128];
 	char run_dir[PATH_MAX];
@@ -43,6 +46,10 @@ struct bm_agent {
 	struct bm_proxy *proxy;
 	struct bm_mesh_pod *mpods;
 	size_t n_mpods;
+	/* The L7 path (agent/l7agent.c): the published configuration and the
+	 * node-wide outlier state the workers report into. */
+	struct bm_l7_config *l7;
+	struct bm_outlier *outlier;
 };
 
 /* A pod whose traffic meshd carries: listeners, sk_lookup, proxy entry. */
@@ -50,6 +57,7 @@ struct bm_mesh_pod {
 	char name[128], ns[64];
 	uint32_t ip;       /* network order */
 	uint32_t slot;     /* inbound_socks_v1 index */
+	int inbound;       /* in the mesh: inbound capture too (else outbound listener only) */
 	int live;          /* seen in this sync */
 };
 

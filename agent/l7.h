@@ -267,6 +267,18 @@ int bm_l7_redirect_location(const struct bm_l7_route *rt, int which, const struc
 /* Path normalization (BASE: RFC 3986 dot segments; query kept apart).
  * Writes the normalized path without query into out; -EINVAL if invalid. */
 int bm_l7_normalize_path(const char *path, size_t len, char *out, size_t outlen);
+/* Header operations (headers.request/response, §1.9) applied while a header
+ * block is re-serialized. ops[0..n_ops) in order of application: route-level
+ * first, then the chosen destination's (NULL entries skipped); each removes,
+ * then sets (overwrite), then adds, so a later set wins.
+ * bm_l7_hdr_keep: does an incoming header name[0..len) survive (1), or is it
+ * removed or overwritten (0)? Names compared case-insensitively. */
+int bm_l7_hdr_keep(const struct bm_l7_hdr_ops *const *ops, size_t n_ops, const char *name,
+		   size_t len);
+/* Calls fn(arg, name, value) for each header the ops write, in order, after
+ * the surviving ones; stops at and returns fn's first non-zero return. */
+int bm_l7_hdr_each_added(const struct bm_l7_hdr_ops *const *ops, size_t n_ops,
+			 int (*fn)(void *arg, const char *name, const char *value), void *arg);
 
 /* ---- retry.c --------------------------------------------------------------- */
 

@@ -18,9 +18,11 @@
 #include <sys/timerfd.h>
 #include <bpf/libbpf.h>
 #include "agent.h"
+#include "l7agent.h"
 #include "log.h"
 #include "mesh.h"
 #include "metrics.h"
+#include "policy.h"
 #include "proxy.h"
 #include "store.h"
 
@@ -65,6 +67,7 @@ static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list 
 
 int bm_agent_reload(struct bm_agent *a)
 {
+	struct bm_l7_config *l7 = NULL;
 	struct bm_model m;
 	json_t *res = NULL;
 	uint64_t gen = 0;
@@ -86,12 +89,22 @@ int bm_agent_reload(struct bm_agent *a)
 		snprintf(a->last_error, sizeof(a->last_error), "build model: %s", strerror(-err));
 		goto fail;
 	}
+	err = bm_l7_agent_build(a, res, &m, &l7);
+	if (err) {
+		bm_model_free(&m);
+		json_decref(res);
+		snprintf(a->last_error, sizeof(a->last_error), "build L7 configuration: %s",
+			 strerror(-err));
+		goto fail;
+	}
 	pthread_mutex_lock(&a->lock);
 	err = bm_reconcile_apply(&a->rec, &m, bm_now_ms());
+	bm_l7_agent_publish(a, l7);
 	bm_model_free(&a->model);
 	a->model = m;
 	json_decref(a->resources);
 	a->resources = res;
+	bm_policy_store_changed(res); /* (re)arm JWKS fetches before requests need them */
 	bm_mesh_sync(a);
 	if (!err) {
 		a->model_warnings = m.warnings;
@@ -215,6 +228,7 @@ static int run(struct bm_agent *a)
 					continue;
 				bm_reconcile_gc(&a->rec, now);
 				bm_mesh_tick(a, time(NULL));
+				bm_l7_agent_tick(a, now);
 				/* Fallback for missed events, and retry after a failed reload.
 				 * A store known to be unreachable is not asked every second
 				 * (a hung etcd would block this loop for the request timeout):
@@ -345,6 +359,10 @@ int main(int argc, char **argv)
 			snprintf(ca_dir, sizeof(ca_dir), "%.4000s/ca", a.run_dir);
 		mo.ca_dir = ca_dir;
 	}
+	if (bm_l7_agent_init(&a)) {
+		err = -ENOMEM;
+		goto err_rec;
+	}
 	if (bm_mesh_init(&a, &mo)) {
 		bm_log("mesh identity disabled: the kernel L4 path works without it");
 	} else if (!no_proxy) {
@@ -364,10 +382,13 @@ int main(int argc, char **argv)
 
 	if (a.proxy)
 		bm_proxy_stop(a.proxy);
+	bm_l7_agent_free(&a);
+	bm_policy_shutdown();
 	bm_mesh_free(&a);
 	bm_pods_free(&a.pods);
 	bm_model_free(&a.model);
 	json_decref(a.resources);
+err_rec:
 	bm_reconcile_free(&a.rec);
 err_loader:
 	bm_loader_close(&a.loader);

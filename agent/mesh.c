@@ -92,9 +92,12 @@ static void close_fds(int *fds, int n)
 			close(fds[i]);
 }
 
-/* Listeners in the pod's netns, sk_lookup steering, proxy entry. */
+/* Listeners in the pod's netns, sk_lookup steering, proxy entry. A pod
+ * outside the mesh (inbound == 0) only gets the outbound listener: its
+ * connections to services with L7 policy and to mesh workloads come to
+ * meshd, nothing is steered into it. */
 static int mesh_pod_add(struct bm_agent *a, const struct bm_pod *p, const json_t *we,
-			const struct bm_pod_inbound *mode)
+			const struct bm_pod_inbound *mode, int inbound)
 {
 	struct bm_proxy_pod pp = { 0 };
 	struct bm_mesh_pod *mp, *nm;
@@ -108,17 +111,19 @@ static int mesh_pod_add(struct bm_agent *a, const struct bm_pod *p, const json_t
 	if (err)
 		return err;
 	fds[0] = bm_netns_listen(p->netns, htonl(INADDR_LOOPBACK), BM_PORT_OUTBOUND, 1024);
-	fds[1] = bm_netns_listen(p->netns, INADDR_ANY, BM_PORT_INBOUND, 1024);
-	fds[2] = bm_netns_listen(p->netns, ip, BM_PORT_HBONE, 1024);
-	for (int i = 0; i < 3; i++)
+	fds[1] = inbound ? bm_netns_listen(p->netns, INADDR_ANY, BM_PORT_INBOUND, 1024) : -1;
+	fds[2] = inbound ? bm_netns_listen(p->netns, ip, BM_PORT_HBONE, 1024) : -1;
+	for (int i = 0; i < (inbound ? 3 : 1); i++)
 		if (fds[i] < 0) {
 			err = fds[i];
 			bm_log("pod %s: listener in netns %s: %s", key, p->netns, strerror(-err));
 			goto err_fds;
 		}
-	err = bm_capture_pod_attach(&a->loader, p->netns, ip, slot, mode, fds[1]);
-	if (err)
-		goto err_fds;
+	if (inbound) {
+		err = bm_capture_pod_attach(&a->loader, p->netns, ip, slot, mode, fds[1]);
+		if (err)
+			goto err_fds;
+	}
 	snprintf(pp.name, sizeof(pp.name), "%s", p->name);
 	snprintf(pp.ns, sizeof(pp.ns), "%s", p->ns);
 	snprintf(pp.sa, sizeof(pp.sa), "%s", service_account(a->resources, p->ns, p->ip));
@@ -132,13 +137,15 @@ static int mesh_pod_add(struct bm_agent *a, const struct bm_pod *p, const json_t
 	pp.fd_hbone = fds[2];
 	err = bm_proxy_pod_add(a->proxy, &pp);
 	if (err) {
-		bm_capture_pod_detach(&a->loader, ip, slot);
+		if (inbound)
+			bm_capture_pod_detach(&a->loader, ip, slot);
 		goto err_fds;
 	}
 	nm = realloc(a->mpods, (a->n_mpods + 1) * sizeof(*nm));
 	if (!nm) {
 		bm_proxy_pod_remove(a->proxy, p->ns, p->name);
-		bm_capture_pod_detach(&a->loader, ip, slot);
+		if (inbound)
+			bm_capture_pod_detach(&a->loader, ip, slot);
 		return -ENOMEM;
 	}
 	a->mpods = nm;
@@ -149,7 +156,11 @@ static int mesh_pod_add(struct bm_agent *a, const struct bm_pod *p, const json_t
 	mp->ip = ip;
 	mp->slot = slot;
 	mp->live = 1;
-	bm_log("pod %s in the mesh: capture on, identity %s", key, pp.spiffe_id);
+	mp->inbound = inbound;
+	if (inbound)
+		bm_log("pod %s in the mesh: capture on, identity %s", key, pp.spiffe_id);
+	else
+		bm_log("pod %s: outbound capture only (not in the mesh)", key);
 	return 0;
 
 err_fds:
@@ -164,15 +175,17 @@ static void mesh_pod_remove(struct bm_agent *a, size_t i)
 	char key[256];
 
 	bm_proxy_pod_remove(a->proxy, mp->ns, mp->name);
-	bm_capture_pod_detach(&a->loader, mp->ip, mp->slot);
+	if (mp->inbound)
+		bm_capture_pod_detach(&a->loader, mp->ip, mp->slot);
 	snprintf(key, sizeof(key), "%s/%s", mp->ns, mp->name);
 	bm_ids_release(&a->rec.ids, BM_ID_POD, key);
-	bm_log("pod %s left the mesh", key);
+	bm_log("pod %s left the %s", key, mp->inbound ? "mesh" : "proxy");
 	a->mpods[i] = a->mpods[--a->n_mpods];
 }
 
-/* Pods labelled for the mesh get capture; their PeerAuthentication mode is
- * (re)published for sk_lookup's fail-closed decision. */
+/* Every pod gets the outbound listener; pods labelled for the mesh also get
+ * inbound capture, and their PeerAuthentication mode is (re)published for
+ * sk_lookup's fail-closed decision. */
 static void sync_capture(struct bm_agent *a)
 {
 	for (size_t i = 0; i < a->n_mpods; i++)
@@ -182,18 +195,28 @@ static void sync_capture(struct bm_agent *a)
 		const json_t *we = bm_find_workload_entry(a->resources, p->ns, p->ip);
 		struct bm_pod_inbound mode;
 		struct bm_mesh_pod *mp;
+		int in_mesh;
 
-		if (!we || strcmp(label(we, BM_DATAPLANE_LABEL), BM_DATAPLANE_MESH) || !p->netns[0])
+		if (!p->netns[0])
 			continue;
-		bm_peerauth_mode(a->resources, BM_ROOT_NAMESPACE, p->ns,
-				 json_object_get(json_object_get(we, "spec"), "labels"), &mode);
+		in_mesh = we && !strcmp(label(we, BM_DATAPLANE_LABEL), BM_DATAPLANE_MESH);
+		memset(&mode, 0, sizeof(mode));
+		if (in_mesh)
+			bm_peerauth_mode(a->resources, BM_ROOT_NAMESPACE, p->ns,
+					 json_object_get(json_object_get(we, "spec"), "labels"), &mode);
 		mp = find_mpod(a, p->ns, p->name);
+		if (mp && mp->inbound != in_mesh) {
+			/* joined or left the mesh: re-enrol with the other listeners */
+			mesh_pod_remove(a, (size_t)(mp - a->mpods));
+			mp = NULL;
+		}
 		if (mp) {
 			mp->live = 1;
-			bm_capture_pod_mode(&a->loader, mp->ip, &mode);
+			if (in_mesh)
+				bm_capture_pod_mode(&a->loader, mp->ip, &mode);
 			continue;
 		}
-		mesh_pod_add(a, p, we, &mode);
+		mesh_pod_add(a, p, we, &mode, in_mesh);
 	}
 	for (size_t i = a->n_mpods; i-- > 0;)
 		if (!a->mpods[i].live)

@@ -9,6 +9,9 @@
  * end up with the same labels are merged, so cardinality is bounded by
  * (source workload x destination workload x service), never by connections.
  *
+ * istio_requests_total and the request histograms come from the HTTP
+ * proxy's per-worker tables (agent/reqmetrics.h), labelled the same way.
+ *
  * bpfmesh_* are meshd's own: config generations, map fill, per-backend and
  * per-cluster state, and what connect4 refused.
  *
@@ -26,6 +29,8 @@
 #include "metrics.h"
 #include "proxy.h"
 #include "relay.h"
+#include "reqmetrics.h"
+#include "l7.h"
 
 #define TRUST_DOMAIN     "cluster.local"   /* meshConfig.trustDomain default */
 #define UNKNOWN          "unknown"
@@ -542,6 +547,30 @@ static void service_of(struct bm_agent *a, const struct lookups *lk, uint32_t sv
 	}
 }
 
+/* Both ends of a proxy row (mesh or request): reporter source knows the
+ * client pod ("ns/name") and the backend it reached (ip, port in network
+ * order) of service svc; reporter destination knows the server pod and
+ * the peer's principal only. ns and sa hold what principal_peer parsed. */
+static void proxy_row_peers(struct bm_agent *a, const struct lookups *lk, int reporter,
+			    const char *src, const char *dst, uint32_t ip, uint16_t port,
+			    const struct bm_dest_service *svc, struct bm_peer *sp,
+			    struct bm_peer *dp, char *ns, size_t nsl, char *sa, size_t sal)
+{
+	char backend[32];
+
+	if (reporter == BM_MESH_SOURCE) {
+		pod_peer(a, lk, src, sp);
+		memset(dp, 0, sizeof(*dp));
+		if (ip) {
+			addr_key(ip, port, backend, sizeof(backend));
+			destination_peer(lk, backend, svc, dp);
+		}
+	} else {
+		principal_peer(src, ns, nsl, sa, sal, sp);
+		pod_peer(a, lk, dst, dp);
+	}
+}
+
 /* One proxy row (struct bm_mesh_row) as a series. connection_security_policy
  * is what happened: mutual_tls for HBONE, none for plaintext and same-node
  * delivery (identity known, no TLS). Kernel rows never include these
@@ -551,18 +580,13 @@ static int mesh_row_series(struct bm_agent *a, const struct lookups *lk,
 {
 	struct bm_dest_service svc = {};
 	struct bm_peer src, dst;
-	char ns[64], sa[64], backend[32];
+	char ns[64], sa[64];
 	int err;
 
-	if (r->k.reporter == BM_MESH_SOURCE) {
-		pod_peer(a, lk, r->k.src, &src);
+	if (r->k.reporter == BM_MESH_SOURCE)
 		service_of(a, lk, r->k.svc_id, &svc);
-		addr_key(r->k.ip, htons(r->k.port), backend, sizeof(backend));
-		destination_peer(lk, backend, &svc, &dst);
-	} else {
-		principal_peer(r->k.src, ns, sizeof(ns), sa, sizeof(sa), &src);
-		pod_peer(a, lk, r->k.dst, &dst);
-	}
+	proxy_row_peers(a, lk, r->k.reporter, r->k.src, r->k.dst, r->k.ip, htons(r->k.port), &svc,
+			&src, &dst, ns, sizeof(ns), sa, sizeof(sa));
 	err = bm_tcp_series_init(s, &src, &dst, &svc, "-", r->k.mtls ? "mutual_tls" : "none");
 	if (err)
 		return err;
@@ -611,6 +635,215 @@ int bm_metrics_render_mesh_rows(struct bm_agent *a, FILE *f, const struct bm_mes
 	for (size_t i = 0; i < v.n; i++)
 		bm_tcp_series_free(&v.s[i]);
 	free(v.s);
+	lookups_free(&lk);
+	return err ? err : bm_prom_finish(&p);
+}
+
+/* ------------------------------------------------------------ istio_request* */
+
+/* One series of the four request families: the istio_tcp_* label set with
+ * request_protocol "http", plus response_code (grpc_response_status is ""
+ * until the proxy speaks gRPC), and the three histograms. */
+struct req_series {
+	struct bm_tcp_series l;
+	char code[8];
+	struct bm_req_hist h[BM_REQ_HISTS];
+};
+
+static const struct {
+	const char *name, *bucket, *sum, *count, *help;
+} req_families[BM_REQ_HISTS] = {
+	[BM_REQ_DURATION] = { "istio_request_duration_milliseconds",
+			      "istio_request_duration_milliseconds_bucket",
+			      "istio_request_duration_milliseconds_sum",
+			      "istio_request_duration_milliseconds_count",
+			      "Request duration in milliseconds, request head received to response finished." },
+	[BM_REQ_REQUEST_BYTES] = { "istio_request_bytes", "istio_request_bytes_bucket",
+				   "istio_request_bytes_sum", "istio_request_bytes_count",
+				   "Request body bytes received from the client." },
+	[BM_REQ_RESPONSE_BYTES] = { "istio_response_bytes", "istio_response_bytes_bucket",
+				    "istio_response_bytes_sum", "istio_response_bytes_count",
+				    "Response body bytes sent to the client." },
+};
+
+/* One request row as a series. connection_security_policy follows §7.2:
+ * the destination reporter says whether the request came in mutual TLS,
+ * the source reporter says "unknown" (as Istio's client proxies do). */
+static int req_row_series(struct bm_agent *a, const struct lookups *lk,
+			  const struct bm_req_row *r, struct req_series *s)
+{
+	struct bm_dest_service svc = { r->k.svc[0] ? r->k.svc : NULL,
+				       r->k.svc_ns[0] ? r->k.svc_ns : NULL };
+	struct bm_peer src, dst;
+	char ns[64], sa[64];
+	const char *policy;
+	int err;
+
+	proxy_row_peers(a, lk, r->k.reporter, r->k.src, r->k.dst, r->k.upstream_ip,
+			r->k.upstream_port, &svc, &src, &dst, ns, sizeof(ns), sa, sizeof(sa));
+	if (r->k.reporter == BM_MESH_SOURCE)
+		policy = "unknown";
+	else
+		policy = r->k.mtls ? "mutual_tls" : "none";
+	memset(s, 0, sizeof(*s));
+	err = bm_tcp_series_init(&s->l, &src, &dst, &svc, r->k.flags, policy);
+	if (err)
+		return err;
+	if (r->k.reporter != BM_MESH_SOURCE)
+		s->l.v[BM_L_REPORTER] = "destination";
+	s->l.v[BM_L_REQUEST_PROTOCOL] = "http";
+	snprintf(s->code, sizeof(s->code), "%u", r->k.code);
+	memcpy(s->h, r->h, sizeof(s->h));
+	return 0;
+}
+
+static int cmp_req_series(const void *x, const void *y)
+{
+	const struct req_series *a = x, *b = y;
+	int c = cmp_series(&a->l, &b->l);
+
+	return c ? c : strcmp(a->code, b->code);
+}
+
+static void hist_merge(struct bm_req_hist *into, const struct bm_req_hist *h)
+{
+	for (unsigned b = 0; b <= BM_REQ_BOUNDS; b++)
+		into->bucket[b] += h->bucket[b];
+	into->sum += h->sum;
+}
+
+/* Label order: Istio's, response_code and grpc_response_status after
+ * request_protocol; room for le at the end. Returns the count without le. */
+static size_t req_labels(const struct req_series *s, struct bm_prom_label *l)
+{
+	size_t n = 0;
+
+	for (int k = 0; k < BM_L_COUNT; k++) {
+		l[n++] = (struct bm_prom_label){ bm_istio_label_names[k], s->l.v[k] };
+		if (k == BM_L_REQUEST_PROTOCOL) {
+			l[n++] = (struct bm_prom_label){ "response_code", s->code };
+			l[n++] = (struct bm_prom_label){ "grpc_response_status", "" };
+		}
+	}
+	return n;
+}
+
+/* Sort, merge identical label sets, write istio_requests_total and the
+ * three histograms. Reorders and merges s in place (merged entries freed). */
+static int req_render(struct bm_prom *p, struct req_series *s, size_t n)
+{
+	struct bm_prom_label l[BM_L_COUNT + 3];
+	char le[BM_REQ_BOUNDS][48];
+	size_t u = 0;
+	int err;
+
+	if (n)
+		qsort(s, n, sizeof(*s), cmp_req_series);
+	for (size_t i = 1; i < n; i++) {
+		if (!cmp_req_series(&s[u], &s[i])) {
+			for (int h = 0; h < BM_REQ_HISTS; h++)
+				hist_merge(&s[u].h[h], &s[i].h[h]);
+			bm_tcp_series_free(&s[i].l);
+		} else if (++u != i) {
+			s[u] = s[i];
+			s[i].l.buf = NULL;
+		}
+	}
+	if (n)
+		u++;
+	for (size_t i = u; i < n; i++)
+		s[i].l.buf = NULL;
+	/* Envoy prints bounds with %.32g: "0.5", "1", "3600000", never 3.6e+06. */
+	for (unsigned b = 0; b < BM_REQ_BOUNDS; b++)
+		snprintf(le[b], sizeof(le[b]), "%.32g", bm_req_bounds[b]);
+
+	err = bm_prom_family(p, "istio_requests_total", BM_PROM_COUNTER,
+			     "Total HTTP requests completed (counted when the response finished).");
+	for (size_t i = 0; !err && i < u; i++) {
+		size_t nl = req_labels(&s[i], l);
+
+		err = bm_prom_sample_u64(p, "istio_requests_total", l, nl,
+					 bm_req_hist_count(&s[i].h[BM_REQ_DURATION]));
+	}
+	for (int h = 0; !err && h < BM_REQ_HISTS; h++) {
+		err = bm_prom_family(p, req_families[h].name, BM_PROM_HISTOGRAM, req_families[h].help);
+		for (size_t i = 0; !err && i < u; i++) {
+			const struct bm_req_hist *hist = &s[i].h[h];
+			size_t nl = req_labels(&s[i], l);
+			uint64_t cum = 0;
+
+			for (unsigned b = 0; !err && b <= BM_REQ_BOUNDS; b++) {
+				cum += hist->bucket[b];
+				l[nl] = (struct bm_prom_label){ "le", b < BM_REQ_BOUNDS ? le[b] : "+Inf" };
+				err = bm_prom_sample_u64(p, req_families[h].bucket, l, nl + 1, cum);
+			}
+			if (!err)
+				err = bm_prom_sample_u64(p, req_families[h].sum, l, nl, hist->sum);
+			if (!err)
+				err = bm_prom_sample_u64(p, req_families[h].count, l, nl, cum);
+		}
+	}
+	return err;
+}
+
+/* The request families for rows (the proxy's, or a test's). */
+static int render_req_rows(struct bm_agent *a, struct bm_prom *p, const struct lookups *lk,
+			   const struct bm_req_row *rows, size_t n)
+{
+	struct req_series *s = calloc(n ? n : 1, sizeof(*s));
+	size_t ns = 0;
+	int err = 0;
+
+	if (!s)
+		return -ENOMEM;
+	for (size_t i = 0; i < n && !err; i++) {
+		/* A row with nothing in it yet (published before its first count). */
+		if (!bm_req_hist_count(&rows[i].h[BM_REQ_DURATION]))
+			continue;
+		err = req_row_series(a, lk, &rows[i], &s[ns]);
+		if (!err)
+			ns++;
+	}
+	if (!err)
+		err = req_render(p, s, ns);
+	for (size_t i = 0; i < ns; i++)
+		bm_tcp_series_free(&s[i].l);
+	free(s);
+	return err;
+}
+
+static int render_istio_requests(struct bm_agent *a, struct bm_prom *p, const struct lookups *lk)
+{
+	struct bm_req_row *rows = NULL;
+	size_t n = 0;
+	int err = 0;
+
+	if (a->proxy)
+		err = bm_proxy_req_rows(a->proxy, &rows, &n);
+	if (err)
+		n = 0;   /* the families are still declared, empty */
+	{
+		int e = render_req_rows(a, p, lk, rows, n);
+
+		err = err ? err : e;
+	}
+	free(rows);
+	return err;
+}
+
+/* The request families of these rows alone (unit tests: labels, merging
+ * and buckets without running workers). Caller holds a->lock. */
+int bm_metrics_render_req_rows(struct bm_agent *a, FILE *f, const struct bm_req_row *rows,
+			       size_t n)
+{
+	struct bm_prom p;
+	struct lookups lk;
+	int err;
+
+	bm_prom_init(&p, f);
+	err = lookups_build(a, &lk);
+	if (!err)
+		err = render_req_rows(a, &p, &lk, rows, n);
 	lookups_free(&lk);
 	return err ? err : bm_prom_finish(&p);
 }
@@ -918,6 +1151,12 @@ static void render_meshd(struct bm_agent *a, struct bm_prom *p, uint64_t stats_r
 	      a->model_warnings);
 	gauge(p, "bpfmesh_services", "Service ports (VIP:port) applied to the kernel.", a->rec.n_services);
 	gauge(p, "bpfmesh_pods_enrolled", "Pods enrolled with this node's meshd.", (double)a->pods.n);
+	counter(p, "bpfmesh_l7_requests_overflow_total",
+		"HTTP requests not in istio_request* because a worker's table of series was full.",
+		a->proxy ? bm_proxy_req_overflow(a->proxy) : 0);
+	counter(p, "bpfmesh_outlier_ejections_total",
+		"Backends ejected by outlier detection (each ejection counted once).",
+		a->outlier ? bm_outlier_ejections_total(a->outlier) : 0);
 	render_maps(a, p, stats_rows);
 	render_backends(a, p);
 	render_clusters(a, p);
@@ -934,6 +1173,8 @@ int bm_metrics_render(struct bm_agent *a, FILE *f)
 	err = lookups_build(a, &lk);
 	if (!err)
 		err = render_istio_tcp(a, &p, &lk, &rows);
+	if (!err)
+		err = render_istio_requests(a, &p, &lk);
 	lookups_free(&lk);
 	render_meshd(a, &p, rows);
 	return err ? err : bm_prom_finish(&p);

@@ -1,6 +1,7 @@
 /* Prometheus endpoint (GET /metrics, text format 0.0.4) served by its own
  * thread, never a data-path worker: Istio-standard TCP metrics summed from
- * the per-CPU maps, and meshd's own metrics. */
+ * the per-CPU maps and the proxy workers' tables, Istio request metrics
+ * from the HTTP proxy's tables (agent/reqmetrics.h), and meshd's own. */
 #ifndef BM_METRICS_H
 #define BM_METRICS_H
 #include <stdint.h>
@@ -92,6 +93,13 @@ struct bm_mesh_row;
 /* The istio_tcp_* families for proxy (mesh-path) rows alone: unit tests. */
 int bm_metrics_render_mesh_rows(struct bm_agent *a, FILE *f, const struct bm_mesh_row *rows,
 				size_t n);
+
+struct bm_req_row;
+/* The istio_requests_total and istio_request_duration_milliseconds /
+ * istio_request_bytes / istio_response_bytes families for request rows
+ * (agent/reqmetrics.h) alone: unit tests. Caller holds a->lock. */
+int bm_metrics_render_req_rows(struct bm_agent *a, FILE *f, const struct bm_req_row *rows,
+			       size_t n);
 
 /* Readiness on addr (15021): GET /healthz/ready. Stopped by bm_metrics_stop. */
 int bm_ready_start(struct bm_agent *a, const char *addr);

@@ -21,17 +21,6 @@
 
 #define ROOT_NS "istio-system"
 
-struct res {
-	const json_t *obj;
-	const char *kind, *name, *ns, *created;
-	const json_t *spec;
-};
-
-struct registry {
-	struct res *r;
-	size_t n;
-};
-
 static const char *jstr(const json_t *o, const char *k)
 {
 	const char *s = json_string_value(json_object_get(o, k));
@@ -67,7 +56,7 @@ int bm_host_matches(const char *pattern, const char *host)
 
 static int res_cmp(const void *a, const void *b)
 {
-	const struct res *x = a, *y = b;
+	const struct bm_m_res *x = a, *y = b;
 	int c = strcmp(x->created, y->created);
 
 	if (c)
@@ -76,7 +65,7 @@ static int res_cmp(const void *a, const void *b)
 	return c ? c : strcmp(x->name, y->name);
 }
 
-static int collect(const json_t *resources, const char *kind, struct registry *reg)
+static int collect(const json_t *resources, const char *kind, struct bm_m_registry *reg)
 {
 	size_t i;
 	json_t *o;
@@ -87,7 +76,7 @@ static int collect(const json_t *resources, const char *kind, struct registry *r
 		return -ENOMEM;
 	json_array_foreach(resources, i, o) {
 		const json_t *md = json_object_get(o, "metadata");
-		struct res *r;
+		struct bm_m_res *r;
 
 		if (strcmp(jstr(o, "kind"), kind))
 			continue;
@@ -124,7 +113,7 @@ static int parse_ip(const char *s, uint32_t *ip)
 }
 
 /* Does service entry se (namespace ns) have fqdn among its hosts? */
-static int se_has_host(const struct res *se, const char *fqdn)
+static int se_has_host(const struct bm_m_res *se, const char *fqdn)
 {
 	size_t i;
 	json_t *h;
@@ -138,7 +127,7 @@ static int se_has_host(const struct res *se, const char *fqdn)
 	return 0;
 }
 
-static const struct res *find_se(const struct registry *ses, const char *fqdn)
+static const struct bm_m_res *find_se(const struct bm_m_registry *ses, const char *fqdn)
 {
 	for (size_t i = 0; i < ses->n; i++)
 		if (se_has_host(&ses->r[i], fqdn))
@@ -148,13 +137,13 @@ static const struct res *find_se(const struct registry *ses, const char *fqdn)
 
 /* DestinationRule lookup for a service host: the service's namespace first,
  * then the root namespace, then any other; an exact host beats a wildcard. */
-static const struct res *find_dr(const struct registry *drs, const char *fqdn, const char *svc_ns)
+static const struct bm_m_res *find_dr(const struct bm_m_registry *drs, const char *fqdn, const char *svc_ns)
 {
-	const struct res *best = NULL;
+	const struct bm_m_res *best = NULL;
 	int best_rank = 1000;
 
 	for (size_t i = 0; i < drs->n; i++) {
-		const struct res *d = &drs->r[i];
+		const struct bm_m_res *d = &drs->r[i];
 		char h[256];
 		int rank;
 
@@ -172,7 +161,7 @@ static const struct res *find_dr(const struct registry *drs, const char *fqdn, c
 	return best;
 }
 
-static const json_t *find_subset(const struct res *dr, const char *subset)
+static const json_t *find_subset(const struct bm_m_res *dr, const char *subset)
 {
 	size_t i;
 	json_t *s;
@@ -234,7 +223,7 @@ static void apply_policy(struct bm_m_cluster *c, const json_t *top, const json_t
 
 /* The port of a ServiceEntry a destination means (§1.4: required only when
  * the service has several ports). */
-static const json_t *dest_port(const struct res *target, const struct res *self,
+static const json_t *dest_port(const struct bm_m_res *target, const struct bm_m_res *self,
 			       const json_t *self_port, json_int_t want)
 {
 	const json_t *ports = json_object_get(target->spec, "ports");
@@ -290,15 +279,15 @@ static void add_endpoint(struct bm_m_cluster *c, const json_t *ep, const json_t 
 	c->n++;
 }
 
-static struct bm_m_cluster *build_cluster(const struct registry *ses, const struct registry *wes,
-					  const struct registry *drs, const struct res *self,
+static struct bm_m_cluster *build_cluster(const struct bm_m_registry *ses, const struct bm_m_registry *wes,
+					  const struct bm_m_registry *drs, const struct bm_m_res *self,
 					  const json_t *self_port, const json_t *dest,
 					  const char *rule_ns, struct bm_model *m, FILE *log)
 {
 	char fqdn[256];
 	const char *subset = jstr(dest, "subset");
 	json_int_t want = json_integer_value(json_object_get(json_object_get(dest, "port"), "number"));
-	const struct res *target, *dr;
+	const struct bm_m_res *target, *dr;
 	const json_t *port, *sub = NULL, *sub_labels = NULL;
 	struct bm_m_cluster *c = calloc(1, sizeof(*c));
 	size_t i;
@@ -350,7 +339,7 @@ static struct bm_m_cluster *build_cluster(const struct registry *ses, const stru
 }
 
 /* The first VirtualService (oldest) whose hosts include one of se's hosts. */
-static const struct res *find_vs(const struct registry *vss, const struct res *se)
+static const struct bm_m_res *find_vs(const struct bm_m_registry *vss, const struct bm_m_res *se)
 {
 	for (size_t i = 0; i < vss->n; i++) {
 		size_t j;
@@ -417,13 +406,13 @@ static const json_t *pick_http_rule(const json_t *http)
 	return NULL;
 }
 
-static int build_service(struct bm_m_service *s, const struct registry *ses,
-			 const struct registry *wes, const struct registry *drs,
-			 const struct registry *vss, const struct res *se,
+static int build_service(struct bm_m_service *s, const struct bm_m_registry *ses,
+			 const struct bm_m_registry *wes, const struct bm_m_registry *drs,
+			 const struct bm_m_registry *vss, const struct bm_m_res *se,
 			 const json_t *port, uint32_t vip, struct bm_model *m, FILE *log)
 {
 	json_int_t pnum = json_integer_value(json_object_get(port, "number"));
-	const struct res *vs = find_vs(vss, se);
+	const struct bm_m_res *vs = find_vs(vss, se);
 	const json_t *rule = NULL, *route = NULL;
 	json_t *self_dest = NULL;
 	const char *rule_ns = se->ns, *h0;
@@ -488,7 +477,7 @@ static int build_service(struct bm_m_service *s, const struct registry *ses,
 	return 0;
 }
 
-static int add_names(struct bm_model *m, const struct res *se, uint32_t vip)
+static int add_names(struct bm_model *m, const struct bm_m_res *se, uint32_t vip)
 {
 	size_t i;
 	json_t *h;
@@ -512,7 +501,7 @@ static int add_names(struct bm_model *m, const struct res *se, uint32_t vip)
 
 int bm_model_build(const json_t *resources, struct bm_model *m, FILE *log)
 {
-	struct registry ses = {}, wes = {}, drs = {}, vss = {};
+	struct bm_m_registry ses = {}, wes = {}, drs = {}, vss = {};
 	int err;
 
 	memset(m, 0, sizeof(*m));
@@ -523,7 +512,7 @@ int bm_model_build(const json_t *resources, struct bm_model *m, FILE *log)
 		goto out;
 
 	for (size_t i = 0; i < ses.n; i++) {
-		const struct res *se = &ses.r[i];
+		const struct bm_m_res *se = &ses.r[i];
 		size_t j, k;
 		json_t *addr, *port;
 
@@ -596,4 +585,74 @@ void bm_model_svc_value(const struct bm_m_service *s, uint32_t svc_id, uint32_t 
 		out->cum_weight[i] = sum;
 	}
 	out->total_weight = sum;
+}
+
+/* ---- shared with the L7 compiler (agent/l7model.c) ---------------------- */
+
+int bm_m_collect(const json_t *resources, const char *kind, struct bm_m_registry *reg)
+{
+	return collect(resources, kind, reg);
+}
+
+int bm_m_parse_ip(const char *s, uint32_t *ip)
+{
+	return parse_ip(s, ip);
+}
+
+const struct bm_m_res *bm_m_find_se(const struct bm_m_registry *ses, const char *fqdn)
+{
+	return find_se(ses, fqdn);
+}
+
+const struct bm_m_res *bm_m_find_dr(const struct bm_m_registry *drs, const char *fqdn,
+				    const char *svc_ns)
+{
+	return find_dr(drs, fqdn, svc_ns);
+}
+
+const json_t *bm_m_find_subset(const struct bm_m_res *dr, const char *subset)
+{
+	return find_subset(dr, subset);
+}
+
+const struct bm_m_res *bm_m_find_vs(const struct bm_m_registry *vss, const struct bm_m_res *se)
+{
+	return find_vs(vss, se);
+}
+
+const json_t *bm_m_dest_port(const struct bm_m_res *target, const struct bm_m_res *self,
+			     const json_t *self_port, json_int_t want)
+{
+	return dest_port(target, self, self_port, want);
+}
+
+const json_t *bm_m_pick_tcp_rule(const json_t *tcp, uint32_t vip, json_int_t port)
+{
+	return pick_tcp_rule(tcp, vip, port);
+}
+
+void bm_m_apply_policy(struct bm_m_cluster *c, const json_t *top, const json_t *sub)
+{
+	apply_policy(c, top, sub);
+}
+
+void bm_m_add_endpoints(struct bm_m_cluster *c, const struct bm_m_registry *wes,
+			const struct bm_m_res *target, const json_t *port,
+			const json_t *subset_labels, FILE *log)
+{
+	size_t i;
+	json_t *ep;
+
+	/* As build_cluster: WorkloadEntries of the entry's namespace selected
+	 * by its workloadSelector, then inline endpoints. */
+	if (json_object_get(target->spec, "workloadSelector")) {
+		const json_t *sel = json_object_get(json_object_get(target->spec, "workloadSelector"), "labels");
+
+		for (i = 0; i < wes->n; i++)
+			if (!strcmp(wes->r[i].ns, target->ns) &&
+			    bm_labels_match(sel, json_object_get(wes->r[i].spec, "labels")))
+				add_endpoint(c, wes->r[i].spec, port, subset_labels, log);
+	}
+	json_array_foreach(json_object_get(target->spec, "endpoints"), i, ep)
+		add_endpoint(c, ep, port, subset_labels, log);
 }

@@ -39,6 +39,7 @@ struct bm_m_service {
 	uint16_t port;           /* network order */
 	char host[256];          /* the ServiceEntry's first host, as FQDN */
 	char ns[64];
+	uint8_t l7;              /* meshd routes its HTTP requests (set by the agent) */
 	uint32_t n_dests;
 	struct bm_m_dest d[BM_MAX_DESTS];
 };
@@ -72,5 +73,44 @@ int bm_host_matches(const char *pattern, const char *host);
 /* The connect4 selection table for a service (weights -> running sums). */
 void bm_model_svc_value(const struct bm_m_service *s, uint32_t svc_id, uint32_t rev,
 			struct bm_svc *out);
+
+/* ---- building blocks shared with the L7 compiler (agent/l7model.c) ---- */
+
+/* One resource of the store, as the compilers see it. */
+struct bm_m_res {
+	const json_t *obj;
+	const char *kind, *name, *ns, *created; /* ns "default" when unset */
+	const json_t *spec;
+};
+
+/* The resources of one kind, oldest first (creationTimestamp, ns, name). */
+struct bm_m_registry {
+	struct bm_m_res *r;      /* free() it */
+	size_t n;
+};
+
+int bm_m_collect(const json_t *resources, const char *kind, struct bm_m_registry *reg);
+/* "a.b.c.d" or "a.b.c.d/32" -> network order. */
+int bm_m_parse_ip(const char *s, uint32_t *ip);
+/* The (oldest) ServiceEntry with fqdn among its hosts. */
+const struct bm_m_res *bm_m_find_se(const struct bm_m_registry *ses, const char *fqdn);
+/* The DestinationRule for a host: service namespace, root, others; exact before wildcard. */
+const struct bm_m_res *bm_m_find_dr(const struct bm_m_registry *drs, const char *fqdn,
+				    const char *svc_ns);
+const json_t *bm_m_find_subset(const struct bm_m_res *dr, const char *subset);
+/* The (oldest) VirtualService naming one of se's hosts. */
+const struct bm_m_res *bm_m_find_vs(const struct bm_m_registry *vss, const struct bm_m_res *se);
+/* The port of target a destination means (want = destination.port.number, 0 unset). */
+const json_t *bm_m_dest_port(const struct bm_m_res *target, const struct bm_m_res *self,
+			     const json_t *self_port, json_int_t want);
+/* The first tcp rule whose match fits vip:port, or NULL. */
+const json_t *bm_m_pick_tcp_rule(const json_t *tcp, uint32_t vip, json_int_t port);
+/* lb, min_health, max_conns, tls of c from a DR trafficPolicy and a subset's. */
+void bm_m_apply_policy(struct bm_m_cluster *c, const json_t *top, const json_t *sub);
+/* Add target's endpoints on port (filtered by subset_labels) to c; c->tls
+ * and c->name set first (mesh flag, log). */
+void bm_m_add_endpoints(struct bm_m_cluster *c, const struct bm_m_registry *wes,
+			const struct bm_m_res *target, const json_t *port,
+			const json_t *subset_labels, FILE *log);
 
 #endif

@@ -1,10 +1,32 @@
-/* Inbound policy decisions made by the destination's meshd for each mesh
- * connection: PeerAuthentication (may plaintext come in?) and L4
- * AuthorizationPolicy (may this source reach this port?). */
+/* Inbound policy decisions made by the destination's meshd: per mesh
+ * connection PeerAuthentication (may plaintext come in?) and L4
+ * AuthorizationPolicy (may this source reach this port?); per HTTP request,
+ * for pods that need it, RequestAuthentication (JWT) and the full
+ * AuthorizationPolicy.
+ *
+ * Connection versus request. A pod "needs HTTP" (bm_policy_pod_needs_http)
+ * when an AuthorizationPolicy applying to it uses an HTTP-only attribute
+ * (methods, paths, hosts, requestPrincipals, remoteIpBlocks, when keys
+ * other than source.ip/namespace/principal and destination.ip/port) or a
+ * RequestAuthentication applies to it. For such a pod:
+ *  - the proxy engine parses the connection as HTTP and sets
+ *    bm_conn_attrs.http_per_request = 1 for the connection check; that check
+ *    then does PeerAuthentication (STRICT refuses plaintext) and only the
+ *    DENY rules free of HTTP-only attributes (they would deny every request
+ *    of the connection anyway). No ALLOW policy is applied at that point, so
+ *    an ALLOW rule with paths does not refuse the connection before its
+ *    requests are seen;
+ *  - every request then goes through bm_policy_check_http(): JWT first
+ *    (401), then every AuthorizationPolicy with full semantics (403).
+ * A connection that will not be parsed as HTTP (http_per_request = 0) gets
+ * the L4 evaluation with Istio's degradation (§4.3): ALLOW rules with
+ * HTTP-only attributes never match, DENY rules ignore those attributes. */
 #ifndef BM_POLICY_H
 #define BM_POLICY_H
 #include <stddef.h>
 #include <stdint.h>
+#include <jansson.h>
+#include "l7.h"
 
 struct bm_agent;
 
@@ -14,12 +36,60 @@ struct bm_conn_attrs {
 	uint32_t src_ip;             /* network order */
 	uint32_t dst_ip;             /* network order: the pod */
 	uint16_t dst_port;           /* host order */
+	uint8_t http_per_request;    /* every request of this connection will go through
+				      * bm_policy_check_http(): connection check = PeerAuthentication
+				      * + pure-L4 DENY rules (see above) */
 	const char *dst_pod_ns;      /* the destination pod's namespace and name */
 	const char *dst_pod_name;
 };
 
 /* 0 = allow; -EACCES = deny, reason gets a short text for logs and metrics
- * ("peer_authentication_strict", "authorization_policy:<ns>/<name>", ...). */
+ * ("peer_authentication_strict", "authorization_policy_deny:<ns>/<name>",
+ * "authorization_policy_no_allow_match"). */
 int bm_policy_check(struct bm_agent *a, const struct bm_conn_attrs *c, char *reason, size_t len);
+
+/* One HTTP request arriving at a pod that needs HTTP. */
+struct bm_policy_http {
+	const char *method;              /* :method */
+	const char *host;                /* :authority or Host, port included if sent */
+	const char *path;                /* normalized (mesh pathNormalization), no query */
+	const char *query;               /* after '?', NULL = none */
+	const struct bm_http_hdr *hdr;   /* names lower case; name_len 0 = NUL-terminated */
+	size_t n_hdr;
+};
+
+#define BM_POLICY_MAX_STRIP 4
+
+struct bm_policy_http_result {
+	char reason[128];                /* deny reason (logs, metrics): as bm_policy_check, or
+					  * "jwt_invalid: <why>" */
+	char principal[512];             /* request principal "<iss>/<sub>", "" = none */
+	char www_authenticate[512];      /* the 401's www-authenticate value */
+	char body[160];                  /* the 401's body (Envoy's text, e.g. "Jwt is expired") */
+	/* forwardOriginalToken false: remove before forwarding upstream (also on allow) */
+	char strip_header[BM_POLICY_MAX_STRIP][128];   /* lower case header names */
+	size_t n_strip_header;
+	char strip_param[BM_POLICY_MAX_STRIP][128];    /* query parameter names */
+	size_t n_strip_param;
+};
+
+/* c: the connection the request came on (as given to bm_policy_check).
+ * 0 allow; -EPERM invalid JWT: answer 401 with res->www_authenticate and
+ * res->body; -EACCES: answer 403 "RBAC: access denied". Thread-safe (proxy
+ * workers); takes the agent lock only to copy the snapshot pointer. */
+int bm_policy_check_http(struct bm_agent *a, const struct bm_conn_attrs *c,
+			 const struct bm_policy_http *h, struct bm_policy_http_result *res);
+
+/* 1 when the pod ns/name (an enrolled pod, its WorkloadEntry by address)
+ * needs the HTTP path (see above), 0 when not or unknown. Cheap enough per
+ * connection, meant per configuration change. */
+int bm_policy_pod_needs_http(struct bm_agent *a, const char *ns, const char *name);
+
+/* After each store change (with or without the agent lock held): parse the
+ * inline JWKS and (re)arm the background fetches of every jwksUri. Never
+ * blocks on the network. */
+void bm_policy_store_changed(const json_t *resources);
+/* At exit: stop the JWKS fetch thread, free the cache. */
+void bm_policy_shutdown(void);
 
 #endif

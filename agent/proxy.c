@@ -22,10 +22,13 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
+#include <bpf/bpf.h>
 #include "agent.h"
 #include "ca.h"
 #include "capture.h"
 #include "hbone.h"
+#include "l7.h"
+#include "l7proxy.h"
 #include "log.h"
 #include "policy.h"
 #include "mesh.h"
@@ -53,6 +56,7 @@ struct ppod {
 	int refs;
 	struct bm_proxy_pod cfg;
 	const char *principal;      /* cfg.spiffe_id without spiffe:// */
+	json_t *labels;             /* cfg.labels parsed (sourceLabels), NULL = none */
 	char baggage[512];
 	SSL_CTX *sctx, *cctx;       /* NULL without an identity manager */
 	int lfd[L_KINDS];
@@ -62,8 +66,9 @@ struct ppod {
 
 struct cmd {
 	struct cmd *next;
-	enum { CMD_ADD, CMD_DEL, CMD_STOP } op;
+	enum { CMD_ADD, CMD_DEL, CMD_STOP, CMD_L7 } op;
 	struct ppod *pod;
+	struct bm_l7_config *l7;       /* CMD_L7: a reference for the worker */
 };
 
 struct sess_ent {
@@ -89,6 +94,10 @@ struct worker {
 	struct bm_hbone_conn *conns;   /* every HBONE connection of this worker */
 	struct sess_ent sess[SESS_CACHE];
 	unsigned sess_next;
+	struct bm_l7_engine *l7;       /* HTTP/1.1 engine (agent/l7proxy.c) */
+	/* HTTP requests finished on this worker, by status class ([0] no
+	 * response); the owner writes, readers load relaxed. */
+	uint64_t http_status[6];
 };
 
 /* Per HBONE connection: who owns it and, for clients, the pool key. */
@@ -110,6 +119,7 @@ struct bm_proxy {
 	pthread_mutex_t lock;          /* pods[] below: control path only */
 	struct ppod **pods;
 	size_t n_pods;
+	struct bm_l7_config *l7;       /* the last published (a reference) */
 };
 
 /* ---- pods --------------------------------------------------------------- */
@@ -125,6 +135,7 @@ static void pod_put(struct ppod *pod)
 		close(pod->nsfd);
 	SSL_CTX_free(pod->sctx);
 	SSL_CTX_free(pod->cctx);
+	json_decref(pod->labels);
 	free(pod->lst);
 	free(pod);
 }
@@ -224,6 +235,11 @@ static void deliver_local(struct worker *w, int fd, const struct ppod *src,
 	bm_relay_start_rows(&w->loop, fd, ufd, dir, rs, rd);
 }
 
+static int pod_needs_http(struct worker *w, const struct ppod *pod);
+static int inbound_l7_start(struct worker *w, struct ppod *dst, int fd, const char *principal,
+			    uint32_t src_ip, uint32_t dst_ip, uint16_t dst_port, int mtls,
+			    enum bm_pdir dir);
+
 static void accept_inbound_plain(struct worker *w, struct ppod *pod, int fd)
 {
 	struct sockaddr_in src, dst;
@@ -240,9 +256,15 @@ static void accept_inbound_plain(struct worker *w, struct ppod *pod, int fd)
 	at.dst_port = ntohs(dst.sin_port);
 	at.dst_pod_ns = pod->cfg.ns;
 	at.dst_pod_name = pod->cfg.name;
+	at.http_per_request = (uint8_t)pod_needs_http(w, pod);
 	/* src_principal NULL: plaintext. STRICT refuses it here. */
 	if (policy(w, &at, BM_PDIR_IN_PLAIN)) {
 		bm_close_reset(fd);
+		return;
+	}
+	if (at.http_per_request) {
+		inbound_l7_start(w, pod, fd, NULL, at.src_ip, at.dst_ip, at.dst_port, 0,
+				 BM_PDIR_IN_PLAIN);
 		return;
 	}
 	deliver_local(w, fd, NULL, NULL, pod, at.dst_ip, at.dst_port, BM_PDIR_IN_PLAIN);
@@ -458,6 +480,295 @@ static void outbound_hbone(struct worker *w, struct ppod *src, int fd, const str
 	bm_close_reset(fd);
 }
 
+/* ---- the HTTP path (agent/l7proxy.c) ------------------------------------- */
+
+/* The owner of one of the engine's downstream connections: what its
+ * upstream sockets are made from and which policy applies. */
+struct l7user {
+	struct worker *w;
+	struct ppod *pod;              /* outbound: the source; inbound: the destination (a ref) */
+	int inbound;
+	char principal[256];           /* inbound: the peer's, "" = plaintext */
+	uint32_t src_ip, dst_ip;       /* inbound: the connection's */
+	uint16_t dst_port;
+};
+
+static int pod_needs_http(struct worker *w, const struct ppod *pod)
+{
+	return bm_policy_pod_needs_http(w->p->a, pod->cfg.ns, pod->cfg.name) == 1;
+}
+
+static struct l7user *l7user_new(struct worker *w, struct ppod *pod, int inbound)
+{
+	struct l7user *u = calloc(1, sizeof(*u));
+
+	if (!u)
+		return NULL;
+	u->w = w;
+	u->pod = pod;
+	u->inbound = inbound;
+	pod_get(pod);
+	return u;
+}
+
+static void l7_release(void *user)
+{
+	struct l7user *u = user;
+
+	if (!u)
+		return;
+	pod_put(u->pod);
+	free(u);
+}
+
+static void l7_attrs(const struct l7user *u, struct bm_conn_attrs *at, char *ns, size_t len,
+		     int per_request)
+{
+	memset(at, 0, sizeof(*at));
+	at->src_principal = u->principal[0] ? u->principal : NULL;
+	at->src_namespace = principal_ns(at->src_principal, ns, len);
+	at->src_ip = u->src_ip;
+	at->dst_ip = u->dst_ip;
+	at->dst_port = u->dst_port;
+	at->http_per_request = (uint8_t)per_request;
+	at->dst_pod_ns = u->pod->cfg.ns;
+	at->dst_pod_name = u->pod->cfg.name;
+}
+
+/* Carry fd (a client connection, or our end of a socketpair whose other
+ * end is an HBONE stream or an outbound engine's upstream) into dst's app
+ * through the HTTP engine's authorization. The connection-level check
+ * (http_per_request = 1) was done by the caller. fd is consumed. */
+static int inbound_l7_start(struct worker *w, struct ppod *dst, int fd, const char *principal,
+			    uint32_t src_ip, uint32_t dst_ip, uint16_t dst_port, int mtls,
+			    enum bm_pdir dir)
+{
+	struct l7user *u = w->l7 ? l7user_new(w, dst, 1) : NULL;
+	struct bm_l7_peer peer = { 0 };
+	char ns[64];
+
+	if (!u) {
+		bm_close_reset(fd);
+		return -ENOMEM;
+	}
+	snprintf(u->principal, sizeof(u->principal), "%s", principal ? principal : "");
+	u->src_ip = src_ip;
+	u->dst_ip = dst_ip;
+	u->dst_port = dst_port;
+	peer.inbound = 1;
+	peer.mtls = (uint8_t)mtls;
+	peer.user = u;
+	peer.l4_dir = dir;
+	snprintf(peer.src_principal, sizeof(peer.src_principal), "%s", u->principal);
+	if (principal_ns(u->principal, ns, sizeof(ns)))
+		snprintf(peer.src_ns, sizeof(peer.src_ns), "%s", ns);
+	peer.src_ip = src_ip;
+	peer.dst_ip = dst_ip;
+	peer.dst_port = dst_port;
+	snprintf(peer.dst_ns, sizeof(peer.dst_ns), "%s", dst->cfg.ns);
+	snprintf(peer.dst_name, sizeof(peer.dst_name), "%s", dst->cfg.name);
+	return bm_l7_engine_accept(w->l7, fd, &peer);
+}
+
+/* An HBONE stream to bip:bport (network order) carrying fd; fd is consumed. */
+static int l7_hbone_open(struct worker *w, struct ppod *src, int fd, uint32_t bip, uint16_t bport)
+{
+	char authority[32], forwarded[64], bs[INET_ADDRSTRLEN], ss[INET_ADDRSTRLEN];
+	struct bm_hbone_conn *c = pool_find(w, src, bip);
+
+	ip_str(bip, bs);
+	ip_str(src->cfg.ip, ss);
+	snprintf(authority, sizeof(authority), "%s:%u", bs, ntohs(bport));
+	snprintf(forwarded, sizeof(forwarded), "for=\"%s\"", ss);
+	for (int attempt = 0; attempt < 2; attempt++) {
+		int err;
+
+		if (!c)
+			c = pool_dial(w, src, bip);
+		if (!c) {
+			bm_close_reset(fd);
+			return -EHOSTUNREACH;
+		}
+		if (c->established)
+			sess_save(w, c);
+		err = bm_hbone_stream_open(c, fd, authority, src->baggage, forwarded);
+		if (err != -EAGAIN)
+			return err; /* 0, or fd was reset and closed */
+		c = NULL;
+	}
+	bm_close_reset(fd);
+	return -EAGAIN;
+}
+
+/* The engine's connector: an upstream socket for backend b. */
+static int l7_connect(void *user, const struct bm_l7_backend *b, int *fd)
+{
+	struct l7user *u = user;
+	struct worker *w = u->w;
+	struct ppod *src = u->pod, *dst;
+	int sv[2], err;
+
+	*fd = -1;
+	if (u->inbound) {
+		/* the app, from 127.0.0.6 like every delivery */
+		*fd = bm_netns_connect_fd(src->nsfd, BM_DELIVERY_SRC, b->ip, ntohs(b->port));
+		return *fd < 0 ? *fd : 0;
+	}
+	dst = worker_pod_by_ip(w, b->ip);
+	if (dst) {
+		/* a pod of this node: its policy here, no TLS */
+		struct bm_conn_attrs at = { 0 };
+		char ns[64];
+		int l7 = pod_needs_http(w, dst);
+
+		at.src_principal = src->principal[0] ? src->principal : NULL;
+		at.src_namespace = principal_ns(src->principal, ns, sizeof(ns));
+		at.src_ip = src->cfg.ip;
+		at.dst_ip = b->ip;
+		at.dst_port = ntohs(b->port);
+		at.http_per_request = (uint8_t)l7;
+		at.dst_pod_ns = dst->cfg.ns;
+		at.dst_pod_name = dst->cfg.name;
+		if (policy(w, &at, BM_PDIR_OUT_LOCAL))
+			return -EACCES;
+		if (!l7) {
+			*fd = bm_netns_connect_fd(dst->nsfd, BM_DELIVERY_SRC, b->ip, at.dst_port);
+			return *fd < 0 ? *fd : 0;
+		}
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv))
+			return -errno;
+		err = inbound_l7_start(w, dst, sv[0], at.src_principal, src->cfg.ip, b->ip,
+				       at.dst_port, 0, BM_PDIR_OUT_LOCAL);
+		if (err) {
+			close(sv[1]);
+			return err;
+		}
+		*fd = sv[1];
+		return 0;
+	}
+	if (b->mesh) {
+		/* a mesh workload on another node: a CONNECT stream */
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv))
+			return -errno;
+		err = l7_hbone_open(w, src, sv[0], b->ip, b->port);
+		if (err) {
+			close(sv[1]);
+			return err;
+		}
+		*fd = sv[1];
+		return 0;
+	}
+	/* outside the mesh: plain TCP from the source pod's netns */
+	*fd = bm_netns_connect_fd(src->nsfd, 0, b->ip, ntohs(b->port));
+	return *fd < 0 ? *fd : 0;
+}
+
+/* An inbound connection that turned out not to be HTTP: the full L4
+ * evaluation (HTTP-only attributes degrade as in §4.3). */
+static int l7_l4_allowed(void *user)
+{
+	struct l7user *u = user;
+	struct bm_conn_attrs at;
+	char ns[64];
+
+	if (!u->inbound)
+		return 0;
+	l7_attrs(u, &at, ns, sizeof(ns), 0);
+	return policy(u->w, &at, BM_PDIR_IN_PLAIN);
+}
+
+static int l7_authorize(void *ctx, const struct bm_l7_authz_req *rq, struct bm_l7_authz_res *res)
+{
+	struct worker *w = ctx;
+	struct l7user *u = rq->peer->user;
+	struct bm_policy_http_result *pr = calloc(1, sizeof(*pr));
+	struct bm_policy_http h = {
+		.method = rq->method, .host = rq->host, .path = rq->path,
+		.query = rq->query && rq->query[0] ? rq->query : NULL,
+		.hdr = rq->hdr, .n_hdr = rq->n_hdr,
+	};
+	struct bm_conn_attrs at;
+	char ns[64];
+	int rc;
+
+	if (!pr)
+		return -EACCES;
+	l7_attrs(u, &at, ns, sizeof(ns), 1);
+	rc = bm_policy_check_http(w->p->a, &at, &h, pr);
+	for (size_t i = 0; i < pr->n_strip_header && i < BM_L7_MAX_STRIP; i++)
+		snprintf(res->strip_header[i], sizeof(res->strip_header[i]), "%s", pr->strip_header[i]);
+	res->n_strip_header = pr->n_strip_header < BM_L7_MAX_STRIP ? pr->n_strip_header : BM_L7_MAX_STRIP;
+	for (size_t i = 0; i < pr->n_strip_param && i < BM_L7_MAX_STRIP; i++)
+		snprintf(res->strip_param[i], sizeof(res->strip_param[i]), "%s", pr->strip_param[i]);
+	res->n_strip_param = pr->n_strip_param < BM_L7_MAX_STRIP ? pr->n_strip_param : BM_L7_MAX_STRIP;
+	snprintf(res->www_authenticate, sizeof(res->www_authenticate), "%s", pr->www_authenticate);
+	snprintf(res->body, sizeof(res->body), "%s", pr->body);
+	snprintf(res->reason, sizeof(res->reason), "%s", pr->reason);
+	if (rc)
+		bm_wstats_deny(&w->st, pr->reason[0] ? pr->reason : "denied");
+	free(pr);
+	return rc;
+}
+
+/* Per-worker request counters by status class; istio_requests_total is
+ * built on struct bm_l7_record elsewhere. */
+static void l7_complete(void *ctx, const struct bm_l7_record *r)
+{
+	struct worker *w = ctx;
+	unsigned k = r->status >= 100 && r->status < 600 ? r->status / 100 : 0;
+
+	__atomic_store_n(&w->http_status[k], w->http_status[k] + 1, __ATOMIC_RELAXED);
+}
+
+static void l7_ejected(void *ctx, const struct bm_l7_cluster *c, const struct bm_l7_backend *b)
+{
+	struct worker *w = ctx;
+	char ip[INET_ADDRSTRLEN];
+	uint32_t one = 1;
+
+	ip_str(b->ip, ip);
+	if (bpf_map_update_elem(w->p->a->loader.fd.backend_eject, &b->id, &one, BPF_ANY))
+		bm_log("outlier: eject %s:%u (id %u) from %s: %s", ip, ntohs(b->port), b->id, c->name,
+		       strerror(errno));
+	else
+		bm_log("outlier: ejected %s:%u from %s", ip, ntohs(b->port), c->name);
+}
+
+static const struct bm_l7_ops l7_ops = {
+	.connect = l7_connect,
+	.release = l7_release,
+	.complete = l7_complete,
+	.authorize = l7_authorize,
+	.l4_allowed = l7_l4_allowed,
+	.ejected = l7_ejected,
+};
+
+/* A connection connect4 captured for an L7 service (orig_dst bip == 0):
+ * no backend chosen, the engine routes each request. */
+static void outbound_l7(struct worker *w, struct ppod *src, int fd, const struct bm_orig_dst *od)
+{
+	struct l7user *u = w->l7 ? l7user_new(w, src, 0) : NULL;
+	struct bm_l7_peer peer = { 0 };
+
+	if (!u) {
+		w->st.conns[BM_PDIR_OUT_HBONE][BM_PRES_ERROR]++;
+		bm_close_reset(fd);
+		return;
+	}
+	peer.pool_key = src->cfg.ip;
+	peer.user = u;
+	peer.l4_dir = BM_PDIR_OUT_HBONE;
+	peer.vip = od->vip;
+	peer.port = ntohs(od->vport);
+	peer.svc_id = od->svc_id;
+	snprintf(peer.src_ns, sizeof(peer.src_ns), "%s", src->cfg.ns);
+	snprintf(peer.src_name, sizeof(peer.src_name), "%s", src->cfg.name);
+	peer.src_labels = src->labels;
+	snprintf(peer.src_principal, sizeof(peer.src_principal), "%s", src->principal);
+	peer.src_ip = src->cfg.ip;
+	bm_l7_engine_accept(w->l7, fd, &peer);
+}
+
 static void accept_outbound(struct worker *w, struct ppod *src, int fd)
 {
 	struct bm_agent *a = w->p->a;
@@ -471,6 +782,10 @@ static void accept_outbound(struct worker *w, struct ppod *src, int fd)
 		/* Not captured by connect4 (someone dialled 127.0.0.1:15001). */
 		w->st.conns[BM_PDIR_OUT_LOCAL][BM_PRES_ERROR]++;
 		bm_close_reset(fd);
+		return;
+	}
+	if (!od.bip) {
+		outbound_l7(w, src, fd, &od);
 		return;
 	}
 	dst = worker_pod_by_ip(w, od.bip);
@@ -488,8 +803,14 @@ static void accept_outbound(struct worker *w, struct ppod *src, int fd)
 	at.dst_port = ntohs(od.bport);
 	at.dst_pod_ns = dst->cfg.ns;
 	at.dst_pod_name = dst->cfg.name;
+	at.http_per_request = (uint8_t)pod_needs_http(w, dst);
 	if (policy(w, &at, BM_PDIR_OUT_LOCAL)) {
 		bm_close_reset(fd);
+		return;
+	}
+	if (at.http_per_request) {
+		inbound_l7_start(w, dst, fd, at.src_principal, src->cfg.ip, od.bip, at.dst_port, 0,
+				 BM_PDIR_OUT_LOCAL);
 		return;
 	}
 	deliver_local(w, fd, src, &od, dst, od.bip, at.dst_port, BM_PDIR_OUT_LOCAL);
@@ -530,6 +851,7 @@ static int on_request(struct bm_hbone_conn *c, const struct bm_hbone_req *r, int
 	at.dst_port = (uint16_t)port;
 	at.dst_pod_ns = pod->cfg.ns;
 	at.dst_pod_name = pod->cfg.name;
+	at.http_per_request = (uint8_t)pod_needs_http(o->w, pod);
 	{
 		char reason[BM_DENY_REASON_LEN] = "";
 
@@ -537,6 +859,21 @@ static int on_request(struct bm_hbone_conn *c, const struct bm_hbone_req *r, int
 			bm_wstats_deny(&o->w->st, reason[0] ? reason : "denied");
 			return 401;
 		}
+	}
+	if (at.http_per_request) {
+		/* HTTP authorization per request: the stream goes into the
+		 * engine through a socketpair */
+		int sv[2];
+
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv))
+			return 503;
+		if (inbound_l7_start(o->w, pod, sv[0], c->peer, c->peer_ip, ip.s_addr,
+				     (uint16_t)port, 1, BM_PDIR_IN_HBONE)) {
+			close(sv[1]);
+			return 503;
+		}
+		*fd = sv[1];
+		return 0;
 	}
 	*fd = bm_netns_connect_fd(pod->nsfd, BM_DELIVERY_SRC, ip.s_addr, (uint16_t)port);
 	return *fd < 0 ? 503 : 0;
@@ -639,6 +976,16 @@ static void worker_del_pod(struct worker *w, struct ppod *pod)
 	}
 }
 
+static void worker_set_l7(struct worker *w, struct bm_l7_config *cfg)
+{
+	if (w->l7) {
+		bm_l7_engine_set_outlier(w->l7, w->p->a ? w->p->a->outlier : NULL);
+		bm_l7_engine_set_config(w->l7, cfg);
+	}
+	if (cfg)
+		bm_l7_put(cfg); /* the message's reference */
+}
+
 static void on_cmd(struct bm_ev *ev, uint32_t events)
 {
 	struct worker *w = (struct worker *)((char *)ev - offsetof(struct worker, cmd_ev));
@@ -659,6 +1006,8 @@ static void on_cmd(struct bm_ev *ev, uint32_t events)
 			worker_add_pod(w, c->pod);
 		else if (c->op == CMD_DEL)
 			worker_del_pod(w, c->pod);
+		else if (c->op == CMD_L7)
+			worker_set_l7(w, c->l7);
 		else
 			w->stop = 1;
 		free(c);
@@ -680,7 +1029,7 @@ static void on_tick(struct bm_ev *ev, uint32_t events)
 	}
 }
 
-static int post(struct worker *w, int op, struct ppod *pod)
+static int post_cmd(struct worker *w, int op, struct ppod *pod, struct bm_l7_config *l7)
 {
 	struct cmd *c = calloc(1, sizeof(*c));
 	uint64_t one = 1;
@@ -689,6 +1038,7 @@ static int post(struct worker *w, int op, struct ppod *pod)
 		return -ENOMEM;
 	c->op = op;
 	c->pod = pod;
+	c->l7 = l7;
 	pthread_mutex_lock(&w->cmd_lock);
 	if (w->cmds_tail)
 		w->cmds_tail->next = c;
@@ -697,6 +1047,11 @@ static int post(struct worker *w, int op, struct ppod *pod)
 	w->cmds_tail = c;
 	pthread_mutex_unlock(&w->cmd_lock);
 	return write(w->cmd_ev.fd, &one, sizeof(one)) == sizeof(one) ? 0 : -errno;
+}
+
+static int post(struct worker *w, int op, struct ppod *pod)
+{
+	return post_cmd(w, op, pod, NULL);
 }
 
 static void *worker_main(void *arg)
@@ -715,6 +1070,9 @@ static void *worker_main(void *arg)
 
 static void worker_fini(struct worker *w)
 {
+	/* HTTP connections first: they hold pods and HBONE streams */
+	bm_l7_engine_free(w->l7);
+	w->l7 = NULL;
 	while (w->conns)
 		bm_hbone_conn_close(w->conns);
 	while (w->n_pods)
@@ -729,6 +1087,8 @@ static void worker_fini(struct worker *w)
 		w->cmds = c->next;
 		if (c->op == CMD_ADD)
 			pod_put(c->pod);
+		if (c->op == CMD_L7 && c->l7)
+			bm_l7_put(c->l7);
 		free(c);
 	}
 	if (w->cmd_ev.fd >= 0)
@@ -763,6 +1123,15 @@ static int worker_init(struct bm_proxy *p, struct worker *w, int idx)
 	if ((err = bm_loop_add(&w->loop, &w->cmd_ev, EPOLLIN)) ||
 	    (err = bm_loop_add(&w->loop, &w->tick_ev, EPOLLIN)))
 		return err;
+	{
+		struct bm_l7_ops ops = l7_ops;
+		struct bm_l7_engine_opts eo = { .outlier = p->a ? p->a->outlier : NULL };
+
+		ops.ctx = w;
+		w->l7 = bm_l7_engine_new(&w->loop, &ops, &eo);
+		if (!w->l7)
+			return -ENOMEM;
+	}
 	return 0;
 }
 
@@ -832,6 +1201,8 @@ void bm_proxy_stop(struct bm_proxy *p)
 	for (size_t i = 0; i < p->n_pods; i++)
 		pod_put(p->pods[i]);
 	free(p->pods);
+	if (p->l7)
+		bm_l7_put(p->l7);
 	free(p->w);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
@@ -863,6 +1234,14 @@ int bm_proxy_pod_add(struct bm_proxy *p, const struct bm_proxy_pod *cfg)
 	if (!pod)
 		return -ENOMEM;
 	pod->cfg = *cfg;
+	pod->cfg.labels[sizeof(pod->cfg.labels) - 1] = 0;
+	if (pod->cfg.labels[0]) {
+		pod->labels = json_loads(pod->cfg.labels, 0, NULL);
+		if (pod->labels && !json_is_object(pod->labels)) {
+			json_decref(pod->labels);
+			pod->labels = NULL;
+		}
+	}
 	pod->principal = strncmp(pod->cfg.spiffe_id, SPIFFE_PREFIX, strlen(SPIFFE_PREFIX)) ?
 		pod->cfg.spiffe_id : pod->cfg.spiffe_id + strlen(SPIFFE_PREFIX);
 	build_baggage(pod);
@@ -870,6 +1249,7 @@ int bm_proxy_pod_add(struct bm_proxy *p, const struct bm_proxy_pod *cfg)
 	if (pod->nsfd < 0) {
 		err = pod->nsfd;
 		bm_log("proxy: netns %s: %s", cfg->netns, strerror(-err));
+		json_decref(pod->labels);
 		free(pod);
 		return err;
 	}
@@ -944,9 +1324,34 @@ err_free:
 	SSL_CTX_free(pod->sctx);
 	SSL_CTX_free(pod->cctx);
 	close(pod->nsfd);
+	json_decref(pod->labels);
 	free(pod->lst);
 	free(pod);
 	return err;
+}
+
+void bm_proxy_set_l7(struct bm_proxy *p, struct bm_l7_config *cfg)
+{
+	struct bm_l7_config *old;
+
+	if (!p)
+		return;
+	if (cfg)
+		bm_l7_get(cfg);
+	pthread_mutex_lock(&p->lock);
+	old = p->l7;
+	p->l7 = cfg;
+	pthread_mutex_unlock(&p->lock);
+	for (int i = 0; i < p->n; i++) {
+		if (!p->w[i].started)
+			continue;
+		if (cfg)
+			bm_l7_get(cfg); /* the worker's, put when it has taken its own */
+		if (post_cmd(&p->w[i], CMD_L7, NULL, cfg) && cfg)
+			bm_l7_put(cfg);
+	}
+	if (old)
+		bm_l7_put(old);
 }
 
 int bm_proxy_pod_remove(struct bm_proxy *p, const char *ns, const char *name)
@@ -984,6 +1389,8 @@ json_t *bm_proxy_stats_json(struct bm_proxy *p)
 {
 	struct bm_wstats sum = { 0 };
 	json_t *conns = json_object(), *denials = json_object(), *r;
+	uint64_t hs[6] = { 0 };
+	struct bm_l7_stats ls = { 0 };
 
 	for (int i = 0; i < p->n; i++) {
 		struct bm_wstats *s = &p->w[i].st;
@@ -1003,6 +1410,16 @@ json_t *bm_proxy_stats_json(struct bm_proxy *p)
 		ADD(status_200); ADD(status_400); ADD(status_401); ADD(status_503); ADD(status_other);
 		ADD(deny_other);
 #undef ADD
+		for (int k = 0; k < 6; k++)
+			hs[k] += RD(p->w[i].http_status[k]);
+		if (p->w[i].l7) {
+			const struct bm_l7_stats *e = bm_l7_engine_stats(p->w[i].l7);
+#define ADD(f) ls.f += RD(e->f)
+			ADD(retries); ADD(timeouts); ADD(overflows); ADD(mirrors); ADD(mirrors_dropped);
+			ADD(ejections); ADD(l4_fallbacks); ADD(upstream_cx); ADD(upstream_cx_reused);
+			ADD(downstream_cx);
+#undef ADD
+		}
 		for (uint32_t k = 0; k < nd; k++) {
 			json_t *v = json_object_get(denials, s->deny[k].reason);
 
@@ -1040,6 +1457,25 @@ json_t *bm_proxy_stats_json(struct bm_proxy *p)
 		      "other", (json_int_t)sum.status_other,
 		      "denials", denials);
 	pthread_mutex_unlock(&p->lock);
+	if (r) {
+		json_t *h = json_object();
+		static const char *const cls[6] = { "no_response", "1xx", "2xx", "3xx", "4xx", "5xx" };
+		uint64_t total = 0;
+
+		for (int k = 0; k < 6; k++) {
+			json_object_set_new(h, cls[k], json_integer((json_int_t)hs[k]));
+			total += hs[k];
+		}
+		json_object_set_new(h, "requests", json_integer((json_int_t)total));
+#define PUT(n, f) json_object_set_new(h, n, json_integer((json_int_t)ls.f))
+		PUT("retries", retries); PUT("timeouts", timeouts); PUT("overflows", overflows);
+		PUT("mirrors", mirrors); PUT("mirrors_dropped", mirrors_dropped);
+		PUT("ejections", ejections); PUT("l4_fallbacks", l4_fallbacks);
+		PUT("upstream_connections", upstream_cx); PUT("upstream_reused", upstream_cx_reused);
+		PUT("downstream_open", downstream_cx);
+#undef PUT
+		json_object_set_new(r, "http", h);
+	}
 	return r;
 }
 

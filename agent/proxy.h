@@ -32,6 +32,9 @@ struct bm_proxy_pod {
 	/* Source metadata for HBONE baggage (istio-api.md §10.1); "" = unknown. */
 	char workload[128];      /* k8s.workload.name; "" = the pod name */
 	char app[64], version[64]; /* service.name / service.version */
+	/* The pod's labels as a JSON object ("" = none): VirtualService
+	 * sourceLabels matches of the requests it sends (L7 path). */
+	char labels[1024];
 	/* Listeners meshd created in the pod's netns with bm_netns_listen();
 	 * -1 = none. Owned by the proxy once bm_proxy_pod_add() returns 0. */
 	int fd_outbound;         /* 127.0.0.1:15001 */
@@ -62,9 +65,21 @@ int bm_proxy_pod_add(struct bm_proxy *p, const struct bm_proxy_pod *pod);
  * continue until they end. -ENOENT if unknown. */
 int bm_proxy_pod_remove(struct bm_proxy *p, const char *ns, const char *name);
 
+/* The L7 (HTTP) configuration for new downstream connections (main
+ * thread). Takes a reference; every worker gets its own through its
+ * command queue, each downstream connection holds one for its life, so a
+ * swap never frees what is in use. NULL: no L7 services. The outlier
+ * detector the workers report into is a->outlier (struct bm_agent), read
+ * when a configuration is published: create it before the first call. */
+struct bm_l7_config;
+void bm_proxy_set_l7(struct bm_proxy *p, struct bm_l7_config *cfg);
+
 /* Counters summed over workers: {"workers", "pods", "connections": {dir:
  * {ok, denied, upstream_failed, error, active, bytes_up, bytes_down}},
- * "tls": {...}, "hbone": {...}, "denials": {reason: n}}. */
+ * "tls": {...}, "hbone": {...}, "denials": {reason: n}, "http": {"requests",
+ * "1xx".."5xx", "no_response", "retries", "timeouts", "overflows",
+ * "mirrors", "mirrors_dropped", "ejections", "l4_fallbacks",
+ * "upstream_connections", "upstream_reused", "downstream_open"}}. */
 json_t *bm_proxy_stats_json(struct bm_proxy *p);
 
 /* The istio_tcp_* rows of mesh traffic (struct bm_mesh_row, relay.h),

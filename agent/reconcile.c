@@ -75,7 +75,7 @@ static int retire(struct bm_reconciler *r, uint32_t svc_id, uint32_t rev, uint32
 }
 
 /* Fill a cluster value; ids are allocated for the cluster and its backends. */
-static int cluster_value(struct bm_reconciler *r, const struct bm_m_cluster *mc,
+static int cluster_value(struct bm_reconciler *r, const struct bm_m_cluster *mc, int l7,
 			 struct bm_cluster *out, struct bm_strmap *seen)
 {
 	uint32_t cid;
@@ -91,6 +91,7 @@ static int cluster_value(struct bm_reconciler *r, const struct bm_m_cluster *mc,
 	out->lb = mc->lb;
 	out->min_health = mc->min_health;
 	out->n_backends = (uint16_t)mc->n;
+	out->flags = r->mesh && l7 ? BM_CLUSTER_L7 : 0;
 	for (uint32_t i = 0; i < mc->n && i < BM_MAX_BACKENDS; i++) {
 		char name[64];
 		uint32_t bid;
@@ -127,7 +128,7 @@ static int apply_service(struct bm_reconciler *r, const struct bm_m_service *s,
 		goto out;
 	bm_strmap_set(&seen[BM_ID_SVC], name, 1);
 	for (uint32_t d = 0; d < s->n_dests; d++) {
-		err = cluster_value(r, s->d[d].c, &cl[d], seen);
+		err = cluster_value(r, s->d[d].c, s->l7, &cl[d], seen);
 		if (err)
 			goto out;
 		h = fnv(h, &cl[d], sizeof(cl[d]));

@@ -53,6 +53,31 @@ static __always_inline int refuse(void)
 	return 0;
 }
 
+/* A service with L7 policy: meshd balances each request, so no backend is
+ * chosen or reserved here; the socket only remembers what the app dialled
+ * (getpeername4 and meshd's orig_dst_v1 lookup need it). */
+static __always_inline int capture_l7(struct bpf_sock_addr *ctx, const struct bm_svc *svc,
+				      const struct bm_svc_key *key)
+{
+	struct bm_sock *s = bpf_sk_storage_get(&sock_v1, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+
+	if (!s)
+		return refuse();
+	bm_sock_release_slots(s); /* a reconnect of the same socket */
+	s->vip = key->vip;
+	s->vport = key->port;
+	s->bip = 0;
+	s->bport = 0;
+	s->svc_id = svc->svc_id;
+	s->backend_id = 0;
+	s->cluster_id = 0;
+	s->flags = BM_SOCK_CAPTURED;
+	s->src_cgroup = bpf_get_current_cgroup_id();
+	ctx->user_ip4 = LOOPBACK;
+	ctx->user_port = bpf_htons(bm_capture_port);
+	return 1;
+}
+
 SEC("cgroup/connect4")
 int bm_connect4(struct bpf_sock_addr *ctx)
 {
@@ -85,6 +110,8 @@ int bm_connect4(struct bpf_sock_addr *ctx)
 	c = bpf_map_lookup_elem(&cluster_v1, &ckey);
 	if (!c)
 		return refuse();
+	if (c->flags & BM_CLUSTER_L7)
+		return capture_l7(ctx, svc, &key);
 	if (c->lb == BM_LB_PASSTHROUGH)
 		return 1;
 	cid = c->cluster_id;

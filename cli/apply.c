@@ -109,6 +109,7 @@ int do_apply(int argc, char **argv)
 				bm_errlist_count(&errs), bm_errlist_count(&errs) == 1 ? "" : "s");
 		goto out;
 	}
+	bm_errlist_print(&errs, stderr); /* warnings of accepted input (deprecated fields...) */
 	if (!json_array_size(resources)) {
 		fprintf(stderr, "error: no objects passed to apply\n");
 		goto out;

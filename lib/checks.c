@@ -1,8 +1,16 @@
 /* Name, host and address checks shared by the kind schemas. */
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <errno.h>
 #include <string.h>
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+#include "duration.h"
 #include "schema.h"
+
+/* Istio validateStringMatch: longer regexes are refused (they cost Envoy
+ * memory per route). */
+#define MAX_REGEX_LEN 1024
 
 static bool label_char(char c)
 {
@@ -222,4 +230,63 @@ void bm_check_unique_names(struct bm_vctx *v, const struct bm_ynode *n, json_t *
 			}
 		}
 	}
+}
+
+bool bm_is_http_header_name(const char *s, bool lower_only)
+{
+	if (!*s)
+		return false;
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (lower_only && c >= 'A' && c <= 'Z')
+			return false;
+		if (!isalnum(c) && !strchr("!#$%&'*+-.^_`|~", c))
+			return false;
+	}
+	return true;
+}
+
+/* Istio's regexes are RE2, which PCRE2 accepts as a superset; compiling
+ * here means a route never fails to build in the agent for its regex. */
+void bm_check_regex(struct bm_vctx *v, const struct bm_ynode *n, json_t *val)
+{
+	const char *re = json_string_value(val);
+	size_t len = json_string_length(val);
+	PCRE2_UCHAR msg[256];
+	PCRE2_SIZE off;
+	pcre2_code *code;
+	int err;
+
+	if (len > MAX_REGEX_LEN) {
+		bm_verr(v, n->line, "regex is %zu characters long, at most %d are allowed", len,
+			MAX_REGEX_LEN);
+		return;
+	}
+	code = pcre2_compile((PCRE2_SPTR)re, len, PCRE2_UTF, &err, &off, NULL);
+	if (code) {
+		pcre2_code_free(code);
+		return;
+	}
+	if (pcre2_get_error_message(err, msg, sizeof(msg)) < 0)
+		snprintf((char *)msg, sizeof(msg), "error %d", err);
+	bm_verr(v, n->line, "invalid regular expression \"%.64s\": %s at offset %zu", re,
+		(const char *)msg, (size_t)off);
+}
+
+void bm_check_duration_or_zero(struct bm_vctx *v, const struct bm_ynode *n, json_t *val)
+{
+	const char *s = json_string_value(val);
+	uint64_t ns, ms;
+	int r;
+
+	if (!bm_duration_parse_ns(s, &ns) && ns == 0)
+		return;
+	r = bm_duration_ms(s, &ms);
+	if (r == -ERANGE)
+		bm_verr(v, n->line, "must be 0s (disabled) or at least 1ms and a whole number of "
+			"milliseconds");
+	else if (r)
+		bm_verr(v, n->line, "invalid duration \"%.64s\" (e.g. \"10s\", \"1.5s\", "
+			"\"100ms\")", s);
 }

@@ -30,7 +30,7 @@ const struct bm_kind bm_kinds[] = {
 	{ "AuthorizationPolicy", "security.istio.io", security_versions, "authorizationpolicies",
 	  "ap", &bm_spec_authorizationpolicy },
 	{ "RequestAuthentication", "security.istio.io", security_versions,
-	  "requestauthentications", "ra", NULL },
+	  "requestauthentications", "ra", &bm_spec_requestauthentication },
 	{ "Telemetry", "telemetry.istio.io", telemetry_versions, "telemetries", NULL, NULL },
 	{ "Gateway", "networking.istio.io", networking_versions, "gateways", "gw", NULL },
 	{ "Sidecar", "networking.istio.io", networking_versions, "sidecars", NULL, NULL },

@@ -87,6 +87,7 @@ extern const struct bm_field bm_spec_workloadentry;
 /* Spec tables (lib/schema_security.c). */
 extern const struct bm_field bm_spec_peerauthentication;
 extern const struct bm_field bm_spec_authorizationpolicy;
+extern const struct bm_field bm_spec_requestauthentication;
 /* Element of a labels map (value checked as a Kubernetes label value). */
 extern const struct bm_field bm_label_value;
 /* metadata: name, namespace, labels, annotations; server fields ignored. */
@@ -121,6 +122,11 @@ void bm_verr(struct bm_vctx *v, unsigned line, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void bm_verr_at(struct bm_vctx *v, unsigned line, const char *suffix, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
+/* Warnings: the input is accepted, the user is told (deprecated fields). */
+void bm_vwarn(struct bm_vctx *v, unsigned line, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void bm_vwarn_at(struct bm_vctx *v, unsigned line, const char *suffix, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 
 /* ---- reusable checks (lib/checks.c) ---- */
 
@@ -140,6 +146,13 @@ void bm_check_export_to(struct bm_vctx *v, const struct bm_ynode *n, json_t *val
 void bm_check_label_key(struct bm_vctx *v, const struct bm_ynode *n, json_t *val);
 /* IPv4 address or CIDR; IPv6 is refused as "not supported yet". */
 void bm_check_ipv4_or_cidr(struct bm_vctx *v, const struct bm_ynode *n, json_t *val);
+/* RFC 7230 token; with lower_only, no upper case (Istio's match headers). */
+bool bm_is_http_header_name(const char *s, bool lower_only);
+/* Regular expression (RE2 syntax, checked with PCRE2): the compiler's
+ * message, or no error. */
+void bm_check_regex(struct bm_vctx *v, const struct bm_ynode *n, json_t *val);
+/* Duration that may also be 0 ("0s" = disabled), else Istio's >= 1 ms rule. */
+void bm_check_duration_or_zero(struct bm_vctx *v, const struct bm_ynode *n, json_t *val);
 /* List of objects whose "name" must be unique. */
 void bm_check_unique_names(struct bm_vctx *v, const struct bm_ynode *n, json_t *val);
 

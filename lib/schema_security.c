@@ -1,9 +1,12 @@
-/* security.istio.io schemas: PeerAuthentication and AuthorizationPolicy.
+/* security.istio.io schemas: PeerAuthentication, AuthorizationPolicy and
+ * RequestAuthentication.
  * Field names follow istio/api's security/v1beta1 protos; the rules are
- * istio/istio's ValidatePeerAuthentication, ValidateAuthorizationPolicy and
- * pkg/config/security (docs/reference/istio-api.md §3, §4). */
+ * istio/istio's ValidatePeerAuthentication, ValidateAuthorizationPolicy,
+ * ValidateRequestAuthentication and pkg/config/security
+ * (docs/reference/istio-api.md §3, §4, §5). */
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include "schema.h"
 
 /* An Istio field that we refuse until it is implemented. */
@@ -72,39 +75,41 @@ static void check_match_string(struct bm_vctx *v, const struct bm_ynode *n, json
 		"match) or at the end (prefix match)", s);
 }
 
-/* Paths: plain match strings, or URI templates when they use {*} (one
- * segment) or {**} (the rest). Istio's CheckValidPathTemplate refuses
- * named variables and bare '*' in a template; Envoy wants {**} last. */
+/* Paths: plain match strings, or URI templates (istio-api §4.1) as soon as
+ * they hold a brace. Istio's CheckValidPathTemplate: {*} (one segment) and
+ * {**} (the rest) are whole segments, no named variables, nothing after
+ * {**} but literal segments, and no bare '*' in a template. */
 static void check_path(struct bm_vctx *v, const struct bm_ynode *n, json_t *val)
 {
 	const char *s = json_string_value(val);
 	bool seen_any = false;
 
-	if (!strstr(s, "{*}") && !strstr(s, "{**}")) {
+	if (!strpbrk(s, "{}")) {
 		check_match_string(v, n, val);
 		return;
 	}
-	for (const char *p = s; *p; p++) {
-		if (*p == '{' || *p == '}') {
-			size_t oplen = !strncmp(p, "{*}", 3) ? 3 : !strncmp(p, "{**}", 4) ? 4 : 0;
+	for (const char *seg = s; *seg;) {
+		size_t len = strcspn(seg, "/");
 
-			if (!oplen) {
-				bm_verr(v, n->line, "\"%.64s\": path templates only support {*} "
-					"and {**}", s);
-				return;
-			}
+		if ((len == 3 && !strncmp(seg, "{*}", 3)) || (len == 4 && !strncmp(seg, "{**}", 4))) {
 			if (seen_any) {
 				bm_verr(v, n->line, "\"%.64s\": {**} must be the last operator of "
 					"a path template", s);
 				return;
 			}
-			seen_any = oplen == 4;
-			p += oplen - 1;
-		} else if (*p == '*') {
+			seen_any = len == 4;
+		} else if (memchr(seg, '{', len) || memchr(seg, '}', len)) {
+			bm_verr(v, n->line, "\"%.64s\": path templates only support {*} and {**}, "
+				"each as a whole path segment", s);
+			return;
+		} else if (memchr(seg, '*', len)) {
 			bm_verr(v, n->line, "\"%.64s\": '*' is not allowed outside {*} and {**} "
 				"in a path template", s);
 			return;
 		}
+		seg += len;
+		if (*seg == '/')
+			seg++;
 	}
 }
 
@@ -447,3 +452,117 @@ static void check_authorizationpolicy(struct bm_vctx *v, const struct bm_ynode *
 const struct bm_field bm_spec_authorizationpolicy = {
 	.name = "spec", .type = BM_T_OBJECT, .flags = BM_F_REQUIRED,
 	.fields = authorizationpolicy, .check = check_authorizationpolicy };
+
+/* ---- RequestAuthentication (istio-api §5) ---- */
+
+/* CRD limits: jwtRules maxItems, jwksUri maxLength. */
+#define MAX_JWT_RULES 4096
+#define MAX_JWKS_URI 2048
+
+static void check_max_jwt_rules(struct bm_vctx *v, const struct bm_ynode *n, json_t *val)
+{
+	if (json_array_size(val) > MAX_JWT_RULES)
+		bm_verr(v, n->line, "at most %d jwtRules are allowed (got %zu)", MAX_JWT_RULES,
+			json_array_size(val));
+}
+
+/* Istio validateJwksURI: an absolute http or https URL with a host. */
+static void check_jwks_uri(struct bm_vctx *v, const struct bm_ynode *n, json_t *val)
+{
+	const char *s = json_string_value(val), *host;
+	size_t hl;
+
+	if (json_string_length(val) > MAX_JWKS_URI) {
+		bm_verr(v, n->line, "at most %d characters are allowed", MAX_JWKS_URI);
+		return;
+	}
+	if (!strncasecmp(s, "https://", 8))
+		host = s + 8;
+	else if (!strncasecmp(s, "http://", 7))
+		host = s + 7;
+	else
+		host = NULL;
+	hl = host ? strcspn(host, "/?#") : 0;
+	if (!hl || memchr(host, '@', hl) || strpbrk(s, " \t\r\n") || host[0] == ':') {
+		bm_verr(v, n->line, "\"%.64s\" is not an http:// or https:// URL with a host", s);
+		return;
+	}
+}
+
+/* Inline JWKS: a JSON object with a "keys" array (RFC 7517 §5). */
+static void check_jwks(struct bm_vctx *v, const struct bm_ynode *n, json_t *val)
+{
+	json_error_t jerr;
+	json_t *doc = json_loadb(json_string_value(val), json_string_length(val),
+				 JSON_REJECT_DUPLICATES, &jerr);
+
+	if (!doc)
+		bm_verr(v, n->line, "not valid JSON: %s (line %d of the JWKS)", jerr.text,
+			jerr.line);
+	else if (!json_is_object(doc) || !json_is_array(json_object_get(doc, "keys")))
+		bm_verr(v, n->line, "must be a JSON Web Key Set: an object with a \"keys\" array");
+	json_decref(doc);
+}
+
+static void check_header_name(struct bm_vctx *v, const struct bm_ynode *n, json_t *val)
+{
+	if (!bm_is_http_header_name(json_string_value(val), false))
+		bm_verr(v, n->line, "\"%.64s\" is not a valid header name", json_string_value(val));
+}
+
+static const struct bm_field jwt_header[] = {
+	{ .name = "name", .type = BM_T_STRING, .flags = BM_F_REQUIRED | BM_F_NONEMPTY,
+	  .check = check_header_name },
+	{ .name = "prefix", .type = BM_T_STRING },
+	{ .name = NULL },
+};
+
+static const struct bm_field claim_to_header[] = {
+	{ .name = "header", .type = BM_T_STRING, .flags = BM_F_REQUIRED | BM_F_NONEMPTY,
+	  .check = check_header_name },
+	{ .name = "claim", .type = BM_T_STRING, .flags = BM_F_REQUIRED | BM_F_NONEMPTY },
+	{ .name = NULL },
+};
+
+static const struct bm_field jwt_header_elem = { .type = BM_T_OBJECT, .fields = jwt_header };
+static const struct bm_field claim_to_header_elem = { .type = BM_T_OBJECT,
+						      .fields = claim_to_header };
+
+static const struct bm_field jwt_rule[] = {
+	{ .name = "issuer", .type = BM_T_STRING, .flags = BM_F_REQUIRED | BM_F_NONEMPTY },
+	{ .name = "audiences", .type = BM_T_LIST, .elem = &value_elem },
+	{ .name = "jwksUri", .type = BM_T_STRING, .flags = BM_F_NONEMPTY,
+	  .check = check_jwks_uri },
+	{ .name = "jwks", .type = BM_T_STRING, .flags = BM_F_NONEMPTY, .check = check_jwks },
+	{ .name = "fromHeaders", .type = BM_T_LIST, .elem = &jwt_header_elem },
+	{ .name = "fromParams", .type = BM_T_LIST, .elem = &value_elem },
+	{ .name = "fromCookies", .type = BM_T_LIST, .elem = &value_elem },
+	{ .name = "outputPayloadToHeader", .type = BM_T_STRING, .check = check_header_name },
+	{ .name = "forwardOriginalToken", .type = BM_T_BOOL },
+	{ .name = "outputClaimToHeaders", .type = BM_T_LIST, .elem = &claim_to_header_elem },
+	{ .name = "timeout", .type = BM_T_DURATION },
+	{ .name = "spaceDelimitedClaims", .type = BM_T_LIST, .elem = &value_elem },
+	{ .name = NULL },
+};
+
+static void check_jwt_rule(struct bm_vctx *v, const struct bm_ynode *n, json_t *val)
+{
+	if (json_object_get(val, "jwksUri") && json_object_get(val, "jwks"))
+		bm_verr_at(v, bm_ynode_key_line(n, "jwks"), ".jwks", "cannot be used with jwksUri");
+}
+
+static const struct bm_field jwt_rule_elem = { .type = BM_T_OBJECT, .fields = jwt_rule,
+					       .check = check_jwt_rule };
+
+static const struct bm_field requestauthentication[] = {
+	{ .name = "selector", .type = BM_T_OBJECT, .fields = selector },
+	LATER("targetRef"),
+	LATER("targetRefs"),
+	{ .name = "jwtRules", .type = BM_T_LIST, .elem = &jwt_rule_elem,
+	  .check = check_max_jwt_rules },
+	{ .name = NULL },
+};
+
+const struct bm_field bm_spec_requestauthentication = {
+	.name = "spec", .type = BM_T_OBJECT, .flags = BM_F_REQUIRED,
+	.fields = requestauthentication };

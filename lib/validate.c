@@ -119,6 +119,29 @@ void bm_verr_at(struct bm_vctx *v, unsigned line, const char *suffix, const char
 	bm_vpath_pop(v, mark);
 }
 
+void bm_vwarn(struct bm_vctx *v, unsigned line, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	bm_errlist_vwarn(v->errs, v->file, line, v->path, fmt, ap);
+	va_end(ap);
+}
+
+void bm_vwarn_at(struct bm_vctx *v, unsigned line, const char *suffix, const char *fmt, ...)
+{
+	size_t mark = v->plen;
+	va_list ap;
+
+	if (*suffix == '.' && !v->plen)
+		suffix++;
+	path_append(v, suffix, strlen(suffix));
+	va_start(ap, fmt);
+	bm_errlist_vwarn(v->errs, v->file, line, v->path, fmt, ap);
+	va_end(ap);
+	bm_vpath_pop(v, mark);
+}
+
 static bool in_list(const char *const *list, const char *s, bool icase)
 {
 	for (; list && *list; list++)

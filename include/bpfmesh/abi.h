@@ -68,13 +68,17 @@ struct bm_backend {
 	__u16 flags;    /* BM_BACKEND_* */
 };
 
+/* The service has L7 policy: connect4 picks no backend and sends the
+ * connection to meshd's 15001 in the client's netns, which routes each
+ * HTTP request itself (orig_dst_v1 then carries bip == 0). */
+#define BM_CLUSTER_L7 0x1
 struct bm_cluster {
 	__u32 cluster_id;    /* stable id of (service, port, subset): maxConnections, RR */
 	__u32 max_conns;     /* connectionPool.tcp.maxConnections; 0 = unlimited */
 	__u8  lb;            /* enum bm_lb */
 	__u8  min_health;    /* panic threshold percent (minHealthPercent) */
 	__u16 n_backends;    /* 0..BM_MAX_BACKENDS */
-	__u32 pad;
+	__u32 flags;         /* BM_CLUSTER_* (was padding: zero in older meshd) */
 	struct bm_backend backends[BM_MAX_BACKENDS];
 };
 

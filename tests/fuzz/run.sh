@@ -13,7 +13,7 @@ clang=${CLANG:-clang}
 mkdir -p "$out/corpus"
 "$clang" -g -O1 -std=gnu11 -D_GNU_SOURCE -Wall -Iinclude -Ilib \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-	tests/fuzz/fuzz_resource.c lib/*.c -o "$out/fuzz_resource" -lyaml -ljansson -lm
+	tests/fuzz/fuzz_resource.c lib/*.c -o "$out/fuzz_resource" -lyaml -ljansson -lpcre2-8 -lm
 
 # New inputs go to $out/corpus; the checked-in seeds are read only.
 "$out/fuzz_resource" -max_total_time="$seconds" -max_len=8192 -timeout=10 \

@@ -395,3 +395,40 @@ meshd_log_tail() { tail -n "${2:-20}" "$BPFMESH_RUN/sandbox/meshd-$1.log" 2>/dev
 
 # pstat JSON PATH: a proxy counter (dotted path) from proxy_stats output, 0 if absent.
 pstat() { jget "$1" "$2" 0; }
+
+# ------------------------------------------------------------ L7 (issue 4) helpers
+
+HTTPSRV=$BUILD/tools/bm-httpsrv
+HGET=$BUILD/tools/bm-hget
+JWTTOOL=$BUILD/tools/bm-jwt
+
+# hsrv POD ID PORT [ARGS...]: bm-httpsrv (controllable HTTP backend) in POD.
+hsrv() {
+  local pod=$1 id=$2 port=$3; shift 3
+  "$SANDBOX" exec "$pod" -- "$HTTPSRV" --id "$id" --port "$port" "$@" 2>>"$T_TMP/hsrv-$pod.log" &
+  T_BG_PIDS+=($!)
+  wait_listen "$pod" "$port"
+}
+
+# hget POD ARGS...: bm-hget in POD; prints its JSON (exit status ignored).
+hget() {
+  local pod=$1; shift
+  "$SANDBOX" exec "$pod" -- "$HGET" "$@" || true
+}
+
+# hsrv_ctl POD PORT PATH: a control request (/__stats, /__reset, /__set?...)
+# to the server in POD, sent from inside POD to itself (not through the mesh).
+hsrv_ctl() {
+  local method=GET
+  [ "$3" = /__reset ] && method=POST
+  ip netns exec "bmp-$1" curl -s -m 5 -X "$method" "http://127.0.0.1:$2$3"
+}
+
+# l7_service NAME NS HOST VIP PORT TARGETPORT APPLABEL: a ServiceEntry with an
+# http port (protocol HTTP) selecting app=APPLABEL.
+l7_service_yaml() {
+  service_yaml "$@" | sed -e "s/name: tcp-$1/name: http-$1/" -e 's/protocol: TCP/protocol: HTTP/'
+}
+
+# pct PART TOTAL: integer percent, rounded down, x100 for two decimals
+pct100() { echo $(( $1 * 10000 / ( $2 > 0 ? $2 : 1 ) )); }

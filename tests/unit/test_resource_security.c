@@ -1,7 +1,7 @@
-/* security.istio.io kinds (PeerAuthentication, AuthorizationPolicy) and
- * DestinationRule trafficPolicy.tls: the seed 05 documents that now parse,
- * and one failing case per validation rule, asserting the exact
- * "file:line: field.path: message" users see (istio-api §2.6, §3, §4). */
+/* security.istio.io kinds (PeerAuthentication, AuthorizationPolicy,
+ * RequestAuthentication) and DestinationRule trafficPolicy.tls: the seed 05
+ * documents, and one failing case per validation rule, asserting the exact
+ * "file:line: field.path: message" users see (istio-api §2.6, §3, §4, §5). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +18,9 @@
 #define FROM "  rules:\n  - from:\n    - source:\n"
 #define TO "  rules:\n  - to:\n    - operation:\n"
 #define WHEN "  rules:\n  - when:\n"
+#define RA "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata:\n  name: r\nspec:\n"
+/* A JWT rule whose first field is on line 7. */
+#define JWT "  jwtRules:\n  - issuer: https://issuer.example.com\n"
 
 /* The supported documents of examples/seeds/05-security.yaml, verbatim. */
 #define SEED_PA \
@@ -101,6 +104,37 @@ static const struct good_case {
 	  "[{\"source\":{\"principals\":[\"cluster.local/ns/default/sa/order-service\"]}}],"
 	  "\"to\":[{\"operation\":{\"methods\":[\"GET\",\"POST\"]}}]}]}" },
 	{ SEED_AP_BACKEND, NULL },
+	{ SEED_RA,
+	  "{\"selector\":{\"matchLabels\":{\"app\":\"api\"}},\"jwtRules\":[{\"issuer\":"
+	  "\"https://auth.example.com\",\"jwksUri\":"
+	  "\"https://auth.example.com/.well-known/jwks.json\"}]}" },
+	/* RequestAuthentication: every jwtRules field, both API versions. */
+	{ RA SEL "  jwtRules:\n"
+	  "  - issuer: https://issuer.example.com\n"
+	  "    audiences: [api, web]\n"
+	  "    jwks: '{\"keys\": [{\"kty\": \"RSA\", \"n\": \"x\", \"e\": \"AQAB\"}]}'\n"
+	  "    fromHeaders:\n    - {name: authorization, prefix: 'Bearer '}\n    - name: x-jwt\n"
+	  "    fromParams: [token]\n"
+	  "    fromCookies: [session]\n"
+	  "    outputPayloadToHeader: x-jwt-payload\n"
+	  "    forwardOriginalToken: true\n"
+	  "    outputClaimToHeaders:\n    - {header: x-sub, claim: sub}\n"
+	  "    timeout: 2s\n"
+	  "    spaceDelimitedClaims: [roles]\n"
+	  "  - issuer: other\n    jwksUri: http://keys.example.com:8080/jwks\n",
+	  "{\"selector\":{\"matchLabels\":{\"app\":\"web\"}},\"jwtRules\":[{\"issuer\":"
+	  "\"https://issuer.example.com\",\"audiences\":[\"api\",\"web\"],\"jwks\":"
+	  "\"{\\\"keys\\\": [{\\\"kty\\\": \\\"RSA\\\", \\\"n\\\": \\\"x\\\", "
+	  "\\\"e\\\": \\\"AQAB\\\"}]}\",\"fromHeaders\":[{\"name\":\"authorization\","
+	  "\"prefix\":\"Bearer \"},{\"name\":\"x-jwt\"}],\"fromParams\":[\"token\"],"
+	  "\"fromCookies\":[\"session\"],\"outputPayloadToHeader\":\"x-jwt-payload\","
+	  "\"forwardOriginalToken\":true,\"outputClaimToHeaders\":[{\"header\":\"x-sub\","
+	  "\"claim\":\"sub\"}],\"timeout\":\"2s\",\"spaceDelimitedClaims\":[\"roles\"]},"
+	  "{\"issuer\":\"other\",\"jwksUri\":\"http://keys.example.com:8080/jwks\"}]}" },
+	{ "apiVersion: security.istio.io/v1beta1\nkind: RequestAuthentication\nmetadata: {name: r}\n"
+	  "spec: {}\n", "{}" },
+	/* Paths: literal braces-free strings and whole-segment templates. */
+	{ AP TO "        paths: ['/a/{*}', '/{**}', '/a/{**}/b', '/{*}/{*}/c', '/x/*']\n", NULL },
 	/* PeerAuthentication: both API versions, every mode, port overrides. */
 	{ "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: r}\n"
 	  "spec: {mtls: {mode: UNSET}}\n", NULL },
@@ -173,9 +207,50 @@ struct bad_case {
 };
 
 static const struct bad_case bad_cases[] = {
-	/* RequestAuthentication (and the rest of §5 on) stays refused. */
-	{ SEED_RA,
-	  "2: kind RequestAuthentication (apiVersion security.istio.io/v1beta1) is not supported yet" },
+	/* RequestAuthentication (istio-api §5). */
+	{ RA "  jwtRules:\n  - audiences: [a]\n", "7: spec.jwtRules[0].issuer: required" },
+	{ RA "  jwtRules:\n  - issuer: ''\n", "7: spec.jwtRules[0].issuer: must not be empty" },
+	{ RA "  targetRefs:\n  - {kind: Service, name: a}\n", "6: spec.targetRefs: not supported yet" },
+	{ RA "  targetRef: {kind: Service, name: a}\n", "6: spec.targetRef: not supported yet" },
+	{ RA "  selector: {matchLabels: {app: -a}}\n",
+	  "6: spec.selector.matchLabels.app: invalid label value" },
+	{ RA "  jwtRules: {issuer: a}\n", "6: spec.jwtRules: must be a list" },
+	{ RA JWT "    jwksUri: ftp://keys.example.com/jwks\n",
+	  "8: spec.jwtRules[0].jwksUri: \"ftp://keys.example.com/jwks\" is not an http:// or "
+	  "https:// URL with a host" },
+	{ RA JWT "    jwksUri: https:///jwks\n",
+	  "8: spec.jwtRules[0].jwksUri: \"https:///jwks\" is not an http:// or https:// URL" },
+	{ RA JWT "    jwksUri: ''\n", "8: spec.jwtRules[0].jwksUri: must not be empty" },
+	{ RA JWT "    jwks: '{\"keys\": []}'\n    jwksUri: https://a/jwks\n",
+	  "8: spec.jwtRules[0].jwks: cannot be used with jwksUri" },
+	{ RA JWT "    jwks: '{\"keys\": '\n",
+	  "8: spec.jwtRules[0].jwks: not valid JSON: " },
+	{ RA JWT "    jwks: '[1, 2]'\n",
+	  "8: spec.jwtRules[0].jwks: must be a JSON Web Key Set: an object with a \"keys\" array" },
+	{ RA JWT "    jwks: '{\"keys\": {}}'\n",
+	  "8: spec.jwtRules[0].jwks: must be a JSON Web Key Set" },
+	{ RA JWT "    fromHeaders:\n    - prefix: 'Bearer '\n",
+	  "9: spec.jwtRules[0].fromHeaders[0].name: required" },
+	{ RA JWT "    fromHeaders:\n    - name: 'bad header'\n",
+	  "9: spec.jwtRules[0].fromHeaders[0].name: \"bad header\" is not a valid header name" },
+	{ RA JWT "    fromParams: ['']\n", "8: spec.jwtRules[0].fromParams[0]: must not be empty" },
+	{ RA JWT "    fromCookies: [{a: b}]\n", "8: spec.jwtRules[0].fromCookies[0]: must be a string" },
+	{ RA JWT "    audiences: ['']\n", "8: spec.jwtRules[0].audiences[0]: must not be empty" },
+	{ RA JWT "    forwardOriginalToken: 'yes'\n",
+	  "8: spec.jwtRules[0].forwardOriginalToken: must be a boolean" },
+	{ RA JWT "    outputPayloadToHeader: 'x:y'\n",
+	  "8: spec.jwtRules[0].outputPayloadToHeader: \"x:y\" is not a valid header name" },
+	{ RA JWT "    outputClaimToHeaders:\n    - {header: x-sub}\n",
+	  "9: spec.jwtRules[0].outputClaimToHeaders[0].claim: required" },
+	{ RA JWT "    outputClaimToHeaders:\n    - {claim: sub}\n",
+	  "9: spec.jwtRules[0].outputClaimToHeaders[0].header: required" },
+	{ RA JWT "    timeout: 0s\n", "8: spec.jwtRules[0].timeout: must be at least 1ms" },
+	{ RA JWT "    spaceDelimitedClaims: ['']\n",
+	  "8: spec.jwtRules[0].spaceDelimitedClaims[0]: must not be empty" },
+	{ RA JWT "    Audiences: [a]\n",
+	  "8: spec.jwtRules[0].Audiences: unknown field (did you mean \"audiences\"?)" },
+	{ "apiVersion: security.istio.io/v1alpha1\nkind: RequestAuthentication\nmetadata: {name: r}\n"
+	  "spec: {}\n", "1: apiVersion: \"security.istio.io/v1alpha1\" is not a valid apiVersion" },
 	{ "apiVersion: security.istio.io/v1alpha1\nkind: PeerAuthentication\nmetadata: {name: r}\n"
 	  "spec: {}\n",
 	  "1: apiVersion: \"security.istio.io/v1alpha1\" is not a valid apiVersion for "
@@ -305,6 +380,15 @@ static const struct bad_case bad_cases[] = {
 	{ AP TO "        paths: ['/a/{*}/*']\n",
 	  "9: spec.rules[0].to[0].operation.paths[0]: \"/a/{*}/*\": '*' is not allowed outside {*} "
 	  "and {**} in a path template" },
+	{ AP TO "        paths: ['/a{*}']\n",
+	  "9: spec.rules[0].to[0].operation.paths[0]: \"/a{*}\": path templates only support {*} "
+	  "and {**}, each as a whole path segment" },
+	{ AP TO "        paths: ['/{name}']\n",
+	  "9: spec.rules[0].to[0].operation.paths[0]: \"/{name}\": path templates only support" },
+	{ AP TO "        paths: ['/a/}']\n",
+	  "9: spec.rules[0].to[0].operation.paths[0]: \"/a/}\": path templates only support" },
+	{ AP TO "        paths: ['/{**}/{**}']\n",
+	  "9: spec.rules[0].to[0].operation.paths[0]: \"/{**}/{**}\": {**} must be the last" },
 	{ AP TO "        notPaths: ['/{name}/{*}']\n",
 	  "9: spec.rules[0].to[0].operation.notPaths[0]: \"/{name}/{*}\": path templates only "
 	  "support {*} and {**}" },
@@ -448,8 +532,7 @@ static void test_security_rules(void)
 		check_bad(bad_cases[i].yaml, bad_cases[i].want);
 }
 
-/* The seed file as users paste it: the four supported documents parse and
- * only RequestAuthentication is refused, by name, on its line. */
+/* The seed file as users paste it: all five documents parse. */
 static void test_security_seed_file(void)
 {
 	const char *text = "# mTLS, authorization and JWT request authentication.\n" SEED_PA
@@ -459,11 +542,11 @@ static void test_security_seed_file(void)
 	json_t *out = NULL;
 
 	CU_ASSERT_EQUAL(bm_resources_parse(text, strlen(text), "05-security.yaml", 0, &out,
-					   &errs), -EINVAL);
-	CU_ASSERT_EQUAL(errs.n, 1);
-	if (errs.n)
-		CU_ASSERT_STRING_EQUAL(errs.msg[0], "05-security.yaml:57: kind RequestAuthentication "
-				       "(apiVersion security.istio.io/v1beta1) is not supported yet");
+					   &errs), 0);
+	CU_ASSERT_EQUAL(errs.n, 0);
+	CU_ASSERT_EQUAL(json_array_size(out), 5);
+	CU_ASSERT_STRING_EQUAL(bm_res_kind(json_array_get(out, 4)), "RequestAuthentication");
+	json_decref(out);
 	bm_errlist_free(&errs);
 }
 
@@ -491,6 +574,31 @@ static void test_security_max_rules(void)
 	}
 	snprintf(yaml + off, len - off, ",{}]\n");
 	check_bad(yaml, "6: spec.rules: at most 512 rules are allowed (got 513)");
+	free(yaml);
+}
+
+/* jwtRules: at most 4096 (Istio CRD maxItems). */
+static void test_security_max_jwt_rules(void)
+{
+	size_t len = strlen(RA) + 32 + 4097 * 16;
+	char *yaml = malloc(len);
+	size_t off;
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(yaml);
+	off = (size_t)snprintf(yaml, len, RA "  jwtRules: [{issuer: a}");
+	for (int i = 1; i < 4096; i++)
+		off += (size_t)snprintf(yaml + off, len - off, ",{issuer: a}");
+	snprintf(yaml + off, len - off, "]\n");
+	{
+		struct bm_errlist errs = { 0 };
+		json_t *out = NULL;
+
+		CU_ASSERT_EQUAL(parse(yaml, &out, &errs), 0);
+		json_decref(out);
+		bm_errlist_free(&errs);
+	}
+	snprintf(yaml + off, len - off, ",{issuer: b}]\n");
+	check_bad(yaml, "6: spec.jwtRules: at most 4096 jwtRules are allowed (got 4097)");
 	free(yaml);
 }
 
@@ -522,7 +630,10 @@ static void test_security_kinds(void)
 {
 	CU_ASSERT_PTR_NOT_NULL(bm_kind_find("PeerAuthentication")->spec);
 	CU_ASSERT_PTR_NOT_NULL(bm_kind_find("AuthorizationPolicy")->spec);
-	CU_ASSERT_PTR_NULL(bm_kind_find("RequestAuthentication")->spec);
+	CU_ASSERT_PTR_NOT_NULL(bm_kind_find("RequestAuthentication")->spec);
+	CU_ASSERT_PTR_NOT_NULL(bm_kind_lookup("ra"));
+	CU_ASSERT(bm_kind_accepts_api_version(bm_kind_find("RequestAuthentication"),
+					      "security.istio.io/v1"));
 	CU_ASSERT_PTR_NULL(bm_kind_find("Telemetry")->spec);
 	CU_ASSERT(bm_kind_accepts_api_version(bm_kind_find("AuthorizationPolicy"),
 					      "security.istio.io/v1beta1"));
@@ -535,5 +646,6 @@ BM_SUITE(resource_security,
 	 BM_CASE(test_security_rules),
 	 BM_CASE(test_security_seed_file),
 	 BM_CASE(test_security_max_rules),
+	 BM_CASE(test_security_max_jwt_rules),
 	 BM_CASE(test_security_all_errors),
 	 BM_CASE(test_security_kinds))

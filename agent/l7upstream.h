@@ -1,0 +1,149 @@
+/* Internals of the L7 engine shared by agent/l7proxy.c (downstream side,
+ * per-request flow) and agent/l7upstream.c (timers, upstream connections
+ * and their pools, circuit breakers, load balancing, outlier reports,
+ * mirrors). Not an API: see l7proxy.h. */
+#ifndef BM_L7UPSTREAM_H
+#define BM_L7UPSTREAM_H
+#include <stdint.h>
+#include "bpfmesh/abi.h"
+#include "http1.h"
+#include "l7proxy.h"
+
+/* ---- timers: a min-heap per engine on one timerfd -------------------------- */
+
+struct l7_timer {
+	uint64_t at;                 /* CLOCK_MONOTONIC ms */
+	int idx;                     /* heap slot; -1 when not armed */
+	void (*fn)(struct l7_timer *t);
+};
+
+void l7_timer_init(struct l7_timer *t, void (*fn)(struct l7_timer *t));
+void l7_timer_arm(struct bm_l7_engine *e, struct l7_timer *t, uint64_t after_ms);
+void l7_timer_cancel(struct bm_l7_engine *e, struct l7_timer *t);
+uint64_t l7_now_ms(void);
+uint64_t l7_wall_ms(void);
+
+/* ---- upstream exchanges ------------------------------------------------------ */
+
+struct l7_uconn;
+struct l7_x;
+
+/* What the owner of an exchange hears from its upstream connection. A
+ * callback may end the exchange (l7_x_end); the caller copes. */
+struct l7_x_ops {
+	void (*ready)(struct l7_x *x);      /* a connection: write the request */
+	void (*writable)(struct l7_x *x);   /* the upstream queue drained below the mark */
+	void (*head)(struct l7_x *x, const struct bm_h1_head *h);
+	void (*body)(struct l7_x *x, const uint8_t *d, size_t n);
+	void (*done)(struct l7_x *x);       /* the response ended */
+	void (*fail)(struct l7_x *x, enum bm_attempt_result r);
+};
+
+/* One request's use of one upstream connection (an attempt or a mirror). */
+struct l7_x {
+	struct bm_l7_engine *e;
+	const struct l7_x_ops *ops;
+	struct l7_uconn *uc;
+	struct bm_l7_cluster *c;
+	struct bm_l7_backend b;
+	uint64_t pool_key;
+	void *user;
+	uint8_t head_request;       /* HEAD: the response has no body */
+	uint8_t waiting;            /* queued for a connection (max_connections) */
+	uint8_t pending;            /* counted in c->rt->pending */
+	uint8_t got_bytes;          /* some response byte arrived */
+	uint8_t req_done;           /* the whole request was queued */
+	uint8_t resp_done;
+	uint8_t paused;             /* stop reading the response (client back-pressure) */
+	uint8_t active_counted;     /* in the backend's in-flight count */
+	struct l7_x *wnext, *wprev; /* engine's waiters */
+};
+
+#define L7_HIGH_WATER (256 * 1024)  /* stop producing into a queue above this */
+
+/* Get a connection for x (x->c, x->b, pool_key, user set): an idle pooled
+ * one (ready is called before this returns), a new one, or a place in the
+ * queue. 0, -EBUSY (circuit breaker: pending overflow), or -errno of the
+ * connector (a connect failure). */
+int l7_x_start(struct l7_x *x);
+/* Detach x from its connection: keep it pooled when reuse and the exchange
+ * ended cleanly, else close it. Leaves the waiters' queue. */
+void l7_x_end(struct l7_x *x, int reuse);
+/* Queue bytes to the upstream and write what the socket takes. */
+int l7_x_write(struct l7_x *x, const uint8_t *d, size_t n);
+int l7_x_write_q(struct l7_x *x, const struct bm_chunkq *q, size_t from);
+struct bm_chunkq *l7_x_wq(struct l7_x *x);
+void l7_x_flush(struct l7_x *x);
+size_t l7_x_queued(const struct l7_x *x);
+/* Reading the response: pause (the client is slow) and resume. */
+void l7_x_pause(struct l7_x *x, int paused);
+/* Close the idle pooled connections of pool_key (a downstream that owned
+ * them went away). */
+void l7_pool_drop(struct bm_l7_engine *e, uint64_t pool_key);
+/* Engine teardown: end every exchange left (mirrors) and close every
+ * upstream connection. */
+void l7_upstream_shutdown(struct bm_l7_engine *e);
+void l7_timers_run(struct bm_l7_engine *e);
+
+/* ---- load balancing, circuit breakers, outlier ----------------------------------- */
+
+/* A backend of c for one request (§2.3): skips ejected hosts unless the
+ * healthy share is under min_health (panic); avoids the tried ones when
+ * another exists. NULL: no host at all (503 UH). */
+const struct bm_l7_backend *l7_lb_pick(struct bm_l7_engine *e, const struct bm_l7_cluster *c,
+				       const uint32_t (*tried)[2], unsigned n_tried,
+				       int avoid_tried);
+void l7_backend_active(struct bm_l7_engine *e, const struct bm_l7_backend *b, int delta);
+/* Report an attempt's outcome to the outlier detector. */
+void l7_outlier(struct bm_l7_engine *e, const struct bm_l7_cluster *c,
+		const struct bm_l7_backend *b, enum bm_outlier_ev ev);
+enum bm_outlier_ev l7_outlier_ev(enum bm_attempt_result r, int status);
+/* Atomic "take one if below max" on a circuit-breaker counter. */
+int l7_cb_take(uint32_t *ctr, uint32_t max);
+void l7_cb_give(uint32_t *ctr);
+uint32_t l7_rand(struct bm_l7_engine *e);
+
+/* ---- mirrors ------------------------------------------------------------------ */
+
+/* Send a copy of a complete request (head bytes + the whole body) to a host
+ * of c and forget it. Dropped when too many are in flight. */
+void l7_mirror_send(struct bm_l7_engine *e, struct bm_l7_cluster *c, uint64_t pool_key,
+		    void *user, const struct bm_chunkq *head, const struct bm_chunkq *body,
+		    int chunked, int head_request, uint32_t timeout_ms);
+
+/* ---- the engine ---------------------------------------------------------------- */
+
+struct l7_dconn;
+
+struct l7_bact {                /* per-backend requests in flight (LEAST_REQUEST) */
+	uint32_t ip;
+	uint16_t port;
+	uint16_t used;
+	uint32_t active;
+};
+#define L7_BACT_SLOTS 4096
+
+struct bm_l7_engine {
+	struct bm_loop *l;
+	struct bm_l7_ops ops;
+	struct bm_l7_engine_opts o;
+	struct bm_l7_config *cfg;
+	struct bm_outlier *outlier;
+	struct bm_ev tev;            /* timerfd */
+	uint64_t armed_at;           /* 0: disarmed */
+	struct l7_timer **heap;
+	size_t n_heap, cap_heap;
+	struct l7_dconn *dconns;
+	struct l7_uconn *uconns;     /* every upstream connection (idle and busy) */
+	struct l7_x *waiters, *waiters_tail;
+	struct l7_bact *bact;        /* L7_BACT_SLOTS */
+	unsigned n_mirrors;
+	uint64_t rng[2];
+	uint64_t serial;             /* for per-downstream pool keys */
+	uint32_t *scratch_ids;
+	size_t cap_ids;
+	struct bm_l7_stats st;
+	int freeing;
+};
+
+#endif
