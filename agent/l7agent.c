@@ -9,13 +9,30 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <bpf/bpf.h>
 #include "agent.h"
 #include "l7.h"
 #include "l7agent.h"
 #include "log.h"
+#include "model.h"
 #include "proxy.h"
+
+/* What sockops had counted for a backend at the last look. */
+struct seen {
+	uint32_t id;
+	uint64_t connected, failed;
+};
+
+static struct {
+	struct seen *s;
+	size_t n, cap;
+	uint64_t last_ms;
+} kseen;
+
+#define KERNEL_HEALTH_EVERY_MS 500
+#define MAX_FAILURE_EVENTS 64
 
 int bm_l7_agent_init(struct bm_agent *a)
 {
@@ -25,6 +42,8 @@ int bm_l7_agent_init(struct bm_agent *a)
 
 void bm_l7_agent_free(struct bm_agent *a)
 {
+	free(kseen.s);
+	memset(&kseen, 0, sizeof(kseen));
 	if (a->l7)
 		bm_l7_put(a->l7);
 	a->l7 = NULL;
@@ -83,6 +102,102 @@ void bm_l7_agent_publish(struct bm_agent *a, struct bm_l7_config *cfg)
 		bm_l7_put(old);
 }
 
+static void report(struct bm_agent *a, const struct bm_m_cluster *c, const uint32_t *ids,
+		   uint32_t id, enum bm_outlier_ev ev, uint64_t now_ms)
+{
+	uint32_t one = 1;
+
+	if (bm_outlier_report(a->outlier, &c->od, id, ids, c->n < BM_MAX_BACKENDS ? c->n : BM_MAX_BACKENDS,
+			      ev, now_ms) != 1)
+		return;
+	if (bpf_map_update_elem(a->loader.fd.backend_eject, &id, &one, BPF_ANY))
+		bm_log("outlier: eject backend id %u: %s", id, strerror(errno));
+	else
+		bm_log("outlier: ejected backend id %u of %s (kernel-path connect failures)", id, c->name);
+}
+
+static struct seen *seen_of(uint32_t id, int *fresh)
+{
+	struct seen *n;
+
+	*fresh = 0;
+	for (size_t i = 0; i < kseen.n; i++)
+		if (kseen.s[i].id == id)
+			return &kseen.s[i];
+	if (kseen.n == kseen.cap) {
+		size_t cap = kseen.cap ? kseen.cap * 2 : 64;
+
+		n = realloc(kseen.s, cap * sizeof(*n));
+		if (!n)
+			return NULL;
+		kseen.s = n;
+		kseen.cap = cap;
+	}
+	*fresh = 1;
+	n = &kseen.s[kseen.n++];
+	memset(n, 0, sizeof(*n));
+	n->id = id;
+	return n;
+}
+
+/* Kernel-path connect outcomes (sockops' backend_health_v1) of the hosts of
+ * clusters with outlierDetection, fed to the same detector as the HTTP
+ * path's results (istio-api.md §2.5: for TCP, connection failures count
+ * as consecutive errors). Order within one look is approximated: the
+ * counters say how many of each happened, and consecutive_failed how many
+ * failures came last. */
+static void kernel_health(struct bm_agent *a, uint64_t now_ms)
+{
+	for (size_t i = 0; i < a->model.n_svc; i++) {
+		const struct bm_m_service *svc = &a->model.svc[i];
+
+		for (uint32_t d = 0; d < svc->n_dests; d++) {
+			const struct bm_m_cluster *c = svc->d[d].c;
+			uint32_t ids[BM_MAX_BACKENDS];
+
+			if (!c->od.enabled || !c->n)
+				continue;
+			for (uint32_t j = 0; j < c->n && j < BM_MAX_BACKENDS; j++) {
+				char addr[INET_ADDRSTRLEN + 8], ip[INET_ADDRSTRLEN];
+
+				inet_ntop(AF_INET, &c->b[j].ip, ip, sizeof(ip));
+				snprintf(addr, sizeof(addr), "%s:%u", ip, ntohs(c->b[j].port));
+				if (bm_reconcile_backend_id(&a->rec, addr, &ids[j]))
+					ids[j] = 0;
+			}
+			for (uint32_t j = 0; j < c->n && j < BM_MAX_BACKENDS; j++) {
+				struct bm_backend_health h;
+				uint64_t new_ok, new_fail;
+				struct seen *sn;
+				int fresh;
+
+				if (!ids[j] || bpf_map_lookup_elem(a->loader.fd.backend_health, &ids[j], &h))
+					continue;
+				sn = seen_of(ids[j], &fresh);
+				if (!sn)
+					return;
+				new_ok = h.connected - sn->connected;
+				new_fail = h.failed - sn->failed;
+				sn->connected = h.connected;
+				sn->failed = h.failed;
+				if (fresh || (!new_ok && !new_fail))
+					continue;
+				if (new_fail > h.consecutive_failed && new_ok) {
+					/* failures, then a success, maybe more failures */
+					new_fail -= h.consecutive_failed;
+					for (uint64_t k = 0; k < new_fail && k < MAX_FAILURE_EVENTS; k++)
+						report(a, c, ids, ids[j], BM_OE_LOCAL_FAILURE, now_ms);
+					new_fail = h.consecutive_failed;
+				}
+				if (new_ok)
+					report(a, c, ids, ids[j], BM_OE_SUCCESS, now_ms);
+				for (uint64_t k = 0; k < new_fail && k < MAX_FAILURE_EVENTS; k++)
+					report(a, c, ids, ids[j], BM_OE_LOCAL_FAILURE, now_ms);
+			}
+		}
+	}
+}
+
 void bm_l7_agent_tick(struct bm_agent *a, uint64_t now_ms)
 {
 	uint32_t ids[256];
@@ -90,6 +205,10 @@ void bm_l7_agent_tick(struct bm_agent *a, uint64_t now_ms)
 
 	if (!a->outlier)
 		return;
+	if (now_ms - kseen.last_ms >= KERNEL_HEALTH_EVERY_MS) {
+		kseen.last_ms = now_ms;
+		kernel_health(a, now_ms);
+	}
 	do {
 		n = bm_outlier_tick(a->outlier, now_ms, ids, 256);
 		for (size_t i = 0; i < n; i++) {

@@ -21,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/random.h>
 #include <sys/socket.h>
@@ -1332,6 +1334,7 @@ int bm_l7_engine_accept(struct bm_l7_engine *e, int fd, const struct bm_l7_peer 
 	d->e = e;
 	d->ev.fn = dconn_on_event;
 	d->ev.fd = fd;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
 	d->peer = *peer;
 	if (d->peer.src_labels)
 		json_incref((json_t *)d->peer.src_labels);

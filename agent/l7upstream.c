@@ -18,6 +18,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
@@ -276,6 +278,9 @@ static int dial(struct l7_x *x)
 		err = -ECONNREFUSED;
 	if (err < 0)
 		goto err_give;
+	/* head and body go out as separate writes: no Nagle wait between them
+	 * (fails harmlessly on the socketpairs into HBONE) */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
 	uc = calloc(1, sizeof(*uc));
 	if (!uc) {
 		close(fd);

@@ -215,6 +215,7 @@ int bm_loader_open(struct bm_loader *l, const char *pindir, const char *cgroup)
 	l->fd.orig_dst = bpf_map__fd(l->conn->maps.orig_dst_v1);
 	l->fd.pod_inbound = bpf_map__fd(l->conn->maps.pod_inbound_v1);
 	l->fd.inbound_socks = bpf_map__fd(l->conn->maps.inbound_socks_v1);
+	l->fd.backend_health = bpf_map__fd(l->sops->maps.backend_health_v1);
 	return 0;
 
 err_close:

@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include "duration.h"
 #include "model.h"
 #include "resutil.h"
 
@@ -186,6 +187,40 @@ static uint8_t lb_from(const char *simple)
 }
 
 /* Merge policy: each component the subset sets replaces the top-level one. */
+static uint32_t od_ms(const json_t *od, const char *field, uint32_t dflt)
+{
+	const char *v = json_string_value(json_object_get(od, field));
+	uint64_t ns;
+
+	if (!v || bm_duration_parse_ns(v, &ns) || ns / 1000000 > UINT32_MAX)
+		return dflt;
+	return (uint32_t)(ns / 1000000);
+}
+
+/* outlierDetection with Envoy's defaults (istio-api.md §2.5); l7model.c
+ * compiles the same block for the HTTP path and is where problems are
+ * reported. */
+static void outlier_cfg(const json_t *od, struct bm_outlier_cfg *o)
+{
+	const json_t *v5 = json_object_get(od, "consecutive5xxErrors");
+	const json_t *vgw = json_object_get(od, "consecutiveGatewayErrors");
+	const json_t *vold = json_object_get(od, "consecutiveErrors");
+	const json_t *vpct = json_object_get(od, "maxEjectionPercent");
+
+	memset(o, 0, sizeof(*o));
+	if (!od)
+		return;
+	o->enabled = 1;
+	o->consecutive_5xx = v5 ? (uint32_t)json_integer_value(v5) : 5;
+	o->consecutive_gw = (uint32_t)json_integer_value(vgw ? vgw : vold);
+	o->interval_ms = od_ms(od, "interval", 10000);
+	o->base_ejection_ms = od_ms(od, "baseEjectionTime", 30000);
+	o->max_ejection_ms = o->base_ejection_ms > 300000 ? o->base_ejection_ms : 300000;
+	o->max_ejection_pct = vpct ? (uint8_t)(json_integer_value(vpct) > 100 ? 100 :
+					       json_integer_value(vpct) < 0 ? 0 : json_integer_value(vpct))
+				   : 10;
+}
+
 static void apply_policy(struct bm_m_cluster *c, const json_t *top, const json_t *sub)
 {
 	const json_t *lb = json_object_get(top, "loadBalancer");
@@ -219,6 +254,7 @@ static void apply_policy(struct bm_m_cluster *c, const json_t *top, const json_t
 	} else {
 		c->min_health = 50;
 	}
+	outlier_cfg(od, &c->od);
 }
 
 /* The port of a ServiceEntry a destination means (§1.4: required only when

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <jansson.h>
 #include "bpfmesh/abi.h"
+#include "l7.h"
 
 struct bm_m_backend {
 	uint32_t ip;     /* network order */
@@ -25,6 +26,7 @@ struct bm_m_cluster {
 	uint8_t min_health;      /* panic threshold percent */
 	uint32_t max_conns;      /* 0 = unlimited */
 	int8_t tls;              /* DR tls.mode: 1 ISTIO_MUTUAL, 0 DISABLE, -1 unset (auto mTLS) */
+	struct bm_outlier_cfg od;/* outlierDetection: meshd also ejects on kernel-path connect failures */
 	uint32_t n;
 	struct bm_m_backend b[BM_MAX_BACKENDS];
 };

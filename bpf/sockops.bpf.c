@@ -56,6 +56,27 @@ static __always_inline struct bm_stats *stats_row(const struct bm_sock *s)
 	return st;
 }
 
+/* Kernel-path connect outcome of a balanced backend, for meshd's outlier
+ * detector. */
+static __always_inline void backend_outcome(const struct bm_sock *s, int ok)
+{
+	__u32 id = s->backend_id;
+	struct bm_backend_health *h;
+
+	if (!id)
+		return;
+	h = bpf_map_lookup_elem(&backend_health_v1, &id);
+	if (!h)
+		return;
+	if (ok) {
+		__sync_fetch_and_add(&h->connected, 1);
+		h->consecutive_failed = 0;
+	} else {
+		__sync_fetch_and_add(&h->failed, 1);
+		__sync_fetch_and_add(&h->consecutive_failed, 1);
+	}
+}
+
 SEC("sockops")
 int bm_sockops(struct bpf_sock_ops *skops)
 {
@@ -91,6 +112,7 @@ int bm_sockops(struct bpf_sock_ops *skops)
 		st = stats_row(s);
 		if (st)
 			st->opened++;
+		backend_outcome(s, 1);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		if (skops->args[1] != ST_CLOSE)
@@ -107,6 +129,8 @@ int bm_sockops(struct bpf_sock_ops *skops)
 				st->failed++;
 			}
 		}
+		if (!(s->flags & (BM_SOCK_CAPTURED | BM_SOCK_ESTABLISHED)) && (s->flags & BM_SOCK_RESERVED))
+			backend_outcome(s, 0);
 		__sync_fetch_and_and(&s->flags, ~(__u32)BM_SOCK_ESTABLISHED);
 		bm_sock_release_slots(s);
 		break;

@@ -88,6 +88,8 @@ extern const struct bm_field bm_spec_workloadentry;
 extern const struct bm_field bm_spec_peerauthentication;
 extern const struct bm_field bm_spec_authorizationpolicy;
 extern const struct bm_field bm_spec_requestauthentication;
+/* Spec table (lib/schema_telemetry.c). */
+extern const struct bm_field bm_spec_telemetry;
 /* Element of a labels map (value checked as a Kubernetes label value). */
 extern const struct bm_field bm_label_value;
 /* metadata: name, namespace, labels, annotations; server fields ignored. */

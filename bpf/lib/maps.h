@@ -54,6 +54,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } backend_eject_v1 SEC(".maps");
 
+/* sockops writes (kernel-path connect outcomes per backend); meshd reads. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, BM_MAX_BACKEND_IDS);
+	__type(key, __u32);
+	__type(value, struct bm_backend_health);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} backend_health_v1 SEC(".maps");
+
 /* connect4 writes; getpeername4, sockops, sock_release and meshd read. */
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);

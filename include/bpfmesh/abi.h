@@ -93,6 +93,19 @@ struct bm_cluster_state {
 /* backend_eject_v1 (ARRAY by backend id, __u32 0/1): written by meshd
  * (outlier detector, `meshctl backend eject`), read by connect4. */
 
+/* backend_health_v1 (ARRAY by backend id): written by sockops for every
+ * connection connect4 balanced (not captured ones: meshd sees those), read
+ * by meshd, whose outlier detector counts kernel-path connect failures
+ * (istio-api.md §2.5: for TCP, consecutive5xxErrors counts connection
+ * failures). Updated with atomic adds; consecutive_failed is reset by a
+ * plain store when a connect succeeds. */
+struct bm_backend_health {
+	__u64 connected;          /* connects that reached ESTABLISHED */
+	__u64 failed;             /* connects that never established */
+	__u32 consecutive_failed; /* failures since the last success */
+	__u32 pad;
+};
+
 /* sock_v1 (SK_STORAGE): written by connect4, read by getpeername4/sockops and
  * by meshd (lookup by socket fd) to learn the original destination. */
 #define BM_SOCK_RESERVED    0x1  /* holds a cluster + backend active slot */
@@ -178,6 +191,7 @@ struct bm_pod_inbound {
 
 #ifndef __BPF__
 _Static_assert(sizeof(struct bm_svc_key) == 8, "svc key");
+_Static_assert(sizeof(struct bm_backend_health) == 24, "backend health");
 _Static_assert(sizeof(struct bm_svc) == 16 + 4 * BM_MAX_DESTS, "svc");
 _Static_assert(sizeof(struct bm_backend) == 12, "backend");
 _Static_assert(sizeof(struct bm_cluster) == 16 + 12 * BM_MAX_BACKENDS, "cluster");

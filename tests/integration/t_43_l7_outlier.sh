@@ -5,6 +5,9 @@
 #   backend_eject_v1, so plain L4 clients of another service that shares the
 #   backend skip it as well; once healthy again it comes back after
 #   baseEjectionTime and gets traffic again.
+#   For a plain TCP service (kernel path, no proxy), connect failures seen by
+#   sockops count the same way: a backend refusing connections is ejected
+#   after consecutive5xxErrors failed connects.
 . "$(dirname "$0")/lib.sh"
 sandbox_wait_free
 t_begin --nodes 2
@@ -13,12 +16,33 @@ NS=l7d PORT=9080 L4PORT=9081 TPORT=8080
 pod od1 node2 $NS app=odsvc
 pod od2 node2 $NS app=odsvc
 pod cli43 node1 $NS
+pod tc1 node2 $NS app=tcpod
+pod tc2 node2 $NS app=tcpod
 hsrv od1 od1 $TPORT
 hsrv od2 od2 $TPORT
+hsrv tc1 tc1 $TPORT   # tc2 listens on nothing: its connects are refused
 apply <<YAML
 $(l7_service_yaml odsvc $NS odsvc.$NS.svc.cluster.local 198.19.43.1 $PORT $TPORT odsvc)
 ---
 $(service_yaml odl4 $NS odl4.$NS.svc.cluster.local 198.19.43.2 $L4PORT $TPORT odsvc)
+---
+$(service_yaml tcpod $NS tcpod.$NS.svc.cluster.local 198.19.43.3 $L4PORT $TPORT tcpod)
+---
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata:
+  name: tcpod
+  namespace: $NS
+spec:
+  host: tcpod
+  trafficPolicy:
+    loadBalancer:
+      simple: ROUND_ROBIN
+    outlierDetection:
+      consecutive5xxErrors: 3
+      interval: 1s
+      baseEjectionTime: 60s
+      maxEjectionPercent: 50
 ---
 apiVersion: networking.istio.io/v1beta1
 kind: DestinationRule
@@ -72,3 +96,18 @@ r=$(hget cli43 -n 100 http://198.19.43.1:$PORT/)
 log "after return: $(jget "$r" backend) $(jget "$r" status)"
 [ "$(jget "$r" backend.od1 0)" -ge 40 ] || fail "od1 back but not getting traffic: $(jget "$r" backend)"
 expect_eq "all 200 after recovery" "$(jget "$r" ok 0)" 100
+
+# --- kernel path: connect failures from sockops
+TC2=$(pod_ip tc2)
+ejected_tc2() {
+  "$MESHCTL" metrics --node node1 2>/dev/null |
+    awk -v b="backend=\"$TC2:$TPORT\"" 'index($0, "bpfmesh_backend_ejected{") == 1 && index($0, b) { print $NF; f=1 } END { if (!f) print "none" }'
+}
+expect_eq "tc2 ejected before any traffic" "$(ejected_tc2)" 0
+r=$(hget cli43 -n 12 --close http://198.19.43.3:$L4PORT/)
+log "12 connections over the kernel path, tc2 refusing: $(jget "$r" backend) errors $(jget "$r" errors)"
+for _ in $(seq 30); do [ "$(ejected_tc2)" = 1 ] && break; sleep 0.1; done
+expect_eq "tc2 ejected after refused connects" "$(ejected_tc2)" 1
+r=$(hget cli43 -n 40 --close http://198.19.43.3:$L4PORT/)
+log "40 more: $(jget "$r" backend) errors $(jget "$r" errors)"
+expect_eq "connections served once tc2 is out" "$(jget "$r" backend.tc1 0)" 40
