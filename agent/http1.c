@@ -350,7 +350,8 @@ int bm_h1_has_token(const char *v, size_t len, const char *token)
 void bm_h1_hlist_from(struct bm_h1_hlist *l, const struct bm_http_hdr *h, size_t n)
 {
 	l->n = n < BM_H1_MAX_HDRS ? n : BM_H1_MAX_HDRS;
-	memcpy(l->h, h, l->n * sizeof(*h));
+	if (l->n)
+		memcpy(l->h, h, l->n * sizeof(*h));
 	l->arena_len = 0;
 }
 

@@ -5,7 +5,8 @@
  * (istio-api.md §1.2-§1.9): route, directResponse / redirect, fault, the
  * weighted destination, circuit breakers, attempts with retries and
  * timeouts, streaming the response back, mirrors; on the server side the
- * per-request authorization. The upstream half is l7upstream.c.
+ * per-request authorization. The client socket, sniffing and the engine
+ * object are l7conn.c's; the upstream half is l7upstream.c.
  *
  * Request bodies: up to BM_L7_REPLAY_MAX bytes are kept until the request
  * ends, so an attempt can be replayed and mirrors get a copy; beyond that
@@ -30,12 +31,6 @@
 #include <sys/uio.h>
 #include "l7upstream.h"
 
-#define IN_MAX (64 * 1024)          /* unparsed client bytes kept */
-#define MAX_TRIED 8
-#define MAX_MIRRORS 4
-#define OUT_LOW (64 * 1024)
-
-static const char H2_PREFACE[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 static const char BODY_CONNECT_FAILURE[] =
 	"upstream connect error or disconnect/reset before headers. reset reason: connection failure";
 static const char BODY_TERMINATION[] =
@@ -45,117 +40,16 @@ static const char BODY_OVERFLOW[] =
 
 enum { STEP_NONE, STEP_AFTER_DELAY, STEP_RETRY };
 
-struct l7_req {
-	uint8_t active;             /* a head was parsed; the request is not finished */
-	uint8_t forwarding;         /* routed to a cluster: attempts may run */
-	uint8_t body_done;          /* the whole request body was read */
-	uint8_t resp_started, resp_done, resp_chunked;
-	uint8_t discard;            /* drop the rest of the request body */
-	uint8_t replayable;         /* the whole body so far is kept */
-	uint8_t x_live, x_ready, body_end_sent;
-	uint8_t req_counted, retry_held, route_armed, mirrors_sent;
-	uint8_t step;
-	uint8_t urx;
-	const struct bm_l7_route *rt;
-	int which;
-	const struct bm_l7_dest *dest;
-	struct bm_l7_cluster *c;
-	struct bm_l7_retry retry;
-	uint32_t attempts;
-	uint32_t tried[MAX_TRIED][2];
-	unsigned n_tried;
-	struct l7_x x;
-	struct bm_chunkq uhead;     /* the request head as sent upstream */
-	struct bm_chunkq body;      /* see above */
-	uint64_t body_total;        /* decoded body bytes read */
-	size_t body_sent;           /* replayable: bytes of body queued to this attempt */
-	uint64_t start_mono, start_wall;
-	uint16_t status;
-	uint64_t resp_bytes;
-	char flags[64];
-	char reqid[40];
-	char route_name[160];
-	struct bm_l7_cluster *mirror[MAX_MIRRORS];
-	unsigned n_mirror;
-	struct l7_timer t_route, t_try, t_step;
-};
-
-struct l7_dconn {
-	struct bm_ev ev;
-	struct bm_l7_engine *e;
-	struct l7_dconn *next, *prev;
-	struct bm_l7_peer peer;
-	struct bm_l7_config *cfg;
-	uint64_t pool_key;
-	struct bm_chunkq in, out;
-	uint8_t readable, writable, eof, closed, sniffing, close_after, closing, in_pump, again;
-	uint8_t fd_given;
-	struct bm_h1_parser qp;
-	struct l7_req rq;
-	struct l7_timer t_sniff;
-	/* inbound: the app as a one-host cluster of this connection */
-	struct bm_l7_cluster icl;
-	struct bm_l7_cluster_rt irt;
-	struct bm_l7_backend ib;
-};
-
-static void dconn_pump(struct l7_dconn *d);
-static void dconn_close(struct l7_dconn *d, int reset);
-static void dconn_flush(struct l7_dconn *d);
 static void rq_attempt(struct l7_dconn *d);
 static void outbound_route(struct l7_dconn *d);
 
-#define RQ_D(p_) ((struct l7_dconn *)((char *)(p_) - offsetof(struct l7_dconn, rq)))
-#define X_D(p_) RQ_D((char *)(p_) - offsetof(struct l7_req, x))
-
-static void add_flag(struct l7_req *rq, const char *f)
+void l7_add_flag(struct l7_req *rq, const char *f)
 {
 	size_t n = strlen(rq->flags);
 
 	if (strstr(rq->flags, f))
 		return;
 	snprintf(rq->flags + n, sizeof(rq->flags) - n, "%s%s", n ? "," : "", f);
-}
-
-/* ---- client output ---------------------------------------------------------- */
-
-static void dconn_flush(struct l7_dconn *d)
-{
-	while (d->out.bytes && d->writable && !d->closed) {
-		struct iovec iov[16];
-		int n = 0;
-		ssize_t w;
-
-		for (struct bm_chunk *c = d->out.head; c && n < 16; c = c->next) {
-			if (!c->len)
-				continue;
-			iov[n].iov_base = c->data + c->off;
-			iov[n].iov_len = c->len;
-			n++;
-		}
-		w = sendmsg(d->ev.fd, &(struct msghdr){ .msg_iov = iov, .msg_iovlen = (size_t)n },
-			    MSG_NOSIGNAL);
-		if (w < 0) {
-			if (errno == EAGAIN || errno == EWOULDBLOCK) {
-				d->writable = 0;
-				break;
-			}
-			dconn_close(d, 1);
-			return;
-		}
-		bm_chunkq_consume(d->e->l, &d->out, (size_t)w);
-	}
-	if (d->closed)
-		return;
-	if (d->out.bytes < OUT_LOW && d->rq.x_live && d->rq.x.paused)
-		l7_x_pause(&d->rq.x, 0);
-	if (!d->out.bytes && d->closing)
-		dconn_close(d, 0);
-}
-
-static int out_write(struct l7_dconn *d, const void *p, size_t n)
-{
-	return bm_chunkq_append(d->e->l, &d->out, p, n);
 }
 
 /* ---- request completion --------------------------------------------------------- */
@@ -224,7 +118,7 @@ static void rq_record(struct l7_dconn *d)
 
 /* The request is over (answered, or the client went away): account,
  * release what it held, and get ready for the next one. */
-static void rq_end(struct l7_dconn *d)
+void l7_rq_end(struct l7_dconn *d)
 {
 	struct l7_req *rq = &d->rq;
 	struct bm_l7_engine *e = d->e;
@@ -251,10 +145,10 @@ static void rq_maybe_finish(struct l7_dconn *d)
 
 	if (!rq->active || !rq->resp_done || d->qp.state != BM_H1_DONE)
 		return;
-	rq_end(d);
+	l7_rq_end(d);
 	if (d->close_after) {
 		d->closing = 1;
-		dconn_flush(d);
+		l7_dconn_flush(d);
 	}
 }
 
@@ -277,16 +171,16 @@ static void rq_local(struct l7_dconn *d, int status, const char *body, const cha
 	l7_timer_cancel(d->e, &rq->t_route);
 	l7_timer_cancel(d->e, &rq->t_step);
 	if (flag)
-		add_flag(rq, flag);
+		l7_add_flag(rq, flag);
 	if (rq->resp_started) {
 		/* part of a response went out already: all we can do is cut it */
 		d->close_after = 1;
-		dconn_close(d, 1);
+		l7_dconn_close(d, 1);
 		return;
 	}
 	hl = malloc(sizeof(*hl));
 	if (!hl) {
-		dconn_close(d, 1);
+		l7_dconn_close(d, 1);
 		return;
 	}
 	bm_h1_hlist_from(hl, NULL, 0);
@@ -303,9 +197,9 @@ static void rq_local(struct l7_dconn *d, int status, const char *body, const cha
 	else if (!d->qp.head.minor)
 		bm_h1_hlist_set(hl, "connection", "keep-alive", 10);
 	if (bm_h1_write_response(d->e->l, &d->out, 1, status, NULL, hl) ||
-	    (!head_req && blen && out_write(d, body, blen))) {
+	    (!head_req && blen && l7_out_write(d, body, blen))) {
 		free(hl);
-		dconn_close(d, 1);
+		l7_dconn_close(d, 1);
 		return;
 	}
 	free(hl);
@@ -314,7 +208,7 @@ static void rq_local(struct l7_dconn *d, int status, const char *body, const cha
 	rq->resp_bytes = head_req ? 0 : blen;
 	rq->discard = 1;
 	bm_chunkq_clear(d->e->l, &rq->body);
-	dconn_flush(d);
+	l7_dconn_flush(d);
 	if (!d->closed)
 		rq_maybe_finish(d);
 }
@@ -405,7 +299,7 @@ static void rq_push_body(struct l7_dconn *d)
 		rq->x.req_done = 1;
 	}
 	if (err) {
-		dconn_close(d, 1);
+		l7_dconn_close(d, 1);
 		return;
 	}
 	l7_x_flush(&rq->x);
@@ -492,9 +386,9 @@ static void rq_attempt_failed(struct l7_dconn *d, enum bm_attempt_result r)
 
 	if (rq->resp_started) {
 		/* the upstream went away in the middle of the response */
-		add_flag(rq, "UC");
+		l7_add_flag(rq, "UC");
 		attempt_end(d, 0);
-		dconn_close(d, 1);
+		l7_dconn_close(d, 1);
 		return;
 	}
 	l7_timer_cancel(d->e, &rq->t_try);
@@ -505,7 +399,7 @@ static void rq_attempt_failed(struct l7_dconn *d, enum bm_attempt_result r)
 	}
 	attempt_end(d, 0);
 	if (rq->urx)
-		add_flag(rq, "URX");
+		l7_add_flag(rq, "URX");
 	switch (r) {
 	case BM_AR_CONNECT_FAILURE:
 		rq_local(d, 503, BODY_CONNECT_FAILURE, "UF", NULL, 0);
@@ -537,7 +431,7 @@ static void att_ready(struct l7_x *x)
 
 static void att_writable(struct l7_x *x)
 {
-	dconn_pump(X_D(x)); /* more request body may go now */
+	l7_dconn_pump(X_D(x)); /* more request body may go now */
 }
 
 static int grpc_status(const struct bm_h1_head *h)
@@ -563,10 +457,10 @@ static void att_head(struct l7_x *x, const struct bm_h1_head *h)
 		return;
 	}
 	if (rq->urx)
-		add_flag(rq, "URX");
+		l7_add_flag(rq, "URX");
 	hl = malloc(sizeof(*hl));
 	if (!hl) {
-		dconn_close(d, 1);
+		l7_dconn_close(d, 1);
 		return;
 	}
 	bm_h1_hlist_from(hl, h->hdr, h->n_hdr);
@@ -594,12 +488,12 @@ static void att_head(struct l7_x *x, const struct bm_h1_head *h)
 	err = bm_h1_write_response(d->e->l, &d->out, 1, h->status, h->reason, hl);
 	free(hl);
 	if (err) {
-		dconn_close(d, 1);
+		l7_dconn_close(d, 1);
 		return;
 	}
 	rq->status = (uint16_t)h->status;
 	rq->resp_started = 1;
-	dconn_flush(d);
+	l7_dconn_flush(d);
 }
 
 static void att_body(struct l7_x *x, const uint8_t *p, size_t n)
@@ -608,13 +502,13 @@ static void att_body(struct l7_x *x, const uint8_t *p, size_t n)
 	struct l7_req *rq = &d->rq;
 
 	if (bm_h1_write_body(d->e->l, &d->out, rq->resp_chunked, p, n)) {
-		dconn_close(d, 1);
+		l7_dconn_close(d, 1);
 		return;
 	}
 	rq->resp_bytes += n;
 	if (d->out.bytes > L7_HIGH_WATER)
 		l7_x_pause(x, 1);
-	dconn_flush(d);
+	l7_dconn_flush(d);
 }
 
 static void att_done(struct l7_x *x)
@@ -623,7 +517,7 @@ static void att_done(struct l7_x *x)
 	struct l7_req *rq = &d->rq;
 
 	if (rq->resp_chunked && bm_h1_write_end(d->e->l, &d->out)) {
-		dconn_close(d, 1);
+		l7_dconn_close(d, 1);
 		return;
 	}
 	rq->resp_done = 1;
@@ -634,11 +528,11 @@ static void att_done(struct l7_x *x)
 		rq->discard = 1;
 		bm_chunkq_clear(d->e->l, &rq->body);
 	}
-	dconn_flush(d);
+	l7_dconn_flush(d);
 	if (d->closed)
 		return;
 	rq_maybe_finish(d);
-	dconn_pump(d);
+	l7_dconn_pump(d);
 }
 
 static void att_fail(struct l7_x *x, enum bm_attempt_result r)
@@ -836,7 +730,7 @@ static void outbound_begin(struct l7_dconn *d)
 		if (rt->direct.body && rt->direct.body_len) {
 			body = strndup(rt->direct.body, rt->direct.body_len);
 			if (!body) {
-				dconn_close(d, 1);
+				l7_dconn_close(d, 1);
 				return;
 			}
 		}
@@ -856,7 +750,7 @@ static void outbound_begin(struct l7_dconn *d)
 		return;
 	}
 	if (chance(e, rt->fault.delay_ppm) && rt->fault.delay_ms) {
-		add_flag(rq, "DI");
+		l7_add_flag(rq, "DI");
 		rq->step = STEP_AFTER_DELAY;
 		l7_timer_arm(e, &rq->t_step, rt->fault.delay_ms);
 		return;
@@ -905,7 +799,7 @@ static void inbound_begin(struct l7_dconn *d)
 	int rc = 0;
 
 	if (!path) {
-		dconn_close(d, 1);
+		l7_dconn_close(d, 1);
 		return;
 	}
 	/* §4.1: authorization and the app see the normalized path */
@@ -981,7 +875,7 @@ static void rq_begin(struct l7_dconn *d)
 	/* Envoy answers 100-continue itself and does not forward Expect. */
 	ex = bm_h1_find(h->hdr, h->n_hdr, "expect");
 	if (ex && h->has_body && bm_h1_has_token(ex->value, ex->value_len, "100-continue"))
-		out_write(d, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+		l7_out_write(d, "HTTP/1.1 100 Continue\r\n\r\n", 25);
 	if (d->peer.inbound)
 		inbound_begin(d);
 	else
@@ -1035,7 +929,7 @@ static int rq_body_room(struct l7_dconn *d)
 }
 
 /* Parse what was read. Returns nonzero when something was consumed. */
-static int dconn_process(struct l7_dconn *d)
+int l7_dconn_process(struct l7_dconn *d)
 {
 	int progress = 0;
 
@@ -1069,6 +963,8 @@ static int dconn_process(struct l7_dconn *d)
 							    "Bad Request", "DPE", NULL, 0);
 				return 1;
 			}
+			if (!r && d->qp.state == BM_H1_HEAD)
+				break; /* nothing taken: wait for more */
 			bm_chunkq_consume(d->e->l, &d->in, (size_t)r);
 			progress = 1;
 			if (d->qp.state == BM_H1_BODY)
@@ -1081,15 +977,17 @@ static int dconn_process(struct l7_dconn *d)
 		if (r < 0) {
 			bm_chunkq_clear(d->e->l, &d->in);
 			d->close_after = 1;
-			add_flag(&d->rq, "DPE");
+			l7_add_flag(&d->rq, "DPE");
 			if (!d->rq.resp_started) {
 				d->qp.state = BM_H1_DONE;
 				rq_local(d, 400, "Bad Request", NULL, NULL, 0);
 			} else {
-				dconn_close(d, 1);
+				l7_dconn_close(d, 1);
 			}
 			return 1;
 		}
+		if (!r && d->qp.state == BM_H1_BODY)
+			break;
 		bm_chunkq_consume(d->e->l, &d->in, (size_t)r);
 		progress = 1;
 		if (d->qp.state == BM_H1_DONE)
@@ -1098,370 +996,9 @@ static int dconn_process(struct l7_dconn *d)
 	return progress;
 }
 
-static int dconn_read(struct l7_dconn *d)
+void l7_req_timers_init(struct l7_req *rq)
 {
-	int got = 0;
-
-	while (d->readable && !d->eof && d->in.bytes < IN_MAX) {
-		struct bm_chunk *c = d->in.tail;
-		ssize_t n;
-
-		if (!c || c->off + c->len == BM_CHUNK_DATA) {
-			c = bm_chunk_get(d->e->l);
-			if (!c)
-				return got;
-			if (d->in.tail)
-				d->in.tail->next = c;
-			else
-				d->in.head = c;
-			d->in.tail = c;
-		}
-		n = recv(d->ev.fd, c->data + c->off + c->len, BM_CHUNK_DATA - c->off - c->len, 0);
-		if (n < 0) {
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				d->readable = 0;
-			else
-				d->eof = 1;
-			break;
-		}
-		if (!n) {
-			d->eof = 1;
-			break;
-		}
-		c->len += (uint32_t)n;
-		d->in.bytes += (size_t)n;
-		got = 1;
-	}
-	return got;
-}
-
-static void dconn_pump(struct l7_dconn *d)
-{
-	if (d->in_pump) {
-		d->again = 1;
-		return;
-	}
-	d->in_pump = 1;
-	do {
-		d->again = 0;
-		while (!d->closed) {
-			int p = dconn_read(d);
-
-			p |= dconn_process(d);
-			if (!p)
-				break;
-		}
-	} while (d->again && !d->closed);
-	d->in_pump = 0;
-	if (d->closed || !d->eof || d->in.bytes)
-		return;
-	/* The client's end. A request in progress dies with it (DC). */
-	if (d->rq.active) {
-		if (!d->rq.resp_done)
-			add_flag(&d->rq, "DC");
-		dconn_close(d, 1);
-		return;
-	}
-	d->closing = 1;
-	dconn_flush(d);
-}
-
-/* ---- L4 fallback ------------------------------------------------------------------------------------ */
-
-/* Not HTTP/1.1 (the HTTP/2 preface, or no request line): relay the bytes
- * as L4 to a host of the service's first destination (outbound) or to the
- * app (inbound). HTTP/2 routing is a later step; until then an h2c client
- * gets the L4 behaviour of the first route. Nothing was consumed: the
- * sniffing only peeked. */
-static void dconn_l4(struct l7_dconn *d)
-{
-	struct bm_l7_engine *e = d->e;
-	const struct bm_l7_backend *b = NULL;
-	int ufd = -1, fd = d->ev.fd;
-
-	if (d->peer.inbound) {
-		if (!e->ops.l4_allowed || !e->ops.l4_allowed(d->peer.user))
-			b = &d->ib;
-	} else {
-		const struct bm_l7_service *svc = d->cfg ? bm_l7_find(d->cfg, d->peer.vip, d->peer.port) :
-							   NULL;
-
-		for (size_t i = 0; svc && !b && i < svc->n_route; i++)
-			if (svc->route[i].n_dest && svc->route[i].dest[0].c)
-				b = l7_lb_pick(e, svc->route[i].dest[0].c, NULL, 0, 0);
-	}
-	if (!b || e->ops.connect(d->peer.user, b, &ufd) < 0 || ufd < 0) {
-		dconn_close(d, 1);
-		return;
-	}
-	e->st.l4_fallbacks++;
-	bm_loop_del(e->l, &d->ev);
-	d->fd_given = 1;
-	dconn_close(d, 0);
-	bm_relay_start(e->l, fd, ufd, d->peer.l4_dir);
-}
-
-static void dconn_sniff(struct l7_dconn *d)
-{
-	char b[BM_L7_SNIFF_BYTES];
-	ssize_t n = recv(d->ev.fd, b, sizeof(b), MSG_PEEK);
-	ssize_t i = 0;
-
-	if (n < 0) {
-		if (errno == EAGAIN || errno == EWOULDBLOCK)
-			d->readable = 0;
-		else
-			dconn_close(d, 1);
-		return;
-	}
-	if (!n) {
-		dconn_close(d, 0);
-		return;
-	}
-	if (!memcmp(b, H2_PREFACE, (size_t)n)) {
-		if (n == BM_L7_SNIFF_BYTES)
-			dconn_l4(d);
-		return; /* maybe the preface: wait for more */
-	}
-	while (i < n && (isupper((unsigned char)b[i]) || b[i] == '-' || b[i] == '_'))
-		i++;
-	if (i == n && n < BM_L7_SNIFF_BYTES)
-		return; /* still a method token */
-	if (i > 0 && i < n && b[i] == ' ') {
-		d->sniffing = 0;
-		l7_timer_cancel(d->e, &d->t_sniff);
-		dconn_pump(d);
-		return;
-	}
-	dconn_l4(d);
-}
-
-static void sniff_timeout(struct l7_timer *t)
-{
-	struct l7_dconn *d = (struct l7_dconn *)((char *)t - offsetof(struct l7_dconn, t_sniff));
-
-	if (d->sniffing)
-		dconn_l4(d); /* a server-first protocol */
-}
-
-/* ---- downstream connections ------------------------------------------------------------------------ */
-
-static void dconn_free(void *obj)
-{
-	free(obj);
-}
-
-static void dconn_close(struct l7_dconn *d, int reset)
-{
-	struct bm_l7_engine *e = d->e;
-
-	if (d->closed)
-		return;
-	if (d->rq.active) {
-		if (!d->rq.resp_done && !d->rq.flags[0])
-			add_flag(&d->rq, "DC");
-		if (!d->rq.resp_done && !d->rq.resp_started)
-			d->rq.status = 0;
-		rq_end(d);
-	}
-	d->closed = 1;
-	d->ev.dead = 1;
-	l7_timer_cancel(e, &d->rq.t_route);
-	l7_timer_cancel(e, &d->rq.t_try);
-	l7_timer_cancel(e, &d->rq.t_step);
-	l7_timer_cancel(e, &d->t_sniff);
-	if (d->prev)
-		d->prev->next = d->next;
-	else
-		e->dconns = d->next;
-	if (d->next)
-		d->next->prev = d->prev;
-	if (!d->fd_given) {
-		if (reset) {
-			bm_close_reset(d->ev.fd);
-		} else {
-			shutdown(d->ev.fd, SHUT_WR);
-			close(d->ev.fd);
-		}
-	}
-	bm_chunkq_clear(e->l, &d->in);
-	bm_chunkq_clear(e->l, &d->out);
-	bm_chunkq_clear(e->l, &d->rq.body);
-	bm_chunkq_clear(e->l, &d->rq.uhead);
-	bm_h1_fini(&d->qp);
-	if (d->peer.inbound)
-		l7_pool_drop(e, d->pool_key);
-	if (d->cfg)
-		bm_l7_put(d->cfg);
-	d->cfg = NULL;
-	if (d->peer.src_labels)
-		json_decref((json_t *)d->peer.src_labels);
-	if (e->ops.release)
-		e->ops.release(d->peer.user);
-	e->st.downstream_cx--;
-	bm_loop_defer_free(e->l, d, dconn_free);
-}
-
-static void dconn_on_event(struct bm_ev *ev, uint32_t events)
-{
-	struct l7_dconn *d = (struct l7_dconn *)ev;
-
-	if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
-		d->writable = 1;
-	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-		d->readable = 1;
-	if (d->sniffing) {
-		if (d->readable)
-			dconn_sniff(d);
-		return;
-	}
-	if (d->writable && d->out.bytes)
-		dconn_flush(d);
-	if (!d->closed && d->readable)
-		dconn_pump(d);
-}
-
-int bm_l7_engine_accept(struct bm_l7_engine *e, int fd, const struct bm_l7_peer *peer)
-{
-	struct l7_dconn *d = calloc(1, sizeof(*d));
-
-	if (!d) {
-		bm_close_reset(fd);
-		if (e->ops.release)
-			e->ops.release(peer->user);
-		return -ENOMEM;
-	}
-	d->e = e;
-	d->ev.fn = dconn_on_event;
-	d->ev.fd = fd;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
-	d->peer = *peer;
-	if (d->peer.src_labels)
-		json_incref((json_t *)d->peer.src_labels);
-	d->peer.src_ns[sizeof(d->peer.src_ns) - 1] = 0;
-	d->peer.src_name[sizeof(d->peer.src_name) - 1] = 0;
-	d->peer.src_principal[sizeof(d->peer.src_principal) - 1] = 0;
-	d->peer.dst_ns[sizeof(d->peer.dst_ns) - 1] = 0;
-	d->peer.dst_name[sizeof(d->peer.dst_name) - 1] = 0;
-	d->cfg = e->cfg;
-	if (d->cfg)
-		bm_l7_get(d->cfg);
-	bm_h1_init(&d->qp, 0);
-	l7_timer_init(&d->rq.t_route, route_timeout);
-	l7_timer_init(&d->rq.t_try, per_try_timeout);
-	l7_timer_init(&d->rq.t_step, step_timer);
-	l7_timer_init(&d->t_sniff, sniff_timeout);
-	d->sniffing = 1;
-	if (peer->inbound) {
-		/* The app: one host, one connection per downstream connection. */
-		d->pool_key = (1ull << 63) | ++e->serial;
-		d->ib.ip = peer->dst_ip;
-		d->ib.port = htons(peer->dst_port);
-		d->icl.rt = &d->irt;
-		d->icl.b = &d->ib;
-		d->icl.n = 1;
-		d->icl.lb = BM_LB_RANDOM;
-		d->icl.max_connections = 1;
-		d->icl.max_pending = d->icl.max_requests = d->icl.max_retries = BM_L7_UNLIMITED;
-		d->icl.idle_timeout_ms = 3600000;
-		d->icl.connect_timeout_ms = 10000;
-		d->icl.port = peer->dst_port;
-		snprintf(d->icl.name, sizeof(d->icl.name), "inbound|%u||", peer->dst_port);
-	} else {
-		d->pool_key = peer->pool_key;
-	}
-	d->next = e->dconns;
-	if (e->dconns)
-		e->dconns->prev = d;
-	e->dconns = d;
-	e->st.downstream_cx++;
-	if (bm_loop_add(e->l, &d->ev, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)) {
-		int err = -errno;
-
-		dconn_close(d, 1);
-		return err;
-	}
-	if (peer->inbound)
-		l7_timer_arm(e, &d->t_sniff, e->o.sniff_timeout_ms ? e->o.sniff_timeout_ms : 5000);
-	return 0;
-}
-
-/* ---- the engine ------------------------------------------------------------------------------------------ */
-
-static void engine_on_timer(struct bm_ev *ev, uint32_t events)
-{
-	struct bm_l7_engine *e = (struct bm_l7_engine *)((char *)ev - offsetof(struct bm_l7_engine, tev));
-	uint64_t n;
-
-	if (read(ev->fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
-		return;
-	e->armed_at = 0; /* fired: re-armed below for what is left */
-	l7_timers_run(e);
-}
-
-struct bm_l7_engine *bm_l7_engine_new(struct bm_loop *l, const struct bm_l7_ops *ops,
-				      const struct bm_l7_engine_opts *o)
-{
-	struct bm_l7_engine *e = calloc(1, sizeof(*e));
-
-	if (!e)
-		return NULL;
-	e->l = l;
-	e->ops = *ops;
-	if (o)
-		e->o = *o;
-	e->outlier = o ? o->outlier : NULL;
-	e->bact = calloc(L7_BACT_SLOTS, sizeof(*e->bact));
-	e->tev.fn = engine_on_timer;
-	e->tev.fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-	if (!e->bact || e->tev.fd < 0 || bm_loop_add(l, &e->tev, EPOLLIN))
-		goto err;
-	if (getrandom(e->rng, sizeof(e->rng), 0) != sizeof(e->rng) || !(e->rng[0] | e->rng[1])) {
-		e->rng[0] = 0x9e3779b97f4a7c15ull ^ (uint64_t)(uintptr_t)e;
-		e->rng[1] = l7_now_ms() | 1;
-	}
-	return e;
-err:
-	if (e->tev.fd >= 0)
-		close(e->tev.fd);
-	free(e->bact);
-	free(e);
-	return NULL;
-}
-
-void bm_l7_engine_free(struct bm_l7_engine *e)
-{
-	if (!e)
-		return;
-	while (e->dconns)
-		dconn_close(e->dconns, 1);
-	e->freeing = 1;
-	l7_upstream_shutdown(e); /* idle connections and mirrors */
-	bm_loop_del(e->l, &e->tev);
-	close(e->tev.fd);
-	if (e->cfg)
-		bm_l7_put(e->cfg);
-	free(e->heap);
-	free(e->bact);
-	free(e->scratch_ids);
-	free(e);
-}
-
-void bm_l7_engine_set_config(struct bm_l7_engine *e, struct bm_l7_config *cfg)
-{
-	if (cfg)
-		bm_l7_get(cfg);
-	if (e->cfg)
-		bm_l7_put(e->cfg);
-	e->cfg = cfg;
-}
-
-void bm_l7_engine_set_outlier(struct bm_l7_engine *e, struct bm_outlier *o)
-{
-	e->outlier = o;
-}
-
-const struct bm_l7_stats *bm_l7_engine_stats(const struct bm_l7_engine *e)
-{
-	return &e->st;
+	l7_timer_init(&rq->t_route, route_timeout);
+	l7_timer_init(&rq->t_try, per_try_timeout);
+	l7_timer_init(&rq->t_step, step_timer);
 }

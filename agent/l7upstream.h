@@ -1,5 +1,6 @@
-/* Internals of the L7 engine shared by agent/l7proxy.c (downstream side,
- * per-request flow) and agent/l7upstream.c (timers, upstream connections
+/* Internals of the L7 engine shared by agent/l7conn.c (client sockets,
+ * sniffing, the engine object), agent/l7proxy.c (per-request flow) and
+ * agent/l7upstream.c (timers, upstream connections
  * and their pools, circuit breakers, load balancing, outlier reports,
  * mirrors). Not an API: see l7proxy.h. */
 #ifndef BM_L7UPSTREAM_H
@@ -145,5 +146,81 @@ struct bm_l7_engine {
 	struct bm_l7_stats st;
 	int freeing;
 };
+
+/* ---- downstream connections (l7conn.c) and their requests (l7proxy.c) ---------- */
+
+#define IN_MAX (64 * 1024)          /* unparsed client bytes kept */
+#define MAX_TRIED 8
+#define MAX_MIRRORS 4
+#define OUT_LOW (64 * 1024)
+
+struct l7_req {
+	uint8_t active;             /* a head was parsed; the request is not finished */
+	uint8_t forwarding;         /* routed to a cluster: attempts may run */
+	uint8_t body_done;          /* the whole request body was read */
+	uint8_t resp_started, resp_done, resp_chunked;
+	uint8_t discard;            /* drop the rest of the request body */
+	uint8_t replayable;         /* the whole body so far is kept */
+	uint8_t x_live, x_ready, body_end_sent;
+	uint8_t req_counted, retry_held, route_armed, mirrors_sent;
+	uint8_t step;
+	uint8_t urx;
+	const struct bm_l7_route *rt;
+	int which;
+	const struct bm_l7_dest *dest;
+	struct bm_l7_cluster *c;
+	struct bm_l7_retry retry;
+	uint32_t attempts;
+	uint32_t tried[MAX_TRIED][2];
+	unsigned n_tried;
+	struct l7_x x;
+	struct bm_chunkq uhead;     /* the request head as sent upstream */
+	struct bm_chunkq body;      /* see above */
+	uint64_t body_total;        /* decoded body bytes read */
+	size_t body_sent;           /* replayable: bytes of body queued to this attempt */
+	uint64_t start_mono, start_wall;
+	uint16_t status;
+	uint64_t resp_bytes;
+	char flags[64];
+	char reqid[40];
+	char route_name[160];
+	struct bm_l7_cluster *mirror[MAX_MIRRORS];
+	unsigned n_mirror;
+	struct l7_timer t_route, t_try, t_step;
+};
+
+struct l7_dconn {
+	struct bm_ev ev;
+	struct bm_l7_engine *e;
+	struct l7_dconn *next, *prev;
+	struct bm_l7_peer peer;
+	struct bm_l7_config *cfg;
+	uint64_t pool_key;
+	struct bm_chunkq in, out;
+	uint8_t readable, writable, eof, closed, sniffing, close_after, closing, in_pump, again;
+	uint8_t fd_given;
+	struct bm_h1_parser qp;
+	struct l7_req rq;
+	struct l7_timer t_sniff;
+	/* inbound: the app as a one-host cluster of this connection */
+	struct bm_l7_cluster icl;
+	struct bm_l7_cluster_rt irt;
+	struct bm_l7_backend ib;
+};
+
+#define RQ_D(p_) ((struct l7_dconn *)((char *)(p_) - offsetof(struct l7_dconn, rq)))
+#define X_D(p_) RQ_D((char *)(p_) - offsetof(struct l7_req, x))
+
+/* l7conn.c: the client socket */
+void l7_dconn_flush(struct l7_dconn *d);
+void l7_dconn_close(struct l7_dconn *d, int reset);
+/* Read and parse what can be, then handle the client's end. */
+void l7_dconn_pump(struct l7_dconn *d);
+int l7_out_write(struct l7_dconn *d, const void *p, size_t n);
+/* l7proxy.c: requests */
+int l7_dconn_process(struct l7_dconn *d);
+void l7_rq_end(struct l7_dconn *d);
+void l7_add_flag(struct l7_req *rq, const char *f);
+void l7_req_timers_init(struct l7_req *rq);
 
 #endif

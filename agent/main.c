@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <sys/timerfd.h>
 #include <bpf/libbpf.h>
+#include "accesslog.h"
 #include "agent.h"
 #include "l7agent.h"
 #include "log.h"
@@ -55,6 +56,7 @@ static void usage(FILE *f)
 		"  --cert-ttl SECONDS             workload certificate lifetime (default 86400)\n"
 		"  --no-proxy      no user-space mesh path: every backend on the kernel L4 path\n"
 		"  --workers N     proxy worker threads (default one per CPU)\n"
+		"  --access-log-file PATH  access logs of workloads no Telemetry decides for (O_APPEND)\n"
 		"  --cleanup   detach this node's programs and remove its pins, then exit\n");
 }
 
@@ -268,6 +270,7 @@ int main(int argc, char **argv)
 		{ "ca-cert", required_argument, 0, 'E' },      { "ca-key", required_argument, 0, 'K' },
 		{ "cert-ttl", required_argument, 0, 'L' },
 		{ "no-proxy", no_argument, 0, 'P' },         { "workers", required_argument, 0, 'W' },
+		{ "access-log-file", required_argument, 0, 'A' },
 		{ "help", no_argument, 0, 'h' },         { 0, 0, 0, 0 },
 	};
 	static struct bm_agent a;
@@ -275,6 +278,7 @@ int main(int argc, char **argv)
 	char path[PATH_MAX + 32], ca_dir[sizeof(a.store_url) + 16];
 	struct bm_mesh_opts mo = { 0 };
 	int cleanup = 0, no_proxy = 0, workers = 0, c, err;
+	const char *access_log = NULL;
 
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
@@ -293,6 +297,7 @@ int main(int argc, char **argv)
 		case 'L': mo.cert_ttl = atol(optarg); break;
 		case 'P': no_proxy = 1; break;
 		case 'W': workers = atoi(optarg); break;
+		case 'A': access_log = optarg; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -322,6 +327,8 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	if (access_log && bm_accesslog_set_file(access_log))
+		return 1;   /* accesslog.c said why */
 	snprintf(a.store_url, sizeof(a.store_url), "%s", store && *store ? store : "file:///var/lib/bpfmesh");
 	a.started = time(NULL);
 	pthread_mutex_init(&a.lock, NULL);

@@ -28,7 +28,158 @@ for a in ("raw", "big", "stats", "out", "plot", "stamp", "kernel", "cpu", "versi
     ap.add_argument("--" + a, default="")
 for a in ("hz", "rounds", "secs", "conns", "nproc"):
     ap.add_argument("--" + a, type=int, default=0)
+# l7.sh's report (tests/bench/l7.sh): --l7-raw RAW [--l7-checks FILE] [--haproxy VERSION]
+for a in ("l7-raw", "l7-checks", "haproxy"):
+    ap.add_argument("--" + a, default="")
 o = ap.parse_args()
+
+
+def l7_report(o):
+    """l7.sh: the L7 path (meshd) against the kernel L4 path and the sidecar
+    model (HAProxy x2, HTTP mode) with the same policy. Medians over rounds,
+    ratios of medians and per-round ratios, the goal of the issue."""
+    scen = ["l4", "l7", "sidecar"]
+    desc = {"l4": "bpfmesh kernel L4 (TCP VIP, no proxy)",
+            "l7": "bpfmesh L7 (meshd on node1 routes each request)",
+            "sidecar": "sidecar model (HAProxy x2, HTTP mode)"}
+    wl = ["sat", "r1k"]
+    wdesc = {"sat": f"saturation, keep-alive (wrk -t1 -c{o.conns})",
+             "r1k": "1,000 req/s fixed rate, 4 keep-alive connections (bm-load, open loop)"}
+    runs, lines = {}, []
+    for line in open(o.l7_raw):
+        if line.startswith("#"):
+            continue
+        f = line.split()
+        if len(f) != 19:
+            continue
+        lines.append(line.rstrip())
+        w, s, r = f[0], f[1], int(f[2])
+        p50, p90, p99, rps, req, err, ticks, el = map(float, f[3:11])
+        h = list(map(int, f[11:19]))
+        cpu = ticks / o.hz
+        runs.setdefault((w, s), []).append(dict(
+            round=r, p50=p50 / 1e3, p90=p90 / 1e3, p99=p99 / 1e3, rps=rps, req=req, err=err,
+            cpu=cpu, cores=cpu / el if el else 0.0, per_core=req / cpu if cpu else None,
+            cpu_k=cpu * 1000 / req if req else None,
+            h_req=h[0], h_2xx=h[1], h_5xx=h[2], h_none=h[3], h_other=h[4], h_retries=h[5],
+            h_timeouts=h[6], h_upcx=h[7]))
+
+    def med(w, s, k):
+        v = [x[k] for x in runs.get((w, s), []) if x[k] is not None]
+        return statistics.median(v) if v else None
+
+    def f3(v, d=3):
+        return "–" if v is None else f"{v:,.{d}f}"
+
+    def rt(a, b):
+        return None if a is None or not b else a / b
+
+    def per_round(w, a, b, k):
+        """Ratios a/b of field k within each round (both ran side by side)."""
+        ra = {x["round"]: x[k] for x in runs.get((w, a), [])}
+        rb = {x["round"]: x[k] for x in runs.get((w, b), [])}
+        return [ra[r] / rb[r] for r in sorted(ra) if r in rb and ra[r] is not None and rb[r]]
+
+    def rlist(v):
+        return ", ".join(f"{x:.2f}" for x in v) if v else "–"
+
+    L = ["# bpfmesh L7 benchmark: the L7 path against the kernel L4 path and the sidecar model", "",
+         f"{o.stamp}; bpfmesh {o.version}; kernel {o.kernel}; {o.nproc} CPUs ({o.cpu}); HAProxy {o.haproxy}.",
+         f"{o.rounds} interleaved rounds x {o.secs} s per run (order rotated each round); every figure is the",
+         "median over rounds. Client pod on node1, server pods on node2, plaintext everywhere (no ambient",
+         "label, no TLS in the sidecar model either): the scenarios differ in HTTP processing only.",
+         "Servers: bm-testsrv, HTTP/1.1, 1 KB body. Same policy in l7 and sidecar: header x-canary: true",
+         "-> v2, else v1; retries 2 on 5xx; timeout 5 s. The load sends no canary header (all to v1).", "",
+         "| scenario | path |", "|---|---|"]
+    for s in scen:
+        L.append(f"| `{s}` | {desc[s]} |")
+    L += ["",
+          "Mesh CPU = utime+stime (/proc) of both meshds (l4, l7) or of the two HAProxies in the path",
+          "(client pod, v1 server pod) over the run. cores = CPU s / elapsed s. **req/s per core** =",
+          "requests / mesh CPU s (= req/s / cores). For l4 the mesh processes do (almost) nothing, so",
+          "per core is not meaningful there. Everything (wrk, servers, proxies, meshd) shares the same",
+          f"{o.nproc} CPUs: at saturation a proxy that costs more CPU also takes it from the load generator",
+          "and the app.", ""]
+
+    verdict = []
+    for w in wl:
+        if not any((w, s) in runs for s in scen):
+            continue
+        L += [f"## {w}: {wdesc[w]}", "",
+              "| scenario | req/s | p50 ms | p90 ms | p99 ms | p99 range ms | errors | mesh cores | req/s per core | mesh vCPU per 1k req/s |",
+              "|---|" + "---:|" * 9]
+        for s in scen:
+            if (w, s) not in runs:
+                continue
+            p99s = [x["p99"] for x in runs[(w, s)]]
+            pc = med(w, s, "per_core") if s != "l4" else None
+            L.append(f"| {s} | {med(w, s, 'rps'):,.0f} | {f3(med(w, s, 'p50'))} | {f3(med(w, s, 'p90'))} | "
+                     f"{f3(med(w, s, 'p99'))} | {min(p99s):.2f}–{max(p99s):.2f} | {med(w, s, 'err'):.0f} | "
+                     f"{f3(med(w, s, 'cores'), 2)} | {f3(pc, 0)} | {f3(med(w, s, 'cpu_k'))} |")
+        L.append("")
+        rows = []
+        if (w, "l7") in runs and (w, "sidecar") in runs:
+            pc = rt(med(w, "l7", "per_core"), med(w, "sidecar", "per_core"))
+            p99 = rt(med(w, "l7", "p99"), med(w, "sidecar", "p99"))
+            rows += [("l7 / sidecar: req/s per core", pc, per_round(w, "l7", "sidecar", "per_core")),
+                     ("l7 / sidecar: req/s", rt(med(w, "l7", "rps"), med(w, "sidecar", "rps")),
+                      per_round(w, "l7", "sidecar", "rps")),
+                     ("l7 / sidecar: p50", rt(med(w, "l7", "p50"), med(w, "sidecar", "p50")),
+                      per_round(w, "l7", "sidecar", "p50")),
+                     ("l7 / sidecar: p99", p99, per_round(w, "l7", "sidecar", "p99"))]
+            if pc is not None and p99 is not None:
+                verdict.append((w, pc, p99))
+        if (w, "l7") in runs and (w, "l4") in runs:
+            rows += [(f"l7 / l4: {k}", rt(med(w, "l7", k), med(w, "l4", k)), per_round(w, "l7", "l4", k))
+                     for k in ("rps", "p50", "p99")]
+        if rows:
+            L += ["| ratio | of medians | per round |", "|---|---:|---|"]
+            L += [f"| {n} | {f3(v, 2)} | {rlist(pr)} |" for n, v, pr in rows] + [""]
+
+    L += ["## Goal: at least 2x the sidecar model's req/s per core at equal or lower p99", ""]
+    sat = [v for v in verdict if v[0] == "sat"]
+    for w, pc, p99 in verdict:
+        ok = pc >= 2 and p99 <= 1
+        L.append(f"- {w}: req/s per core x{pc:.2f} the sidecar model's, p99 x{p99:.2f}: "
+                 f"{'**met**' if ok else '**not met**'} "
+                 f"({'per core ' + ('ok' if pc >= 2 else 'below 2x')}, {'p99 ' + ('ok' if p99 <= 1 else 'higher')}).")
+    if sat:
+        w, pc, p99 = sat[0]
+        L += ["", f"In this run the goal is **{'met' if pc >= 2 and p99 <= 1 else 'not met'}** "
+              "(judged at saturation, where req/s per core is a capacity figure; at 1,000 req/s per",
+              "core is a cost figure and p99 is dominated by wake-ups on an idle machine)."]
+    L.append("")
+
+    L += ["## What meshd counted (HTTP counters, both nodes, delta per run)", "",
+          "l7 must show as many meshd requests as the client sent (l4 and sidecar: 0). Non-2xx, retries,",
+          "responses never sent (no_response) and upstream connections made show how the L7 path coped.", "",
+          "| workload | scenario | round | client requests | client errors | meshd requests | 2xx | 5xx | no response | other | retries | timeouts | upstream cx |",
+          "|---|---|---:|" + "---:|" * 10]
+    for w in wl:
+        for s in scen:
+            for x in runs.get((w, s), []):
+                L.append(f"| {w} | {s} | {x['round']} | {x['req']:.0f} | {x['err']:.0f} | {x['h_req']} | {x['h_2xx']} | "
+                         f"{x['h_5xx']} | {x['h_none']} | {x['h_other']} | {x['h_retries']} | {x['h_timeouts']} | {x['h_upcx']} |")
+    L.append("")
+    if o.l7_checks:
+        try:
+            chk = [x.rstrip() for x in open(o.l7_checks) if x.strip()]
+        except OSError:
+            chk = []
+        if chk:
+            L += ["## Path checks (before each round's runs) and meshd log lines", "",
+                  "50 requests with `x-canary: true` and 50 without, per scenario; l4 has no header routing.", "",
+                  "```"] + chk + ["```", ""]
+    L += ["## Raw rounds", "", "```", "# workload scenario round p50_us p90_us p99_us rps requests errors "
+          f"cpu_ticks({o.hz}/s) elapsed_s meshd_http: requests 2xx 5xx no_response other retries timeouts upstream_cx"]
+    L += lines + ["```", ""]
+    open(o.out, "w").write("\n".join(L))
+    print("\n".join(L[:80]))
+
+
+if o.l7_raw:
+    l7_report(o)
+    raise SystemExit(0)
 
 runs = {}
 for line in open(o.raw):

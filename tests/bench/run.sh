@@ -4,10 +4,12 @@
 #   mesh.sh  no mesh / kernel L4 / mTLS cross-node and same-node / sidecar
 #            model, interleaved rounds: mesh.md, mesh.png (docs/performance.md)
 #   l4.sh    kernel L4 path in detail (VIP vs pod IP, connect latency): l4.md
+#   l7.sh    L7 path (meshd routes each request) vs kernel L4 vs the sidecar
+#            model (HAProxy x2, HTTP mode) with the same policy: l7.md
 # A benchmark reports numbers; it passes unless a script breaks. The sandbox
 # is one per machine: each script waits (bounded, BENCH_WAIT) while someone
 # else's is up and never takes theirs down (lib.sh).
-# Env: BENCH_ONLY="mesh l4" (which scripts), BENCH_TIMEOUT (s per script including the wait, 1200),
+# Env: BENCH_ONLY="mesh l4 l7" (which scripts), BENCH_TIMEOUT (s per script including the wait, 1200),
 #      BENCH_WAIT (s to wait for a foreign sandbox, 600), BENCH_RETRIES (2: reruns
 #      of a script whose sandbox someone else took down), and the scripts' own.
 set -uo pipefail
@@ -23,7 +25,7 @@ mkdir -p "$RESULTS"
 
 rc=0
 t0=$(date +%s)
-for name in ${BENCH_ONLY:-mesh l4}; do
+for name in ${BENCH_ONLY:-mesh l4 l7}; do
   s=$HERE/$name.sh
   [ -f "$s" ] || { echo "bench: no $s" >&2; rc=1; continue; }
   echo "== $name.sh"

@@ -950,6 +950,7 @@ static void test_l7_chunked_5mb(void)
 	tc_dest(t, 0, 0, 0, 1);
 	engine_start(&t->cfg, 0, 0);
 	fd = dial_engine();
+	set_timeout(fd, 20000); /* 5 MB each way, also under ASan on a busy host */
 	rdr->fd = fd;
 	{
 		const char *h = "POST /up HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n";

@@ -34,8 +34,8 @@ static const struct bad_case bad_cases[] = {
 	  "2: kind Gateway (apiVersion networking.istio.io/v1beta1) is not supported yet" },
 	{ "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: r}\n",
 	  "2: kind Sidecar (apiVersion networking.istio.io/v1) is not supported yet" },
-	{ "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: r}\n",
-	  "2: kind Telemetry (apiVersion telemetry.istio.io/v1) is not supported yet" },
+	{ "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {name: r}\n",
+	  "2: kind WasmPlugin (apiVersion extensions.istio.io/v1alpha1) is not supported yet" },
 	{ "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: r}\n",
 	  "2: kind ConfigMap (apiVersion v1) is not supported yet" },
 	{ "apiVersion: networking.istio.io/v1\nkind: virtualservice\nmetadata: {name: r}\n",
@@ -467,7 +467,8 @@ static void test_kind_lookup(void)
 	CU_ASSERT_STRING_EQUAL(bm_kind_fullname(bm_kind_find("DestinationRule"), buf, sizeof(buf)),
 			       "destinationrule.networking.istio.io");
 	CU_ASSERT_PTR_NOT_NULL(bm_kind_find("RequestAuthentication")->spec);
-	CU_ASSERT_PTR_NULL(bm_kind_find("Telemetry")->spec);
+	CU_ASSERT_PTR_NOT_NULL(bm_kind_find("Telemetry")->spec);
+	CU_ASSERT_PTR_NULL(bm_kind_find("IstioOperator")->spec);
 }
 
 /* Every field table fits validate.c's fixed "seen" array. */

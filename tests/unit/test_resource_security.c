@@ -634,7 +634,7 @@ static void test_security_kinds(void)
 	CU_ASSERT_PTR_NOT_NULL(bm_kind_lookup("ra"));
 	CU_ASSERT(bm_kind_accepts_api_version(bm_kind_find("RequestAuthentication"),
 					      "security.istio.io/v1"));
-	CU_ASSERT_PTR_NULL(bm_kind_find("Telemetry")->spec);
+	CU_ASSERT_PTR_NULL(bm_kind_find("WasmPlugin")->spec);
 	CU_ASSERT(bm_kind_accepts_api_version(bm_kind_find("AuthorizationPolicy"),
 					      "security.istio.io/v1beta1"));
 	CU_ASSERT(!bm_kind_accepts_api_version(bm_kind_find("PeerAuthentication"),
