@@ -82,11 +82,22 @@ static json_t *handle(struct bm_agent *a, const json_t *req)
 	if (!strcmp(cmd, "certs") || !strcmp(cmd, "ca")) {
 		if (!a->mesh_on)
 			return error_reply("mesh identity is not enabled on this node%s", "");
-		r = !strcmp(cmd, "certs") ? bm_identity_list_json(&a->idm) : bm_ca_show_json(a->ca);
+		r = !strcmp(cmd, "certs") ? bm_identity_list_json(&a->idm) : bm_mesh_ca_json(a);
 		if (!r)
 			return error_reply("%s: out of memory", cmd);
 		json_object_set_new(r, "ok", json_true());
 		return r;
+	}
+	if (!strcmp(cmd, "ca_request")) {
+		const char *ns = json_string_value(json_object_get(req, "namespace"));
+		const char *sa = json_string_value(json_object_get(req, "service_account"));
+
+		if (!a->mesh_on)
+			return error_reply("mesh identity is not enabled on this node%s", "");
+		if (!ns || !sa)
+			return error_reply("ca_request: \"namespace\" and \"service_account\" are required%s", "");
+		r = bm_mesh_ca_request_json(a, ns, sa);
+		return r ? r : error_reply("%s: out of memory", cmd);
 	}
 	if (!strcmp(cmd, "metrics")) {
 		char *text = NULL;

@@ -58,6 +58,7 @@ struct bm_mesh_pod {
 	uint32_t ip;       /* network order */
 	uint32_t slot;     /* inbound_socks_v1 index */
 	int inbound;       /* in the mesh: inbound capture too (else outbound listener only) */
+	uint64_t sig;      /* of the identity and labels the proxy was given */
 	int live;          /* seen in this sync */
 };
 

@@ -352,7 +352,7 @@ err_free:
 /* Write dir/name via a temporary file and rename(), so a reader (or a crash)
  * never sees half a PEM. The temporary is created with its final mode and
  * O_EXCL: a key is never readable by others, not even for an instant. */
-static int write_atomic(const char *dir, const char *name, mode_t mode, const char *data, size_t len)
+int bm_write_file_atomic(const char *dir, const char *name, mode_t mode, const char *data, size_t len)
 {
 	char tmp[PATH_MAX], dst[PATH_MAX];
 	int fd, dfd, err = 0;
@@ -438,9 +438,9 @@ static int save_root(const char *dir, X509 *cert, EVP_PKEY *key)
 	cn = BIO_get_mem_data(cb, &cp);
 	/* Key first: the certificate's presence is what marks the pair complete
 	 * (see bm_ca_load_or_create), so a crash in between is recoverable. */
-	err = write_atomic(dir, BM_CA_KEY_FILE, 0600, kp, (size_t)kn);
+	err = bm_write_file_atomic(dir, BM_CA_KEY_FILE, 0600, kp, (size_t)kn);
 	if (!err)
-		err = write_atomic(dir, BM_CA_CERT_FILE, 0644, cp, (size_t)cn);
+		err = bm_write_file_atomic(dir, BM_CA_CERT_FILE, 0644, cp, (size_t)cn);
 out:
 	BIO_free(cb);
 	BIO_free(kb); /* BUF_MEM_free clears the key PEM before freeing it */
@@ -807,23 +807,21 @@ out:
 	return err;
 }
 
-int bm_csr_create(const char *spiffe_id, EVP_PKEY **key_out, char **csr_pem)
+int bm_csr_create_for(const char *spiffe_id, EVP_PKEY *key, char **csr_pem)
 {
 	STACK_OF(X509_EXTENSION) *exts = NULL;
 	X509_EXTENSION *san = NULL;
 	X509_REQ *req = NULL;
-	EVP_PKEY *key = NULL;
 	BIO *out = NULL;
 	int err;
 
-	if (bm_spiffe_id_parse(spiffe_id, NULL))
+	if (!key || bm_spiffe_id_parse(spiffe_id, NULL))
 		return -EINVAL;
 	err = -ENOMEM;
-	key = EVP_EC_gen("P-256");
 	req = X509_REQ_new();
 	exts = sk_X509_EXTENSION_new_null();
 	san = uri_san_ext(spiffe_id);
-	if (!key || !req || !exts || !san || !sk_X509_EXTENSION_push(exts, san))
+	if (!req || !exts || !san || !sk_X509_EXTENSION_push(exts, san))
 		goto err_free;
 	san = NULL; /* owned by exts now */
 	if (!X509_REQ_set_version(req, X509_REQ_VERSION_1) || !X509_REQ_set_pubkey(req, key) ||
@@ -832,17 +830,35 @@ int bm_csr_create(const char *spiffe_id, EVP_PKEY **key_out, char **csr_pem)
 	out = BIO_new(BIO_s_mem());
 	if (!out || !PEM_write_bio_X509_REQ(out, req) || !(*csr_pem = bio_to_string(out)))
 		goto err_free;
-	*key_out = key;
-	key = NULL;
 	err = 0;
 err_free:
 	BIO_free(out);
 	X509_EXTENSION_free(san);
 	sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
 	X509_REQ_free(req);
-	EVP_PKEY_free(key);
 	ERR_clear_error();
 	return err;
+}
+
+int bm_csr_create(const char *spiffe_id, EVP_PKEY **key_out, char **csr_pem)
+{
+	EVP_PKEY *key;
+	int err;
+
+	if (bm_spiffe_id_parse(spiffe_id, NULL))
+		return -EINVAL;
+	key = EVP_EC_gen("P-256");
+	if (!key) {
+		ERR_clear_error();
+		return -ENOMEM;
+	}
+	err = bm_csr_create_for(spiffe_id, key, csr_pem);
+	if (err) {
+		EVP_PKEY_free(key);
+		return err;
+	}
+	*key_out = key;
+	return 0;
 }
 
 /* ---- meshctl ca show ---- */

@@ -3,6 +3,7 @@
 #ifndef BM_CA_H
 #define BM_CA_H
 #include <stddef.h>
+#include <sys/types.h>
 #include <time.h>
 #include <jansson.h>
 #include <openssl/evp.h>
@@ -62,6 +63,9 @@ int bm_ca_sign_csr(const struct bm_ca *ca, const char *csr_pem, const char *expe
 		   time_t now, char **cert_pem);
 /* A fresh P-256 key and a CSR for spiffe_id (empty subject, one URI SAN). */
 int bm_csr_create(const char *spiffe_id, EVP_PKEY **key, char **csr_pem);
+/* The same over a key the caller has (the identity manager makes the key
+ * before it asks its issuer). */
+int bm_csr_create_for(const char *spiffe_id, EVP_PKEY *key, char **csr_pem);
 
 /* For `meshctl ca show`: subject, trust_domain, serial, not_before,
  * not_after, sha256_fingerprint. NULL on allocation failure. */
@@ -75,6 +79,9 @@ int bm_x509_uri_san(X509 *cert, char *buf, size_t len);
 int bm_x509_serial_hex(X509 *cert, char *buf, size_t len);
 /* An ASN1 time as a time_t (UTC). */
 int bm_x509_time(const ASN1_TIME *t, time_t *out);
+/* dir/name written as temp file (O_EXCL, mode from the first byte) + fsync +
+ * rename + directory fsync: after a crash the file is old or new, never torn. */
+int bm_write_file_atomic(const char *dir, const char *name, mode_t mode, const char *data, size_t len);
 /* time_t as RFC 3339 UTC, e.g. 2026-08-01T12:00:00Z. */
 void bm_time_rfc3339(time_t t, char *buf, size_t len);
 

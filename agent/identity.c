@@ -73,7 +73,9 @@ static int svid_new(struct bm_identity_mgr *m, const char *id, time_t now, struc
 	*out = s;
 	return 0;
 err_free:
-	bm_log("identity: cannot issue an SVID for %s: %s", id, strerror(-err));
+	/* -EAGAIN: a remote issuer backing off after a failure it reported. */
+	if (err != -EAGAIN)
+		bm_log("identity: cannot issue an SVID for %s: %s", id, strerror(-err));
 	ERR_clear_error();
 	bm_svid_put(s);
 	return err;
@@ -249,7 +251,8 @@ int bm_identity_sync(struct bm_identity_mgr *m, const char *const *ns_sa_pairs, 
 				bm_svid_put(s);
 		}
 		if (err) {
-			__atomic_add_fetch(&m->issue_errors, 1, __ATOMIC_RELAXED);
+			if (err != -EAGAIN)
+				__atomic_add_fetch(&m->issue_errors, 1, __ATOMIC_RELAXED);
 			first_err = first_err ? first_err : err;
 			continue;
 		}
@@ -284,7 +287,8 @@ int bm_identity_rotate_due(struct bm_identity_mgr *m, time_t now)
 			continue;
 		err = svid_new(m, old->id, now, &s);
 		if (err) {
-			__atomic_add_fetch(&m->issue_errors, 1, __ATOMIC_RELAXED);
+			if (err != -EAGAIN)
+				__atomic_add_fetch(&m->issue_errors, 1, __ATOMIC_RELAXED);
 			first_err = first_err ? first_err : err;
 			continue;
 		}

@@ -30,9 +30,11 @@ struct bm_svid {
 };
 
 /* Where certificates come from. The embedded mode's issuer signs with a
- * local struct bm_ca; a node without the CA key will plug in the CSR client
- * (docs/identity.md) here. Returns 0 and a certificate for key's public half
- * (and an optional chain, may stay NULL), or -errno. */
+ * local struct bm_ca; a node without the CA key plugs in the CSR client
+ * (casvc.h, docs/identity.md §6) here. Returns 0 and a certificate for key's
+ * public half (and an optional chain, may stay NULL), or -errno. -EAGAIN
+ * means "backing off, already reported": not logged, not counted as an
+ * issue error, tried again at the next call. */
 typedef int (*bm_issue_fn)(void *arg, const char *spiffe_id, EVP_PKEY *key, long ttl, time_t now,
 			   X509 **cert, STACK_OF(X509) **chain);
 

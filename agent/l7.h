@@ -97,6 +97,7 @@ struct bm_l7_cluster_rt {
 	uint32_t retries;           /* retries in flight */
 	uint32_t connections;       /* upstream connections open */
 	uint32_t rr;                /* round-robin cursor */
+	uint32_t waiting;           /* requests queued for a connection slot, all workers */
 	uint64_t overflow_pending, overflow_requests, overflow_retries;
 };
 
@@ -204,9 +205,18 @@ struct bm_l7_service {
 	struct bm_l7_route *route;  size_t n_route;
 };
 
+/* Where a pod's access log lines go (agent/accesslog.h), resolved by the
+ * agent when it publishes a configuration; sorted by (ns, name). */
+struct bm_l7_podlog {
+	char ns[64], name[128];
+	unsigned n;               /* struct bm_accesslog_sinks, kept opaque here */
+	int fd[4];
+};
+
 struct bm_l7_config {
 	int refs;
 	uint64_t generation;
+	struct bm_l7_podlog *podlog;    size_t n_podlog;   /* malloc'ed; freed with the config */
 	struct bm_l7_service *svc;      size_t n_svc;
 	struct bm_l7_cluster *cluster;  size_t n_cluster;
 	void *arena;                    /* l7model.c's allocations */
@@ -225,6 +235,9 @@ void bm_l7_get(struct bm_l7_config *c);
 void bm_l7_put(struct bm_l7_config *c);
 /* The service at vip:port (port host order) or NULL. */
 const struct bm_l7_service *bm_l7_find(const struct bm_l7_config *c, uint32_t vip, uint16_t port);
+/* The access-log sinks of pod ns/name, or NULL when it logs nothing. */
+const struct bm_l7_podlog *bm_l7_podlog_find(const struct bm_l7_config *c, const char *ns,
+					     const char *name);
 /* Does this service (VIP, host-order port) need the HTTP path? */
 int bm_l7_is_l7(const struct bm_l7_config *c, uint32_t vip, uint16_t port);
 

@@ -12,12 +12,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <bpf/bpf.h>
+#include "accesslog.h"
 #include "agent.h"
 #include "l7.h"
 #include "l7agent.h"
 #include "log.h"
 #include "model.h"
 #include "proxy.h"
+#include "resutil.h"
 
 /* What sockops had counted for a backend at the last look. */
 struct seen {
@@ -89,6 +91,42 @@ static void fill_backend_ids(struct bm_agent *a, struct bm_l7_config *cfg)
 	}
 }
 
+static int podlog_sort(const void *x, const void *y)
+{
+	const struct bm_l7_podlog *p = x, *q = y;
+	int r = strcmp(p->ns, q->ns);
+
+	return r ? r : strcmp(p->name, q->name);
+}
+
+/* Access-log sinks of every enrolled pod, by its WorkloadEntry's labels
+ * (Telemetry selectors match workload labels). */
+static void fill_podlog(struct bm_agent *a, struct bm_l7_config *cfg)
+{
+	_Static_assert(BM_ACCESSLOG_MAX_SINKS == sizeof(cfg->podlog[0].fd) / sizeof(int), "sinks");
+	cfg->podlog = calloc(a->pods.n ? a->pods.n : 1, sizeof(*cfg->podlog));
+	cfg->n_podlog = 0;
+	if (!cfg->podlog)
+		return;
+	for (size_t i = 0; i < a->pods.n; i++) {
+		const struct bm_pod *pod = &a->pods.p[i];
+		const json_t *we = bm_find_workload_entry(a->resources, pod->ns, pod->ip);
+		struct bm_l7_podlog *pl = &cfg->podlog[cfg->n_podlog];
+		struct bm_accesslog_sinks sk;
+
+		bm_accesslog_sinks(a->resources, pod->ns,
+				   json_object_get(json_object_get(we, "spec"), "labels"), &sk);
+		if (!sk.n)
+			continue;
+		snprintf(pl->ns, sizeof(pl->ns), "%s", pod->ns);
+		snprintf(pl->name, sizeof(pl->name), "%s", pod->name);
+		pl->n = sk.n;
+		memcpy(pl->fd, sk.fd, sizeof(pl->fd));
+		cfg->n_podlog++;
+	}
+	qsort(cfg->podlog, cfg->n_podlog, sizeof(*cfg->podlog), podlog_sort);
+}
+
 void bm_l7_agent_publish(struct bm_agent *a, struct bm_l7_config *cfg)
 {
 	struct bm_l7_config *old = a->l7;
@@ -96,6 +134,7 @@ void bm_l7_agent_publish(struct bm_agent *a, struct bm_l7_config *cfg)
 	if (!cfg)
 		return;
 	fill_backend_ids(a, cfg);
+	fill_podlog(a, cfg);
 	bm_proxy_set_l7(a->proxy, cfg);
 	a->l7 = cfg; /* our reference from bm_l7_build */
 	if (old)

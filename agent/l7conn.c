@@ -375,6 +375,7 @@ struct bm_l7_engine *bm_l7_engine_new(struct bm_loop *l, const struct bm_l7_ops 
 		e->o = *o;
 	e->outlier = o ? o->outlier : NULL;
 	e->bact = calloc(L7_BACT_SLOTS, sizeof(*e->bact));
+	l7_waiters_init(e);
 	e->tev.fn = engine_on_timer;
 	e->tev.fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
 	if (!e->bact || e->tev.fd < 0 || bm_loop_add(l, &e->tev, EPOLLIN))

@@ -1310,7 +1310,34 @@ void bm_l7_put(struct bm_l7_config *c)
 	if (!c || __atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL))
 		return;
 	arena_free(c->arena);
+	free(c->podlog);
 	free(c);
+}
+
+static int podlog_cmp(const char *ns, const char *name, const struct bm_l7_podlog *p)
+{
+	int r = strcmp(ns, p->ns);
+
+	return r ? r : strcmp(name, p->name);
+}
+
+const struct bm_l7_podlog *bm_l7_podlog_find(const struct bm_l7_config *c, const char *ns,
+					     const char *name)
+{
+	size_t lo = 0, hi = c && ns && name ? c->n_podlog : 0;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int r = podlog_cmp(ns, name, &c->podlog[mid]);
+
+		if (!r)
+			return c->podlog[mid].n ? &c->podlog[mid] : NULL;
+		if (r > 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
 }
 
 const struct bm_l7_service *bm_l7_find(const struct bm_l7_config *c, uint32_t vip, uint16_t port)

@@ -392,7 +392,7 @@ static void rq_attempt_failed(struct l7_dconn *d, enum bm_attempt_result r)
 		return;
 	}
 	l7_timer_cancel(d->e, &rq->t_try);
-	l7_outlier(d->e, rq->c, &rq->x.b, BM_OE_LOCAL_FAILURE);
+	l7_outlier(d->e, rq->c, &rq->x.b, l7_outlier_ev(r, 0));
 	if (rq_retry_want(d, r, 0, -1)) {
 		rq_retry(d);
 		return;

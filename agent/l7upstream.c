@@ -215,6 +215,7 @@ static void waiters_remove(struct bm_l7_engine *e, struct l7_x *x)
 {
 	if (!x->waiting)
 		return;
+	__atomic_sub_fetch(&x->c->rt->waiting, 1, __ATOMIC_RELAXED);
 	if (x->wprev)
 		x->wprev->wnext = x->wnext;
 	else
@@ -347,6 +348,8 @@ static struct l7_uconn *pool_take(struct bm_l7_engine *e, const struct l7_x *x)
 	return NULL;
 }
 
+#define WAITERS_POLL_MS 5
+
 static void give_pending(struct l7_x *x)
 {
 	if (x->pending) {
@@ -379,6 +382,7 @@ int l7_x_start(struct l7_x *x)
 	if (!l7_cb_take(&c->rt->connections, c->max_connections)) {
 		/* maxConnections: queue until one is released or closed */
 		x->waiting = 1;
+		__atomic_add_fetch(&c->rt->waiting, 1, __ATOMIC_RELAXED);
 		x->wnext = NULL;
 		x->wprev = e->waiters_tail;
 		if (e->waiters_tail)
@@ -386,6 +390,10 @@ int l7_x_start(struct l7_x *x)
 		else
 			e->waiters = x;
 		e->waiters_tail = x;
+		/* The slot it waits for may be freed by another worker, which
+		 * cannot wake this one: look again shortly. */
+		if (e->t_waiters.fn && e->t_waiters.idx < 0)
+			l7_timer_arm(e, &e->t_waiters, WAITERS_POLL_MS);
 		return 0;
 	}
 	err = dial(x);
@@ -394,42 +402,79 @@ int l7_x_start(struct l7_x *x)
 	return err;
 }
 
+/* Serve queued x if a connection or a slot is there: 1 when it left the
+ * queue, 0 when it still waits. */
+static int serve_waiter(struct bm_l7_engine *e, struct l7_x *x)
+{
+	struct bm_l7_cluster_rt *rt = x->c->rt;
+	struct l7_uconn *uc = pool_take(e, x);
+
+	if (uc) {
+		waiters_remove(e, x);
+		give_pending(x);
+		attach(uc, x);
+		e->st.upstream_cx_reused++;
+		x->ops->ready(x);
+		return 1;
+	}
+	if (!l7_cb_take(&rt->connections, x->c->max_connections)) {
+		/* At the limit: an idle connection to another host of the
+		 * cluster makes room for this one. */
+		for (uc = e->uconns; uc; uc = uc->next)
+			if (uc->idle && uc->rt == rt)
+				break;
+		if (uc)
+			uconn_close(uc); /* kicks again */
+		return 0;
+	}
+	waiters_remove(e, x);
+	if (dial(x)) {
+		give_pending(x);
+		x->ops->fail(x, BM_AR_CONNECT_FAILURE);
+	}
+	return 1;
+}
+
 /* A connection slot of rt became free, or an idle one appeared. */
 static void kick_waiters(struct bm_l7_engine *e, struct bm_l7_cluster_rt *rt)
 {
-	for (struct l7_x *x = e->waiters, *next; x; x = next) {
-		struct l7_uconn *uc;
+	for (struct l7_x *x = e->waiters; x; x = x->wnext)
+		if (x->c->rt == rt) {
+			serve_waiter(e, x);
+			return;
+		}
+}
 
-		next = x->wnext;
-		if (x->c->rt != rt)
-			continue;
-		uc = pool_take(e, x);
-		if (uc) {
-			waiters_remove(e, x);
-			give_pending(x);
-			attach(uc, x);
-			e->st.upstream_cx_reused++;
-			x->ops->ready(x);
-			return;
-		}
-		if (!l7_cb_take(&rt->connections, x->c->max_connections)) {
-			/* At the limit: an idle connection to another host of the
-			 * cluster makes room for this one. */
-			for (uc = e->uconns; uc; uc = uc->next)
-				if (uc->idle && uc->rt == rt)
-					break;
-			if (!uc)
-				return;
-			uconn_close(uc); /* kicks again */
-			return;
-		}
-		waiters_remove(e, x);
-		if (dial(x)) {
-			give_pending(x);
-			x->ops->fail(x, BM_AR_CONNECT_FAILURE);
-		}
-		return;
+static int local_waiter(const struct bm_l7_engine *e, const struct bm_l7_cluster_rt *rt)
+{
+	for (const struct l7_x *x = e->waiters; x; x = x->wnext)
+		if (x->c->rt == rt)
+			return 1;
+	return 0;
+}
+
+/* Queued requests, polled: connection slots are counted across workers but
+ * a worker only hears of its own connections closing. */
+static void waiters_poll(struct l7_timer *t)
+{
+	struct bm_l7_engine *e = (struct bm_l7_engine *)((char *)t - offsetof(struct bm_l7_engine, t_waiters));
+	struct l7_x *x = e->waiters;
+	unsigned budget = 1024;
+
+	/* Serving one may end or queue others: restart from the head after
+	 * each one served; bounded per poll. */
+	while (x && budget--) {
+		struct l7_x *next = x->wnext;
+
+		x = serve_waiter(e, x) ? e->waiters : next;
 	}
+	if (e->waiters)
+		l7_timer_arm(e, &e->t_waiters, WAITERS_POLL_MS);
+}
+
+void l7_waiters_init(struct bm_l7_engine *e)
+{
+	l7_timer_init(&e->t_waiters, waiters_poll);
 }
 
 void l7_x_end(struct l7_x *x, int reuse)
@@ -446,6 +491,13 @@ void l7_x_end(struct l7_x *x, int reuse)
 	if (!reuse || !x->req_done || !x->resp_done || !uc->keep || uc->connecting ||
 	    uc->wq.bytes || uc->werr || e->freeing ||
 	    (uc->max_reqs && uc->n_reqs >= uc->max_reqs)) {
+		uconn_close(uc);
+		return;
+	}
+	/* Requests of other workers wait for a slot of this cluster: give it
+	 * back rather than keep it idle here (it cannot be handed over). */
+	if (uc->rt && __atomic_load_n(&uc->rt->waiting, __ATOMIC_RELAXED) &&
+	    !local_waiter(e, uc->rt)) {
 		uconn_close(uc);
 		return;
 	}
@@ -864,6 +916,10 @@ const struct bm_l7_backend *l7_lb_pick(struct bm_l7_engine *e, const struct bm_l
 
 enum bm_outlier_ev l7_outlier_ev(enum bm_attempt_result r, int status)
 {
+	/* A circuit-breaker overflow says nothing about the host (Envoy does
+	 * not count it): report it as no error. */
+	if (r == BM_AR_OVERFLOW)
+		return BM_OE_SUCCESS;
 	if (r != BM_AR_RESPONSE)
 		return BM_OE_LOCAL_FAILURE;
 	if (status == 502 || status == 503 || status == 504)

@@ -62,6 +62,9 @@ struct l7_x {
 
 #define L7_HIGH_WATER (256 * 1024)  /* stop producing into a queue above this */
 
+/* Engine set-up: the queued requests' poll timer. */
+void l7_waiters_init(struct bm_l7_engine *e);
+
 /* Get a connection for x (x->c, x->b, pool_key, user set): an idle pooled
  * one (ready is called before this returns), a new one, or a place in the
  * queue. 0, -EBUSY (circuit breaker: pending overflow), or -errno of the
@@ -137,6 +140,7 @@ struct bm_l7_engine {
 	struct l7_dconn *dconns;
 	struct l7_uconn *uconns;     /* every upstream connection (idle and busy) */
 	struct l7_x *waiters, *waiters_tail;
+	struct l7_timer t_waiters;   /* re-try queued requests: slots free up on other workers */
 	struct l7_bact *bact;        /* L7_BACT_SLOTS */
 	unsigned n_mirrors;
 	uint64_t rng[2];

@@ -54,6 +54,11 @@ static void usage(FILE *f)
 		"  --ca-dir DIR    embedded mesh CA: root created or loaded there (default <store dir>/ca)\n"
 		"  --ca-cert FILE --ca-key FILE   use a given CA instead\n"
 		"  --cert-ttl SECONDS             workload certificate lifetime (default 86400)\n"
+		"  --ca-serve IP:PORT             also sign other nodes' CSRs there (port 15012)\n"
+		"  --ca-addr HOST:PORT --ca-bundle ROOT.pem [--join-token TOKEN]\n"
+		"                  no CA key on this node: SVIDs by CSR from that CA service,\n"
+		"                  joining once with a token from `meshctl node join NODE`\n"
+		"  --join-only     with --ca-addr: get the node certificate into --run-dir, then exit\n"
 		"  --no-proxy      no user-space mesh path: every backend on the kernel L4 path\n"
 		"  --workers N     proxy worker threads (default one per CPU)\n"
 		"  --access-log-file PATH  access logs of workloads no Telemetry decides for (O_APPEND)\n"
@@ -101,13 +106,13 @@ int bm_agent_reload(struct bm_agent *a)
 	}
 	pthread_mutex_lock(&a->lock);
 	err = bm_reconcile_apply(&a->rec, &m, bm_now_ms());
-	bm_l7_agent_publish(a, l7);
 	bm_model_free(&a->model);
 	a->model = m;
 	json_decref(a->resources);
 	a->resources = res;
 	bm_policy_store_changed(res); /* (re)arm JWKS fetches before requests need them */
 	bm_mesh_sync(a);
+	bm_l7_agent_publish(a, l7); /* after the pods' sync: access-log sinks per pod */
 	if (!err) {
 		a->model_warnings = m.warnings;
 		a->applied_generation = gen;
@@ -271,13 +276,16 @@ int main(int argc, char **argv)
 		{ "cert-ttl", required_argument, 0, 'L' },
 		{ "no-proxy", no_argument, 0, 'P' },         { "workers", required_argument, 0, 'W' },
 		{ "access-log-file", required_argument, 0, 'A' },
+		{ "ca-serve", required_argument, 0, 1001 },  { "ca-addr", required_argument, 0, 1002 },
+		{ "ca-bundle", required_argument, 0, 1003 }, { "join-token", required_argument, 0, 1004 },
+		{ "join-only", no_argument, 0, 1005 },
 		{ "help", no_argument, 0, 'h' },         { 0, 0, 0, 0 },
 	};
 	static struct bm_agent a;
 	const char *cgroup = NULL, *bpffs = NULL, *store = getenv("BPFMESH_STORE");
 	char path[PATH_MAX + 32], ca_dir[sizeof(a.store_url) + 16];
 	struct bm_mesh_opts mo = { 0 };
-	int cleanup = 0, no_proxy = 0, workers = 0, c, err;
+	int cleanup = 0, no_proxy = 0, workers = 0, join_only = 0, c, err;
 	const char *access_log = NULL;
 
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -298,6 +306,11 @@ int main(int argc, char **argv)
 		case 'P': no_proxy = 1; break;
 		case 'W': workers = atoi(optarg); break;
 		case 'A': access_log = optarg; break;
+		case 1001: mo.ca_serve = optarg; break;
+		case 1002: mo.ca_addr = optarg; break;
+		case 1003: mo.ca_bundle = optarg; break;
+		case 1004: mo.join_token = optarg; break;
+		case 1005: join_only = 1; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -321,6 +334,19 @@ int main(int argc, char **argv)
 		err = bm_loader_cleanup(bpffs);
 		if (err)
 			bm_log("cleanup %s: %s", bpffs, strerror(-err));
+		return err ? 1 : 0;
+	}
+	if (join_only) {
+		/* Enrol a node ahead of time (or check it): nothing else starts. */
+		if (!a.node[0] || !a.run_dir[0]) {
+			usage(stderr);
+			return 2;
+		}
+		err = mkdir_p(a.run_dir);
+		if (!err)
+			err = bm_mesh_join(&mo, a.node, a.run_dir);
+		if (err)
+			bm_log("join: no valid node certificate in %s: %s", a.run_dir, strerror(-err));
 		return err ? 1 : 0;
 	}
 	if (!a.node[0] || !cgroup || !bpffs || !a.run_dir[0]) {

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
+#include <jansson.h>
 
 struct bm_agent;
 
@@ -13,6 +14,11 @@ struct bm_mesh_opts {
 	const char *ca_dir;         /* embedded CA: root created or loaded here */
 	const char *ca_cert, *ca_key; /* or a CA that is given */
 	long cert_ttl;              /* seconds; 0 = 24 h */
+	/* The CA as a service (docs/identity.md §6, casvc.h). */
+	const char *ca_serve;       /* IP:PORT: this meshd signs other nodes' CSRs */
+	const char *ca_addr;        /* HOST:PORT: no CA key here, SVIDs by CSR... */
+	const char *ca_bundle;      /* ...trusting this root (PEM) */
+	const char *join_token;     /* one-time, from `meshctl node join` */
 };
 
 int bm_mesh_init(struct bm_agent *a, const struct bm_mesh_opts *o);
@@ -26,5 +32,14 @@ void bm_mesh_sync(struct bm_agent *a);
 int bm_mesh_expected_identity(struct bm_agent *a, uint32_t ip, char *buf, size_t len);
 /* Rotation at half-life; called from the main loop's tick. */
 void bm_mesh_tick(struct bm_agent *a, time_t now);
+/* For `meshctl ca show`: the root, the mode (embedded, serve, client) and
+ * the CA service's or client's counters. NULL on allocation failure. */
+json_t *bm_mesh_ca_json(struct bm_agent *a);
+/* For `meshctl cert request`: ask the CA for ns/sa as this node, install
+ * nothing. Only on a node that has no CA key. */
+json_t *bm_mesh_ca_request_json(struct bm_agent *a, const char *ns, const char *sa);
+/* `meshd --join-only`: get (or check) the node certificate in state_dir and
+ * return: 0 when a valid one is held afterwards. */
+int bm_mesh_join(const struct bm_mesh_opts *o, const char *node, const char *state_dir);
 
 #endif

@@ -23,6 +23,7 @@
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <bpf/bpf.h>
+#include "accesslog.h"
 #include "agent.h"
 #include "ca.h"
 #include "capture.h"
@@ -33,6 +34,7 @@
 #include "policy.h"
 #include "mesh.h"
 #include "proxy.h"
+#include "reqmetrics.h"
 #include "relay.h"
 #include "tlsctx.h"
 
@@ -98,6 +100,8 @@ struct worker {
 	/* HTTP requests finished on this worker, by status class ([0] no
 	 * response); the owner writes, readers load relaxed. */
 	uint64_t http_status[6];
+	struct bm_req_table *rq;       /* istio_request* rows of this worker (reqmetrics.h) */
+	struct bm_l7_config *cfg;      /* the configuration last published to this worker */
 };
 
 /* Per HBONE connection: who owns it and, for clients, the pool key. */
@@ -717,7 +721,19 @@ static void l7_complete(void *ctx, const struct bm_l7_record *r)
 	struct worker *w = ctx;
 	unsigned k = r->status >= 100 && r->status < 600 ? r->status / 100 : 0;
 
+	const struct bm_l7_podlog *pl;
+
 	__atomic_store_n(&w->http_status[k], w->http_status[k] + 1, __ATOMIC_RELAXED);
+	if (w->rq)
+		bm_req_record(w->rq, r);
+	pl = r->reporter == BM_MESH_SOURCE ? bm_l7_podlog_find(w->cfg, r->src_ns, r->src_name)
+					   : bm_l7_podlog_find(w->cfg, r->dst_ns, r->dst_name);
+	if (pl) {
+		struct bm_accesslog_sinks sk = { .n = pl->n };
+
+		memcpy(sk.fd, pl->fd, sizeof(sk.fd));
+		bm_accesslog_emit(&sk, r);
+	}
 }
 
 static void l7_ejected(void *ctx, const struct bm_l7_cluster *c, const struct bm_l7_backend *b)
@@ -982,8 +998,9 @@ static void worker_set_l7(struct worker *w, struct bm_l7_config *cfg)
 		bm_l7_engine_set_outlier(w->l7, w->p->a ? w->p->a->outlier : NULL);
 		bm_l7_engine_set_config(w->l7, cfg);
 	}
-	if (cfg)
-		bm_l7_put(cfg); /* the message's reference */
+	if (w->cfg)
+		bm_l7_put(w->cfg);
+	w->cfg = cfg; /* the message's reference, for the access-log sinks */
 }
 
 static void on_cmd(struct bm_ev *ev, uint32_t events)
@@ -1098,6 +1115,11 @@ static void worker_fini(struct worker *w)
 	bm_loop_fini(&w->loop);
 	free(w->mt);
 	w->mt = NULL;
+	bm_req_table_free(w->rq);
+	w->rq = NULL;
+	if (w->cfg)
+		bm_l7_put(w->cfg);
+	w->cfg = NULL;
 	pthread_mutex_destroy(&w->cmd_lock);
 }
 
@@ -1112,7 +1134,8 @@ static int worker_init(struct bm_proxy *p, struct worker *w, int idx)
 	if (err)
 		return err;
 	w->mt = calloc(1, sizeof(*w->mt));
-	if (!w->mt)
+	w->rq = bm_req_table_new();
+	if (!w->mt || !w->rq)
 		return -ENOMEM;
 	w->cmd_ev.fn = on_cmd;
 	w->cmd_ev.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -1496,4 +1519,33 @@ int bm_proxy_mesh_rows(struct bm_proxy *p, struct bm_mesh_row **out, size_t *n)
 		}
 	}
 	return 0;
+}
+
+int bm_proxy_req_rows(struct bm_proxy *p, struct bm_req_row **out, size_t *n)
+{
+	size_t cap = 0;
+
+	*out = NULL;
+	*n = 0;
+	for (int i = 0; p && i < p->n; i++) {
+		int err = p->w[i].rq ? bm_req_collect(p->w[i].rq, out, n, &cap) : 0;
+
+		if (err) {
+			free(*out);
+			*out = NULL;
+			*n = 0;
+			return err;
+		}
+	}
+	return 0;
+}
+
+uint64_t bm_proxy_req_overflow(struct bm_proxy *p)
+{
+	uint64_t n = 0;
+
+	for (int i = 0; p && i < p->n; i++)
+		if (p->w[i].rq)
+			n += bm_req_table_overflow(p->w[i].rq);
+	return n;
 }

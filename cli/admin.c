@@ -59,7 +59,8 @@ int cli_nodes(const char *only, struct cli_node **out)
 		else
 			fprintf(stderr, "meshctl: no node agents under %s (is meshd running?)\n", run_dir());
 	}
-	qsort(nodes, n, sizeof(*nodes), cmp_nodes);
+	if (n)
+		qsort(nodes, n, sizeof(*nodes), cmp_nodes);
 	*out = nodes;
 	return n;
 }

@@ -27,6 +27,49 @@ static void node_errors(json_t *all)
 			fprintf(stderr, "meshctl: node %s: %s\n", str(n, "node"), str(n, "error"));
 }
 
+/* meshctl cert request NS/SA --node NODE: that node's meshd asks the CA
+ * service for an SVID of NS/SA with a throw-away key and installs nothing.
+ * Shows what the CA decides for the node (and is how t_35 forges a request
+ * for an identity the node has no workload of). */
+static int cert_request(int argc, char **argv)
+{
+	struct cli_node_opts o = {};
+	struct cli_node *nodes;
+	char ns[256];
+	const char *slash;
+	json_t *req, *r;
+	int pos, rc = 1;
+
+	if (cli_parse_node_opts(argc, argv, &o, &pos) || pos != argc - 1 || !o.node ||
+	    !(slash = strchr(argv[pos], '/')) || slash == argv[pos] || !slash[1] ||
+	    (size_t)(slash - argv[pos]) >= sizeof(ns)) {
+		fprintf(stderr, "usage: meshctl cert request NAMESPACE/SERVICEACCOUNT --node NODE [-o json]\n");
+		return 2;
+	}
+	snprintf(ns, sizeof(ns), "%.*s", (int)(slash - argv[pos]), argv[pos]);
+	if (cli_nodes(o.node, &nodes) != 1)
+		return 1;
+	req = json_pack("{s:s,s:s,s:s}", "cmd", "ca_request", "namespace", ns, "service_account", slash + 1);
+	r = cli_admin_call(nodes[0].sock, req);
+	if (!r) {
+		fprintf(stderr, "meshctl: node %s: %s\n", o.node, strerror(errno));
+	} else {
+		json_object_set_new(r, "node", json_string(o.node));
+		if (o.json)
+			cli_print_json(r);
+		else if (json_is_true(json_object_get(r, "ok")))
+			printf("node %s: the CA signed %s (serial %s); nothing was installed\n", o.node,
+			       str(r, "spiffe_id"), str(r, "serial"));
+		else
+			fprintf(stderr, "meshctl: node %s: refused: %s\n", o.node, str(r, "error"));
+		rc = json_is_true(json_object_get(r, "ok")) ? 0 : 1;
+	}
+	json_decref(r);
+	json_decref(req);
+	free(nodes);
+	return rc;
+}
+
 int do_cert(int argc, char **argv)
 {
 	struct cli_node_opts o = {};
@@ -34,8 +77,10 @@ int do_cert(int argc, char **argv)
 	size_t i, j;
 	int pos, fails;
 
+	if (argc >= 2 && !strcmp(argv[1], "request"))
+		return cert_request(argc - 1, argv + 1);
 	if (argc < 2 || strcmp(argv[1], "ls") || cli_parse_node_opts(argc - 1, argv + 1, &o, &pos) || pos != argc - 1) {
-		fprintf(stderr, "usage: meshctl cert ls [--node NODE] [-o json]\n");
+		fprintf(stderr, "usage: meshctl cert ls [--node NODE] [-o json] | cert request NS/SA --node NODE\n");
 		return 2;
 	}
 	req = json_pack("{s:s}", "cmd", "certs");
@@ -88,6 +133,22 @@ int do_ca(int argc, char **argv)
 			printf("Not before:    %s\n", str(n, "not_before"));
 			printf("Not after:     %s\n", str(n, "not_after"));
 			printf("SHA-256:       %s\n", str(n, "sha256_fingerprint"));
+			printf("Mode:          %s\n", str(n, "mode"));
+			if (json_object_get(n, "service")) {
+				json_t *sv = json_object_get(n, "service");
+
+				printf("CA service:    %s: %lld joined, %lld renewed, %lld signed, %lld refused\n",
+				       str(sv, "listen"), json_integer_value(json_object_get(sv, "joined")),
+				       json_integer_value(json_object_get(sv, "renewed")),
+				       json_integer_value(json_object_get(sv, "signed")),
+				       json_integer_value(json_object_get(sv, "refused")));
+			}
+			if (json_object_get(n, "client")) {
+				json_t *cl = json_object_get(n, "client");
+
+				printf("CA service:    %s (node %s, node certificate not after %s)\n", str(cl, "ca_addr"),
+				       str(cl, "node_id"), str(cl, "node_cert_not_after"));
+			}
 		}
 		node_errors(all);
 	}

@@ -15,6 +15,7 @@ int do_stats(int argc, char **argv);   /* cli/node.c: raw kernel counters */
 int do_metrics(int argc, char **argv); /* cli/metrics.c: a node's Prometheus metrics */
 int do_cert(int argc, char **argv);    /* cli/cert.c: workload certificates per node */
 int do_ca(int argc, char **argv);      /* cli/cert.c: the mesh CA */
+int do_stat(int argc, char **argv);    /* cli/stat.c: golden signals per service / workload */
 
 /* The store URL: --store flag, else $BPFMESH_STORE, else file:///var/lib/bpfmesh. */
 const char *cli_store_url(const char *flag);

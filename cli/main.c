@@ -4,6 +4,8 @@
 #include <string.h>
 #include "cli.h"
 
+int do_node(int argc, char **argv); /* cli/node.c: node join / remove (CA service) */
+
 static const struct cmd {
 	const char *name;
 	int (*fn)(int argc, char **argv);
@@ -26,12 +28,16 @@ static const struct cmd {
 	  "enrol a pod with its node's meshd (used by the runtime / sandbox)" },
 	{ "stats", do_stats, "stats [--node NODE] [-o json]",
 	  "kernel connection counters per service and backend" },
-	{ "cert", do_cert, "cert ls [--node NODE] [-o json]",
-	  "workload certificates (SPIFFE X.509-SVIDs) per node" },
+	{ "cert", do_cert, "cert ls [--node NODE] [-o json] | cert request NS/SA --node NODE",
+	  "workload certificates (SPIFFE X.509-SVIDs) per node; ask the CA service as a node" },
+	{ "node", do_node, "node join NODE [--ttl 1h] [-o json] | node remove NODE",
+	  "one-time join token for a node of the CA service (printed once) / remove a node" },
 	{ "ca", do_ca, "ca show [--node NODE] [-o json]",
 	  "the mesh CA: subject, trust domain, serial, expiry, SHA-256 fingerprint" },
 	{ "metrics", do_metrics, "metrics [--node NODE]",
 	  "a node's Prometheus metrics (what :15020/metrics serves)" },
+	{ "stat", do_stat, "stat [KIND/NAME] [-n NS|-A] [--from-node N] [-o json|wide]",
+	  "golden signals per service or workload: success, RPS, latency, TCP" },
 };
 
 static void usage(FILE *f)

@@ -1,11 +1,17 @@
-/* meshctl verbs that talk to node agents: status, backend, pod, stats. */
+/* meshctl verbs about nodes: status, backend, pod, stats (over the agents'
+ * admin sockets) and node join/remove (in the store). */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <openssl/crypto.h>
 #include "admin.h"
 #include "cli.h"
+#include "duration.h"
+#include "schema.h"
+#include "store.h"
 
 int do_status(int argc, char **argv)
 {
@@ -175,4 +181,99 @@ int do_stats(int argc, char **argv)
 			       json_integer_value(json_object_get(row, "refused_no_backend")));
 	json_decref(all);
 	return fails ? 1 : 0;
+}
+
+/* meshctl node join NODE [--ttl 1h] | node remove NODE: the CA service's
+ * side of a node's membership (docs/identity.md §6). Written to the store
+ * directly, so it works with no meshd running. */
+int do_node(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "ttl", required_argument, 0, 't' }, { "store", required_argument, 0, 's' },
+		{ "output", required_argument, 0, 'o' }, { 0, 0, 0, 0 }
+	};
+	const char *ttl_s = "1h", *store_flag = NULL, *node, *verb;
+	char token[BM_STORE_TOKEN_HEX + 1], key[300], until[32];
+	struct bm_store *store = NULL;
+	int c, json = 0, r, rc = 1;
+	uint64_t ns = 0;
+	time_t now = time(NULL);
+	long ttl;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "o:", lo, NULL)) != -1) {
+		switch (c) {
+		case 't': ttl_s = optarg; break;
+		case 's': store_flag = optarg; break;
+		case 'o': json = !strcmp(optarg, "json"); break;
+		default: return 2;
+		}
+	}
+	if (argc - optind != 2 || (strcmp(argv[optind], "join") && strcmp(argv[optind], "remove"))) {
+		fprintf(stderr, "usage: meshctl node join NODE [--ttl 1h] [-o json] | node remove NODE\n");
+		return 2;
+	}
+	verb = argv[optind];
+	node = argv[optind + 1];
+	/* The node name becomes a SPIFFE ID path segment and a store key. */
+	if (!bm_is_dns1123_subdomain(node)) {
+		fprintf(stderr, "meshctl: node name '%s' must be a DNS name (lowercase [a-z0-9.-])\n", node);
+		return 2;
+	}
+	if (bm_duration_parse_ns(ttl_s, &ns) || ns < 1000000000ull || ns / 1000000000ull > 30L * 24 * 3600) {
+		fprintf(stderr, "meshctl: --ttl %s: want a duration from 1s to 720h (e.g. 10m, 1h)\n", ttl_s);
+		return 2;
+	}
+	ttl = (long)(ns / 1000000000ull);
+	r = bm_store_open(cli_store_url(store_flag), &store);
+	if (r) {
+		fprintf(stderr, "meshctl: open store: %s\n", strerror(-r));
+		return 1;
+	}
+	if (!strcmp(verb, "remove")) {
+		int r1, r2;
+
+		snprintf(key, sizeof(key), "nodes/%s/record", node);
+		r1 = bm_store_kv_del(store, key);
+		snprintf(key, sizeof(key), "nodes/%s/join-token", node);
+		r2 = bm_store_kv_del(store, key);
+		if ((r1 && r1 != -ENOENT) || (r2 && r2 != -ENOENT)) {
+			fprintf(stderr, "meshctl: node %s: %s\n", node, strerror(-(r1 && r1 != -ENOENT ? r1 : r2)));
+		} else if (r1 == -ENOENT && r2 == -ENOENT) {
+			fprintf(stderr, "meshctl: node %s has not joined and has no join token\n", node);
+		} else {
+			printf("node %s removed: the CA refuses its renewals and CSRs from now on; its node "
+			       "certificate expires by itself\n", node);
+			rc = 0;
+		}
+		goto out;
+	}
+	snprintf(key, sizeof(key), "nodes/%s/join-token", node);
+	r = bm_store_token_create(store, key, ttl, now, token);
+	if (r) {
+		fprintf(stderr, "meshctl: store the join token of node %s: %s\n", node, strerror(-r));
+		goto out;
+	}
+	{
+		struct tm tm;
+
+		gmtime_r(&(time_t){ now + ttl }, &tm);
+		strftime(until, sizeof(until), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	}
+	if (json) {
+		json_t *j = json_pack("{s:s,s:s,s:s}", "node", node, "token", token, "expires", until);
+
+		cli_print_json(j);
+		json_decref(j);
+	} else {
+		printf("%s\n", token);
+		fprintf(stderr, "join token for node %s, one use, valid until %s; shown once (the store keeps "
+				"only its SHA-256).\nStart that node's meshd with --ca-addr CA:15012 --ca-bundle "
+				"ROOT.pem --join-token TOKEN\n", node, until);
+	}
+	OPENSSL_cleanse(token, sizeof(token));
+	rc = 0;
+out:
+	bm_store_close(store);
+	return rc;
 }

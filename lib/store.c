@@ -13,6 +13,9 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
 #include "resource.h"
 #include "schema.h"
 #include "store.h"
@@ -894,4 +897,191 @@ int bm_store_get(struct bm_store *s, const char *kind, const char *ns, const cha
 		*out = json_incref(json_array_get(arr, 0));
 	json_decref(arr);
 	return *out ? 0 : -ENOENT;
+}
+
+/* ---------------------------------------------------------------- key/value */
+
+/* The etcd half lives in store_etcd.c (keys <prefix>/kv/<key>). */
+int bm_etcd_kv_put(struct bm_etcd *e, const char *key, const char *value);
+int bm_etcd_kv_get(struct bm_etcd *e, const char *key, char **value);
+int bm_etcd_kv_del(struct bm_etcd *e, const char *key);
+
+/* Keys become paths under <dir>/kv: never let one escape it. */
+static bool kv_key_valid(const char *key)
+{
+	size_t n = key ? strnlen(key, 256) : 0, seg = 0;
+
+	if (!n || n > 255)
+		return false;
+	for (size_t i = 0; i <= n; i++) {
+		char c = key[i];
+
+		if (c == '/' || c == '\0') {
+			if (!seg || (seg == 1 && key[i - 1] == '.') ||
+			    (seg == 2 && key[i - 1] == '.' && key[i - 2] == '.'))
+				return false;
+			seg = 0;
+			continue;
+		}
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '-'))
+			return false;
+		seg++;
+	}
+	return true;
+}
+
+static char *kv_path(struct bm_store *s, const char *key)
+{
+	char *p;
+
+	return asprintf(&p, "%s/kv/%s", s->dir, key) < 0 ? NULL : p;
+}
+
+int bm_store_kv_put(struct bm_store *s, const char *key, const char *value)
+{
+	char *path, *dir;
+	size_t len = value ? strnlen(value, BM_STORE_KV_MAX + 1) : 0;
+	int r;
+
+	if (!kv_key_valid(key) || !value)
+		return -EINVAL;
+	if (len > BM_STORE_KV_MAX)
+		return -E2BIG;
+	if (s->etcd)
+		return bm_etcd_kv_put(s->etcd, key, value);
+	path = kv_path(s, key);
+	if (!path)
+		return -ENOMEM;
+	dir = strdup(path);
+	if (!dir) {
+		free(path);
+		return -ENOMEM;
+	}
+	*strrchr(dir, '/') = '\0';
+	r = mkdir_p(dir);
+	if (!r)
+		r = write_atomic(dir, path, value, len);
+	free(dir);
+	free(path);
+	return r;
+}
+
+int bm_store_kv_get(struct bm_store *s, const char *key, char **value)
+{
+	size_t len;
+	char *path;
+	int r;
+
+	*value = NULL;
+	if (!kv_key_valid(key))
+		return -EINVAL;
+	if (s->etcd)
+		return bm_etcd_kv_get(s->etcd, key, value);
+	path = kv_path(s, key);
+	if (!path)
+		return -ENOMEM;
+	r = read_all(path, value, &len);
+	if (!r && len > BM_STORE_KV_MAX) {
+		free(*value);
+		*value = NULL;
+		r = -EFBIG;
+	}
+	free(path);
+	return r;
+}
+
+int bm_store_kv_del(struct bm_store *s, const char *key)
+{
+	char *path;
+	int r = 0;
+
+	if (!kv_key_valid(key))
+		return -EINVAL;
+	if (s->etcd)
+		return bm_etcd_kv_del(s->etcd, key);
+	path = kv_path(s, key);
+	if (!path)
+		return -ENOMEM;
+	/* unlink succeeds for exactly one caller: the one-use guarantee. */
+	if (unlink(path))
+		r = errno == ENOENT ? -ENOENT : sys_err("unlink", path);
+	else {
+		*strrchr(path, '/') = '\0';
+		fsync_dir(path);
+	}
+	free(path);
+	return r;
+}
+
+/* ---------------------------------------------------------------- tokens */
+
+static void sha256_hex(const char *text, char hex[BM_STORE_TOKEN_HEX + 1])
+{
+	unsigned char md[SHA256_DIGEST_LENGTH];
+
+	SHA256((const unsigned char *)text, strlen(text), md);
+	for (int i = 0; i < SHA256_DIGEST_LENGTH; i++)
+		snprintf(hex + 2 * i, 3, "%02x", md[i]);
+}
+
+int bm_store_token_create(struct bm_store *s, const char *key, long ttl, time_t now,
+			  char token[BM_STORE_TOKEN_HEX + 1])
+{
+	unsigned char rnd[BM_STORE_TOKEN_HEX / 2];
+	char hash[BM_STORE_TOKEN_HEX + 1];
+	json_t *rec;
+	char *text;
+	int r;
+
+	if (ttl <= 0)
+		return -EINVAL;
+	if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+		return -EIO;
+	for (size_t i = 0; i < sizeof(rnd); i++)
+		snprintf(token + 2 * i, 3, "%02x", rnd[i]);
+	OPENSSL_cleanse(rnd, sizeof(rnd));
+	sha256_hex(token, hash);
+	rec = json_pack("{s:s,s:I,s:I}", "sha256", hash, "expires", (json_int_t)(now + ttl),
+			"created", (json_int_t)now);
+	text = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
+	json_decref(rec);
+	if (!text)
+		return -ENOMEM;
+	r = bm_store_kv_put(s, key, text);
+	free(text);
+	if (r)
+		OPENSSL_cleanse(token, BM_STORE_TOKEN_HEX + 1);
+	return r;
+}
+
+int bm_store_token_redeem(struct bm_store *s, const char *key, const char *token, time_t now)
+{
+	char hash[BM_STORE_TOKEN_HEX + 1], *text = NULL;
+	const char *want;
+	json_t *rec;
+	int r;
+
+	if (!token || strlen(token) != BM_STORE_TOKEN_HEX)
+		return -EPERM;
+	r = bm_store_kv_get(s, key, &text);
+	if (r)
+		return r;
+	rec = json_loads(text, 0, NULL);
+	free(text);
+	want = json_string_value(json_object_get(rec, "sha256"));
+	sha256_hex(token, hash);
+	if (!want || strlen(want) != BM_STORE_TOKEN_HEX) {
+		r = -EBADMSG;
+	} else if (CRYPTO_memcmp(want, hash, BM_STORE_TOKEN_HEX)) {
+		r = -EPERM;
+	} else if (json_integer_value(json_object_get(rec, "expires")) <= (json_int_t)now) {
+		bm_store_kv_del(s, key);
+		r = -EKEYEXPIRED;
+	} else {
+		/* Used now: whoever deletes it first is the one user. */
+		r = bm_store_kv_del(s, key);
+	}
+	json_decref(rec);
+	return r;
 }

@@ -131,4 +131,34 @@ int bm_store_watch_ack(struct bm_store *s);
  * that cannot list keeps its last good configuration and reports these. */
 int bm_store_health(struct bm_store *s, int *connected, time_t *last_ok);
 
+/* ---- key/value records and one-time tokens (not resources) ----
+ *
+ * Small state that meshctl and the agents share beside the resources: the CA
+ * service's join tokens and node records (docs/identity.md §6). A key is
+ * 1-255 bytes of '/'-separated segments of [A-Za-z0-9._-], none empty, "."
+ * or ".."; a value is text of at most BM_STORE_KV_MAX bytes.
+ *   file: <dir>/kv/<key>, written like a resource (temp file, fsync, rename);
+ *   etcd: <prefix>/kv/<key>.
+ * Records never change the store generation and never wake a watcher:
+ * agents do not reload for them. -EINVAL for a bad key, -ENOENT when absent. */
+#define BM_STORE_KV_MAX (64 * 1024)
+int bm_store_kv_put(struct bm_store *s, const char *key, const char *value);
+/* *value is malloc'd. */
+int bm_store_kv_get(struct bm_store *s, const char *key, char **value);
+/* Deleting is the one-use primitive: of concurrent deleters of one key
+ * exactly one gets 0 (unlink; etcd's deleted count), the others -ENOENT. */
+int bm_store_kv_del(struct bm_store *s, const char *key);
+
+/* One-time tokens (join tokens): 256 random bits shown once as 64 hex digits;
+ * the store keeps only {"sha256": hex of SHA-256(token text), "expires": unix
+ * seconds} under key. Creating again replaces an unused token. */
+#define BM_STORE_TOKEN_HEX 64
+int bm_store_token_create(struct bm_store *s, const char *key, long ttl, time_t now,
+			  char token[BM_STORE_TOKEN_HEX + 1]);
+/* 0 and the record is gone (used); -ENOENT no token (never made, or already
+ * used); -EPERM wrong token (the record stays: 256 bits are not guessed);
+ * -EKEYEXPIRED expired (the record is deleted). Hashes are compared in
+ * constant time. */
+int bm_store_token_redeem(struct bm_store *s, const char *key, const char *token, time_t now);
+
 #endif

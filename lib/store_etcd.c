@@ -988,6 +988,92 @@ int bm_etcd_generation(struct bm_etcd *e, uint64_t *gen)
 	return r;
 }
 
+/* ---------------------------------------------------------------- key/value */
+
+/* Records live under <prefix>/kv/, beside resources/ and generation. */
+static char *kv_key(struct bm_etcd *e, const char *key)
+{
+	char *k;
+
+	return asprintf(&k, "%s/kv/%s", e->prefix, key) < 0 ? NULL : k;
+}
+
+/* Is full_key a key/value record (not a resource or the generation)? */
+static bool kv_key_of(struct bm_etcd *e, const char *full_key)
+{
+	size_t n = strlen(e->prefix);
+
+	return !strncmp(full_key, e->prefix, n) && !strncmp(full_key + n, "/kv/", 4);
+}
+
+int bm_etcd_kv_put(struct bm_etcd *e, const char *key, const char *value)
+{
+	char *k = kv_key(e, key);
+	json_t *req, *resp = NULL;
+	char *kb, *vb;
+	int r = -ENOMEM;
+
+	if (!k)
+		return -ENOMEM;
+	kb = b64_encode(k, strlen(k));
+	vb = b64_encode(value, strlen(value));
+	req = kb && vb ? json_pack("{s:s,s:s}", "key", kb, "value", vb) : NULL;
+	if (req)
+		r = etcd_post(e, "kv/put", req, &resp, false);
+	json_decref(req);
+	json_decref(resp);
+	free(kb);
+	free(vb);
+	free(k);
+	return r;
+}
+
+int bm_etcd_kv_get(struct bm_etcd *e, const char *key, char **value)
+{
+	char *k = kv_key(e, key);
+	json_t *req, *resp = NULL, *kv;
+	size_t len = 0;
+	int r = -ENOMEM;
+
+	*value = NULL;
+	if (!k)
+		return -ENOMEM;
+	req = json_pack("{s:o}", "key", jkey(k));
+	if (req)
+		r = etcd_post(e, "kv/range", req, &resp, true);
+	json_decref(req);
+	if (!r) {
+		kv = json_array_get(json_object_get(resp, "kvs"), 0);
+		if (!kv)
+			r = -ENOENT;
+		else if (!(*value = b64_decode(json_string_value(json_object_get(kv, "value")), &len)))
+			r = -EBADMSG;
+	}
+	json_decref(resp);
+	free(k);
+	return r;
+}
+
+int bm_etcd_kv_del(struct bm_etcd *e, const char *key)
+{
+	char *k = kv_key(e, key);
+	json_t *req, *resp = NULL;
+	int r = -ENOMEM;
+
+	if (!k)
+		return -ENOMEM;
+	req = json_pack("{s:o}", "key", jkey(k));
+	if (req)
+		r = etcd_post(e, "kv/deleterange", req, &resp, false);
+	json_decref(req);
+	/* etcd serialises deletes: only one caller sees deleted = 1. */
+	if (!r && jint(json_object_get(resp, "deleted")) != 1)
+		r = -ENOENT;
+	json_decref(resp);
+	free(k);
+	return r;
+}
+
 /* ---------------------------------------------------------------- watch */
 
 struct stream {
@@ -1010,6 +1096,7 @@ static bool watch_message(struct stream *st, json_t *msg)
 	struct bm_etcd *e = st->e;
 	json_t *res = json_object_get(msg, "result"), *ev, *evt;
 	int64_t compacted = jint(json_object_get(res, "compact_revision"));
+	bool relevant = false;
 	size_t i;
 
 	if (!res) {
@@ -1064,6 +1151,10 @@ static bool watch_message(struct stream *st, json_t *msg)
 
 		if (mod >= e->watch_rev)
 			e->watch_rev = mod + 1;
+		/* Key/value records (join tokens) are not configuration: a
+		 * token used by the CA must not make every agent re-list. */
+		if (!key || !kv_key_of(e, key))
+			relevant = true;
 		if (key && !strcmp(key, e->gen_key)) {
 			char *v = b64_decode(json_string_value(json_object_get(kv, "value")), &vlen);
 
@@ -1075,7 +1166,8 @@ static bool watch_message(struct stream *st, json_t *msg)
 		free(key);
 	}
 	pthread_mutex_unlock(&e->lock);
-	wake_reader(e);
+	if (relevant)
+		wake_reader(e);
 	return true;
 }
 

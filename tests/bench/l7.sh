@@ -40,7 +40,7 @@
 #
 # Exit 75: someone else took the sandbox down mid-round too many times.
 # Output in $RESULTS (default build/bench/): l7.md (report), l7-raw.txt,
-# l7-checks.txt, l7-proxy-stats.json.
+# l7-checks.txt, l7-threads.txt (CPU per thread of the mesh processes), l7-proxy-stats.json.
 #
 # Env: BENCH_ROUNDS (3), BENCH_SECONDS (4), BENCH_RETRIES (3), BENCH_CONNS (16),
 #      BENCH_L7_WORKLOADS ("sat r1k"), BENCH_L7_SCENARIOS ("l4 l7 sidecar"),
@@ -116,10 +116,17 @@ interrupted() {
   ! bench_sandbox_ours || ! kill -0 "$MESHD1" 2>/dev/null || ! [ -e /run/netns/bmp-l7b-cli ]
 }
 
+# fail_or_75 MSG: during setup, a failure because someone else took our
+# sandbox down is exit 75 (run.sh runs the script again), anything else dies.
+fail_or_75() {
+  if interrupted; then log "setup $SETUPS: the sandbox was taken down by someone else ($*)"; exit 75; fi
+  die "$@"
+}
+
 # http_counters: meshd's HTTP counters summed over the nodes:
 # "requests 2xx 5xx no_response other(1xx/3xx/4xx) retries timeouts upstream_connections"
 http_counters() {
-  "$BUILD/meshctl" stats -o json 2>/dev/null | python3 -c '
+  { "$BUILD/meshctl" stats -o json 2>/dev/null || true; } | python3 -c '
 import json, sys
 try:
     d = json.load(sys.stdin)
@@ -164,20 +171,29 @@ export BPFMESH_STORE=file://$TMP/store$SETUPS
 mkdir -p "$TMP/store$SETUPS"
 bench_sandbox_up "$WAIT" 2 || exit 1
 OURS=1
-sb pod add l7b-v1   --node node2 --namespace bench --labels app=web,version=v1 >/dev/null
-sb pod add l7b-v2   --node node2 --namespace bench --labels app=web,version=v2 >/dev/null
-sb pod add l7b-cli  --node node1 --namespace bench >/dev/null
-sb pod add l7b-sv1  --node node2 --namespace bench --labels app=side,version=v1 >/dev/null
-sb pod add l7b-sv2  --node node2 --namespace bench --labels app=side,version=v2 >/dev/null
-sb pod add l7b-scli --node node1 --namespace bench >/dev/null
-IP_SV1=$(sb ip l7b-sv1) IP_SV2=$(sb ip l7b-sv2)
+# The binary the sandbox just started (others may rebuild build/ meanwhile:
+# a run whose rounds used different meshds says so in the report).
+local bin
+bin="$(sha256sum "$BUILD/meshd" | cut -c1-12) built $(date -u -r "$BUILD/meshd" +%H:%M:%SZ)"
+echo "setup $SETUPS: meshd $bin" >>"$CHECKS"
+[ -z "${MESHD_BIN:-}" ] || [ "$MESHD_BIN" = "$bin" ] ||
+  { log "WARNING: build/meshd changed during the run ($MESHD_BIN, now $bin)"
+    echo "WARNING: build/meshd changed during the run: rounds used different binaries" >>"$CHECKS"; }
+MESHD_BIN=$bin
+sb pod add l7b-v1   --node node2 --namespace bench --labels app=web,version=v1 >/dev/null || fail_or_75 "pod add l7b-v1"
+sb pod add l7b-v2   --node node2 --namespace bench --labels app=web,version=v2 >/dev/null || fail_or_75 "pod add l7b-v2"
+sb pod add l7b-cli  --node node1 --namespace bench >/dev/null || fail_or_75 "pod add l7b-cli"
+sb pod add l7b-sv1  --node node2 --namespace bench --labels app=side,version=v1 >/dev/null || fail_or_75 "pod add l7b-sv1"
+sb pod add l7b-sv2  --node node2 --namespace bench --labels app=side,version=v2 >/dev/null || fail_or_75 "pod add l7b-sv2"
+sb pod add l7b-scli --node node1 --namespace bench >/dev/null || fail_or_75 "pod add l7b-scli"
+IP_SV1=$(sb ip l7b-sv1) && IP_SV2=$(sb ip l7b-sv2) || fail_or_75 "sandbox ip"
 for p in v1 v2 sv1 sv2; do
   sb exec l7b-$p -- "$BUILD/tools/bm-testsrv" --id "$p" --http-port 8080 --body-bytes 1024 \
     2>"$TMP/srv-$p.log" &
   BG_PIDS+=($!)
 done
 
-"$BUILD/meshctl" apply -f - >/dev/null <<YAML
+"$BUILD/meshctl" apply -f - >/dev/null <<YAML || fail_or_75 "meshctl apply"
 apiVersion: networking.istio.io/v1beta1
 kind: ServiceEntry
 metadata: {name: web-l4, namespace: bench}
@@ -322,8 +338,9 @@ for _ in $(seq 50); do
   [ -n "$HAP_SV1" ] && [ -n "$HAP_CLI" ] && break
   sleep 0.1
 done
-[ -n "$HAP_SV1" ] && [ -n "$HAP_CLI" ] || die "haproxy did not start: $(cat "$TMP"/haproxy-*.log)"
-MESHD1=$(cat "$RUN_DIR/sandbox/meshd-node1.pid") MESHD2=$(cat "$RUN_DIR/sandbox/meshd-node2.pid")
+[ -n "$HAP_SV1" ] && [ -n "$HAP_CLI" ] || fail_or_75 "haproxy did not start: $(cat "$TMP"/haproxy-*.log)"
+MESHD1=$(cat "$RUN_DIR/sandbox/meshd-node1.pid") && MESHD2=$(cat "$RUN_DIR/sandbox/meshd-node2.pid") ||
+  fail_or_75 "no meshd pid files"
 
 # Every target answers (bounded: 10 s each).
 local sc ok code
@@ -335,7 +352,7 @@ for sc in $SCENARIOS; do
     sleep 0.2
   done
   [ -n "$ok" ] || { tail -n 5 "$TMP"/*.log >&2 2>/dev/null
-    die "scenario $sc: http://$(addr_of "$sc")/ from $(client_of "$sc") does not answer (last: $code)"; }
+    fail_or_75 "scenario $sc: http://$(addr_of "$sc")/ from $(client_of "$sc") does not answer (last: $code)"; }
 done
 check_paths
 }
@@ -359,17 +376,17 @@ check_paths() {
     case $sc in
       l7)
         [ "$can" = "50 v2=50" ] && [ "$def" = "50 v1=50" ] ||
-          die "l7: the header routing did not happen as configured ($line)"
-        [ "$d" -ge 100 ] || die "l7: meshd did not count the requests: not on the L7 path ($line)" ;;
+          fail_or_75 "l7: the header routing did not happen as configured ($line)"
+        [ "$d" -ge 100 ] || fail_or_75 "l7: meshd did not count the requests: not on the L7 path ($line)" ;;
       sidecar)
         [ "$can" = "50 sv2=50" ] && [ "$def" = "50 sv1=50" ] ||
-          die "sidecar: the HAProxy ACL did not route as configured ($line)"
-        [ "$d" -eq 0 ] || die "sidecar: meshd counted HTTP requests ($line)" ;;
+          fail_or_75 "sidecar: the HAProxy ACL did not route as configured ($line)"
+        [ "$d" -eq 0 ] || fail_or_75 "sidecar: meshd counted HTTP requests ($line)" ;;
       l4)
         # No header routing on L4: everything to subset v1, meshd not involved.
         [ "$can" = "50 v1=50" ] && [ "$def" = "50 v1=50" ] ||
-          die "l4: expected subset v1 only ($line)"
-        [ "$d" -eq 0 ] || die "l4: meshd counted HTTP requests: not the kernel path ($line)" ;;
+          fail_or_75 "l4: expected subset v1 only ($line)"
+        [ "$d" -eq 0 ] || fail_or_75 "l4: meshd counted HTTP requests: not the kernel path ($line)" ;;
     esac
   done
 }
@@ -384,6 +401,26 @@ addr_of() {
 procs_of() { case $1 in sidecar) echo "$HAP_CLI $HAP_SV1" ;; *) echo "$MESHD1 $MESHD2" ;; esac; }
 
 cpu_ticks() { local t=0 p a; for p in "$@"; do read -ra a <"/proc/$p/stat"; t=$((t + a[13] + a[14])); done; echo $t; }
+# task_ticks PID...: "pid/tid=ticks ..." per thread (how the work spreads
+# over meshd's workers and HAProxy's threads, and what each node's part is)
+task_ticks() {
+  local p f a out=()
+  for p in "$@"; do
+    for f in /proc/"$p"/task/*/stat; do
+      read -ra a <"$f" 2>/dev/null || continue
+      out+=("$p/${a[0]}=$((a[13] + a[14]))")
+    done
+  done
+  echo "${out[*]}"
+}
+# task_delta "BEFORE" "AFTER": per-thread ticks during the run, busy ones only
+task_delta() {
+  python3 -c '
+import sys
+b = dict(x.split("=") for x in sys.argv[1].split())
+a = dict(x.split("=") for x in sys.argv[2].split())
+print(" ".join(f"{k}={int(v) - int(b.get(k, 0))}" for k, v in a.items() if int(v) - int(b.get(k, 0)) > 0) or "-")' "$1" "$2"
+}
 HZ=$(getconf CLK_TCK)
 
 # parse_wrk FILE: "p50 p90 p99 rps requests errors" (us)
@@ -403,7 +440,7 @@ m = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
 if m: err += int(m.group(1))
 if not rps or not float(rps.group(1)):
     sys.stderr.write("l7.sh: wrk measured nothing:\n" + t); sys.exit(1)
-print(lat.get("50", 0), lat.get("90", 0), lat.get("99", 0), rps.group(1), n.group(1), err)
+print(*(f"{lat.get(k, 0):.1f}" for k in ("50", "90", "99")), rps.group(1), n.group(1), err)
 PY
 }
 # parse_load FILE: same fields from bm-load's JSON line
@@ -421,11 +458,13 @@ PY
 
 # run_one WORKLOAD SCENARIO ROUND: appends one line to $RAW.
 run_one() {
-  local w=$1 s=$2 r=$3 cli addr procs c0 c1 t0 t1 h0 h1 res
+  local w=$1 s=$2 r=$3 cli addr procs c0 c1 k0 k1 t0 t1 h0 h1 res
   cli=$(client_of "$s"); addr=$(addr_of "$s"); procs=$(procs_of "$s")
   h0=$(http_counters)
   # shellcheck disable=SC2086
-  c0=$(cpu_ticks $procs); t0=$(date +%s.%N)
+  c0=$(cpu_ticks $procs 2>/dev/null) || return 1
+  # shellcheck disable=SC2086
+  k0=$(task_ticks $procs); t0=$(date +%s.%N)
   case $w in
     r1k)
       sb exec "$cli" -- timeout $((SECS + 20)) "$LOAD" --addr "$addr" --rate 1000 --conns 4 \
@@ -439,13 +478,18 @@ run_one() {
   t1=$(date +%s.%N)
   # shellcheck disable=SC2086
   c1=$(cpu_ticks $procs 2>/dev/null) || return 1
+  # shellcheck disable=SC2086
+  k1=$(task_ticks $procs)
   h1=$(http_counters)
   [ -n "$res" ] || return 1
+  echo "$w $s $r $(task_delta "$k0" "$k1")" >>"$THREADS_RND"
   echo "$w $s $r $res $(( c1 - c0 )) $(python3 -c "print(f'{$t1 - $t0:.3f}')") $(counters_delta "$h0" "$h1")" >>"$RAW"
 }
 
 RAW=$RESULTS/l7-raw.txt
 CHECKS=$RESULTS/l7-checks.txt
+THREADS=$RESULTS/l7-threads.txt THREADS_RND=$TMP/threads.txt
+echo "# workload scenario round pid/tid=cpu_ticks(${HZ}/s), threads busy during the run" >"$THREADS"
 echo "# workload scenario round p50_us p90_us p99_us rps requests errors cpu_ticks(${HZ}/s) elapsed_s" \
   "meshd_http: requests 2xx 5xx no_response other retries timeouts upstream_cx" >"$RAW"
 : >"$CHECKS"
@@ -457,6 +501,7 @@ for r in $(seq "$ROUNDS"); do
   for try in $(seq $((1 + RETRIES))); do
     setup
     : >"$ROUND_RAW"
+    echo "# round $r: meshd node1 $MESHD1, node2 $MESHD2; haproxy client $HAP_CLI, server v1 $HAP_SV1" >"$THREADS_RND"
     RAW_SAVE=$RAW; RAW=$ROUND_RAW
     done_ok=1
     for w in $WORKLOADS; do
@@ -478,6 +523,7 @@ for r in $(seq "$ROUNDS"); do
       grep -h -i -E "error|warn|fail|refus|overload|eject|timeout|reset" "$RUN_DIR"/sandbox/meshd-node*.log 2>/dev/null \
         | grep -v -E "applied: .*, 0 warnings$" | tail -n 20 | sed "s/^/round $r meshd log: /" >>"$CHECKS" || true
       cat "$ROUND_RAW" >>"$RAW"
+      cat "$THREADS_RND" >>"$THREADS"
       teardown
       break
     fi
@@ -490,7 +536,7 @@ done
 # ---------------------------------------------------------------- report
 stamp=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
-python3 "$ROOT/tests/bench/report.py" --l7-raw "$RAW" --l7-checks "$CHECKS" \
+python3 "$ROOT/tests/bench/report.py" --l7-raw "$RAW" --l7-checks "$CHECKS" --l7-threads "$THREADS" \
   --out "$RESULTS/l7.md" --hz "$HZ" --stamp "$stamp" --rounds "$ROUNDS" \
   --secs "$SECS" --conns "$CONNS" --kernel "$(uname -r)" --nproc "$(nproc)" --cpu "$cpu_model" \
   --version "$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo dev)" \

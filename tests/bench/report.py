@@ -28,8 +28,8 @@ for a in ("raw", "big", "stats", "out", "plot", "stamp", "kernel", "cpu", "versi
     ap.add_argument("--" + a, default="")
 for a in ("hz", "rounds", "secs", "conns", "nproc"):
     ap.add_argument("--" + a, type=int, default=0)
-# l7.sh's report (tests/bench/l7.sh): --l7-raw RAW [--l7-checks FILE] [--haproxy VERSION]
-for a in ("l7-raw", "l7-checks", "haproxy"):
+# l7.sh's report (tests/bench/l7.sh): --l7-raw RAW [--l7-checks FILE] [--l7-threads FILE] [--haproxy VERSION]
+for a in ("l7-raw", "l7-checks", "l7-threads", "haproxy"):
     ap.add_argument("--" + a, default="")
 o = ap.parse_args()
 
@@ -161,6 +161,32 @@ def l7_report(o):
                 L.append(f"| {w} | {s} | {x['round']} | {x['req']:.0f} | {x['err']:.0f} | {x['h_req']} | {x['h_2xx']} | "
                          f"{x['h_5xx']} | {x['h_none']} | {x['h_other']} | {x['h_retries']} | {x['h_timeouts']} | {x['h_upcx']} |")
     L.append("")
+    thr = []
+    try:
+        roles = {}
+        for line in open(o.l7_threads) if o.l7_threads else []:
+            f = line.replace(",", "").replace(";", "").split()
+            if line.startswith("# round"):
+                # "# round R: meshd node1 P, node2 P; haproxy client P, server v1 P"
+                roles = {f[5]: "meshd node1", f[7]: "meshd node2", f[10]: "haproxy client", f[13]: "haproxy server"}
+                continue
+            if line.startswith("#") or len(f) < 4 or f[3] == "-":
+                continue
+            per = {}
+            for x in f[3:]:
+                pt, v = x.split("=")
+                per.setdefault(roles.get(pt.split("/")[0], pt.split("/")[0]), []).append(int(v))
+            thr.append(f"| {f[0]} | {f[1]} | {f[2]} | " + "; ".join(
+                f"{k} {sum(v) / o.hz:.2f} s ({' + '.join(f'{t / o.hz:.2f}' for t in sorted(v, reverse=True))})"
+                for k, v in sorted(per.items())) + " |")
+    except (OSError, ValueError, IndexError):
+        thr = []
+    if thr:
+        L += ["## CPU per process and thread (busy threads only)", "",
+              "CPU seconds during each run, per process and, in brackets, per thread (largest first): how",
+              "the work spreads over meshd's workers (one per CPU) and HAProxy's 2 threads, and what each node",
+              "costs. For l7 only node1's meshd is in the request path.", "",
+              "| workload | scenario | round | CPU s |", "|---|---|---:|---|"] + thr + [""]
     if o.l7_checks:
         try:
             chk = [x.rstrip() for x in open(o.l7_checks) if x.strip()]

@@ -20,7 +20,8 @@ pod rv2 node2 $NS app=reviews,version=v2
 pod st1 node1 $NS app=myapp,track=stable
 pod cn1 node2 $NS app=myapp,track=canary
 pod rt1 node2 $NS app=ratings,version=v1
-pod cli40 node1 $NS
+pod cli40 node1 $NS app=cli40
+pod other40 node1 $NS app=other
 for p in rv1a rv1b rv2 st1 cn1 rt1; do hsrv $p $p $TPORT; done
 apply <<YAML
 $(l7_service_yaml reviews $NS reviews.$NS.svc.cluster.local 198.19.40.1 $PORT $TPORT reviews)
@@ -72,6 +73,15 @@ spec:
     route:
     - destination:
         host: ratings
+  - match:
+    - uri:
+        prefix: /src
+      sourceLabels:
+        app: cli40
+    directResponse:
+      status: 200
+      body:
+        string: "hello cli40"
   - match:
     - uri:
         exact: /health
@@ -140,4 +150,42 @@ r=$(hget cli40 -n 2 $URL3/items/42)
 expect_eq "GET /items/42 matches no rule: 404" "$(jget "$r" status.404 0)" 2
 r=$(hget cli40 -n 2 -X POST $URL3/items/4x2)
 expect_eq "regex is a full match: /items/4x2 404" "$(jget "$r" status.404 0)" 2
+r=$(hget cli40 -n 2 $URL3/src)
+expect_eq "sourceLabels app=cli40 matches its pod" "$(jget "$r" last_body)" "hello cli40"
+r=$(hget other40 -n 2 $URL3/src)
+expect_eq "another pod does not match sourceLabels: 404" "$(jget "$r" status.404 0)" 2
 log "ok: routing behaves as the VirtualServices say"
+
+# --- 4. request metrics and access logs
+apply <<YAML
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata:
+  name: mesh-default
+  namespace: istio-system
+spec:
+  accessLogging:
+  - providers:
+    - name: envoy
+YAML
+hget cli40 -n 7 -H 'x-mark: 1' $URL3/api/logged-$$ >/dev/null
+m=$("$MESHCTL" metrics --node node1)
+n=$(awk '/^istio_requests_total\{/ && /reporter="source"/ && /destination_service="reviews.l7a.svc.cluster.local"/ && /response_code="200"/ { s += $NF } END { print s + 0 }' <<<"$m")
+log "istio_requests_total{reporter=source, reviews, 200} on node1: $n"
+[ "$n" -ge 400 ] || fail "istio_requests_total for reviews: $n, want >= 400"
+grep -q '^istio_request_duration_milliseconds_bucket{.*destination_service="myapp.l7a.svc.cluster.local".*le="+Inf"}' <<<"$m" ||
+  fail "no istio_request_duration_milliseconds histogram for myapp"
+nv=$(awk '/^istio_requests_total\{/ && /destination_workload="cn1"/ && /response_code="200"/ { s += $NF } END { print s + 0 }' <<<"$m")
+log "requests to workload cn1 (canary): $nv"
+[ "$nv" -ge 1000 ] || fail "istio_requests_total by destination_workload cn1: $nv"
+promtool check metrics <<<"$m" 2>&1 | grep -v 'istio_request_duration_milliseconds' | grep -q . &&
+  { promtool check metrics <<<"$m" >&2 || true; fail "promtool check metrics complains"; }
+for _ in $(seq 30); do
+  [ "$(grep -c "logged-$$" "$BPFMESH_RUN/sandbox/meshd-node1.log" 2>/dev/null)" -ge 7 ] && break
+  sleep 0.1
+done
+line=$(grep -m1 "logged-$$" "$BPFMESH_RUN/sandbox/meshd-node1.log" || true)
+log "access log line: $line"
+[ "$(grep -c "logged-$$" "$BPFMESH_RUN/sandbox/meshd-node1.log")" -ge 7 ] || fail "access log lines missing"
+expect_eq "access log response_code" "$(jget "$line" response_code)" 200
+expect_eq "access log upstream_cluster" "$(jget "$line" upstream_cluster)" "outbound|$PORT||ratings.l7a.svc.cluster.local"
