@@ -44,7 +44,8 @@ struct hb_stream {
 	uint8_t shut_wr;              /* shutdown(SHUT_WR) done on the socket */
 	uint8_t counted;              /* BM_PRES_* counted for this stream */
 	uint8_t dead;
-	uint64_t up, down;            /* payload bytes: toward / from upstream */
+	uint64_t up, down;            /* payload bytes: read from / written to the socket */
+	struct bm_mesh_row *row;      /* istio_tcp_* row of this stream, or NULL */
 	/* request headers (server), kept while the HEADERS frame is parsed */
 	char method[16], authority[64], baggage[384], forwarded[128];
 };
@@ -142,6 +143,12 @@ static void stream_finish(struct hb_stream *s, int reset)
 	l->st->active[dir]--;
 	l->st->bytes_up[dir] += s->up;
 	l->st->bytes_down[dir] += s->down;
+	/* Client side the socket is the app (read = request bytes); server
+	 * side it is the upstream app (written = request bytes). */
+	if (s->row)
+		bm_mesh_close(s->row, dir == BM_PDIR_OUT_HBONE ? s->up : s->down,
+			      dir == BM_PDIR_OUT_HBONE ? s->down : s->up);
+	s->row = NULL;
 	/* The same epoll batch may still hold an event for this stream. */
 	bm_loop_defer_free(l, s, stream_release);
 }
@@ -334,7 +341,8 @@ static void refuse(struct bm_hbone_conn *c, struct hb_stream *s, int status)
 
 static void server_request(struct bm_hbone_conn *c, struct hb_stream *s)
 {
-	struct bm_hbone_req r = { s->method, s->authority, s->baggage, s->forwarded };
+	struct bm_mesh_row *row = NULL;
+	struct bm_hbone_req r = { s->method, s->authority, s->baggage, s->forwarded, &row };
 	int fd = -1, status;
 
 	if (strcmp(s->method, "CONNECT")) {
@@ -343,9 +351,12 @@ static void server_request(struct bm_hbone_conn *c, struct hb_stream *s)
 	}
 	status = c->ops->on_request ? c->ops->on_request(c, &r, &fd) : 503;
 	if (status || fd < 0) {
+		if (row)
+			bm_mesh_close(row, 0, 0);
 		refuse(c, s, status ? status : 503);
 		return;
 	}
+	s->row = row;
 	s->ev.fd = fd;
 	s->connecting = 1;
 	if (bm_loop_add(c->l, &s->ev, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)) {
@@ -804,6 +815,12 @@ int bm_hbone_conn_usable(const struct bm_hbone_conn *c)
 int bm_hbone_stream_open(struct bm_hbone_conn *c, int app_fd, const char *authority,
 			 const char *baggage, const char *forwarded)
 {
+	return bm_hbone_stream_open_row(c, app_fd, authority, baggage, forwarded, NULL);
+}
+
+int bm_hbone_stream_open_row(struct bm_hbone_conn *c, int app_fd, const char *authority,
+			     const char *baggage, const char *forwarded, struct bm_mesh_row *row)
+{
 	nghttp2_nv nv[4];
 	size_t n = 0;
 	nghttp2_data_provider prd = { .read_callback = read_source };
@@ -818,6 +835,8 @@ int bm_hbone_stream_open(struct bm_hbone_conn *c, int app_fd, const char *author
 	s = stream_alloc(c->l, BM_PDIR_OUT_HBONE);
 	if (!s) {
 		bm_close_reset(app_fd);
+		if (row)
+			bm_mesh_close(row, 0, 0);
 		return -ENOMEM;
 	}
 	NV(":method", "CONNECT");
@@ -837,6 +856,7 @@ int bm_hbone_stream_open(struct bm_hbone_conn *c, int app_fd, const char *author
 	s->id = id;
 	s->ev.fd = app_fd;
 	s->ev.fn = stream_on_event;
+	s->row = row; /* closed by stream_finish from here on */
 	stream_link(c, s);
 	c->l->st->active[BM_PDIR_OUT_HBONE]++;
 	c->l->st->streams_opened++;

@@ -27,6 +27,9 @@ struct bm_hbone_req {
 	const char *authority;
 	const char *baggage;
 	const char *forwarded;
+	/* on_request may set *row: the stream's bytes are folded into it when
+	 * the stream ends (its opened must already be counted). */
+	struct bm_mesh_row **row;
 };
 
 struct bm_hbone_ops {
@@ -74,6 +77,11 @@ struct bm_hbone_conn *bm_hbone_conn_new(struct bm_loop *l, int fd, SSL *ssl, int
  * -errno: app_fd was reset and closed. */
 int bm_hbone_stream_open(struct bm_hbone_conn *c, int app_fd, const char *authority,
 			 const char *baggage, const char *forwarded);
+/* The same, folding the stream's bytes into row at its end (row's opened
+ * already counted; on a return other than 0 and -EAGAIN the row was closed
+ * with no bytes). */
+int bm_hbone_stream_open_row(struct bm_hbone_conn *c, int app_fd, const char *authority,
+			     const char *baggage, const char *forwarded, struct bm_mesh_row *row);
 /* Can this connection take another stream? */
 int bm_hbone_conn_usable(const struct bm_hbone_conn *c);
 /* Timers: PING when idle for ping_ms, give up when unanswered for

@@ -551,6 +551,39 @@ static void service_of(struct bm_agent *a, const struct lookups *lk, uint32_t sv
  * client pod ("ns/name") and the backend it reached (ip, port in network
  * order) of service svc; reporter destination knows the server pod and
  * the peer's principal only. ns and sa hold what principal_peer parsed. */
+/* Server side: the service a pod serves on port (host order): the first
+ * service of the model with a backend at the pod's IP and that port. Istio's
+ * server proxies know it from the inbound cluster; meshd looks it up. */
+static void service_of_pod(struct bm_agent *a, const char *ns_name, uint16_t port,
+			   struct bm_dest_service *svc)
+{
+	const char *slash = ns_name ? strchr(ns_name, '/') : NULL;
+	uint32_t ip = 0;
+
+	if (!slash || svc->host)
+		return;
+	for (size_t i = 0; i < a->pods.n && !ip; i++) {
+		const struct bm_pod *pod = &a->pods.p[i];
+
+		if (strlen(pod->ns) == (size_t)(slash - ns_name) &&
+		    !strncmp(pod->ns, ns_name, (size_t)(slash - ns_name)) && !strcmp(pod->name, slash + 1))
+			inet_pton(AF_INET, pod->ip, &ip);
+	}
+	if (!ip)
+		return;
+	for (size_t i = 0; i < a->model.n_svc; i++)
+		for (uint32_t d = 0; d < a->model.svc[i].n_dests; d++) {
+			const struct bm_m_cluster *c = a->model.svc[i].d[d].c;
+
+			for (uint32_t j = 0; j < c->n; j++)
+				if (c->b[j].ip == ip && c->b[j].port == htons(port)) {
+					svc->host = a->model.svc[i].host;
+					svc->ns = a->model.svc[i].ns;
+					return;
+				}
+		}
+}
+
 static void proxy_row_peers(struct bm_agent *a, const struct lookups *lk, int reporter,
 			    const char *src, const char *dst, uint32_t ip, uint16_t port,
 			    const struct bm_dest_service *svc, struct bm_peer *sp,
@@ -585,6 +618,8 @@ static int mesh_row_series(struct bm_agent *a, const struct lookups *lk,
 
 	if (r->k.reporter == BM_MESH_SOURCE)
 		service_of(a, lk, r->k.svc_id, &svc);
+	else
+		service_of_pod(a, r->k.dst, r->k.port, &svc);
 	proxy_row_peers(a, lk, r->k.reporter, r->k.src, r->k.dst, r->k.ip, htons(r->k.port), &svc,
 			&src, &dst, ns, sizeof(ns), sa, sizeof(sa));
 	err = bm_tcp_series_init(s, &src, &dst, &svc, "-", r->k.mtls ? "mutual_tls" : "none");
@@ -679,6 +714,8 @@ static int req_row_series(struct bm_agent *a, const struct lookups *lk,
 	const char *policy;
 	int err;
 
+	if (r->k.reporter != BM_MESH_SOURCE)
+		service_of_pod(a, r->k.dst, r->k.dst_port, &svc);
 	proxy_row_peers(a, lk, r->k.reporter, r->k.src, r->k.dst, r->k.upstream_ip,
 			r->k.upstream_port, &svc, &src, &dst, ns, sizeof(ns), sa, sizeof(sa));
 	if (r->k.reporter == BM_MESH_SOURCE)

@@ -449,11 +449,31 @@ static struct bm_hbone_conn *pool_dial(struct worker *w, struct ppod *src, uint3
 	return c;
 }
 
+/* istio_tcp_* of an HBONE stream, client side: reporter source, mutual TLS. */
+static struct bm_mesh_row *hbone_source_row(struct worker *w, const struct ppod *src, uint32_t bip,
+					    uint16_t bport, uint32_t svc_id)
+{
+	struct bm_mesh_key k;
+
+	if (!w->mt)
+		return NULL;
+	memset(&k, 0, sizeof(k));
+	k.reporter = BM_MESH_SOURCE;
+	k.mtls = 1;
+	k.port = ntohs(bport);
+	k.ip = bip;
+	k.svc_id = svc_id;
+	snprintf(k.src, sizeof(k.src), "%s/%s", src->cfg.ns, src->cfg.name);
+	return bm_mesh_open(w->mt, &k);
+}
+
 static void outbound_hbone(struct worker *w, struct ppod *src, int fd, const struct bm_orig_dst *od,
 			   uint16_t app_port)
 {
 	char authority[32], forwarded[64], bip[INET_ADDRSTRLEN], sip[INET_ADDRSTRLEN];
 	struct bm_hbone_conn *c = pool_find(w, src, od->bip);
+
+	struct bm_mesh_row *row = hbone_source_row(w, src, od->bip, od->bport, od->svc_id);
 
 	ip_str(od->bip, bip);
 	ip_str(src->cfg.ip, sip);
@@ -467,21 +487,23 @@ static void outbound_hbone(struct worker *w, struct ppod *src, int fd, const str
 		if (!c) {
 			w->st.conns[BM_PDIR_OUT_HBONE][BM_PRES_UPSTREAM]++;
 			bm_close_reset(fd);
+			bm_mesh_close(row, 0, 0);
 			return;
 		}
 		if (c->established)
 			sess_save(w, c);
-		err = bm_hbone_stream_open(c, fd, authority, src->baggage, forwarded);
+		err = bm_hbone_stream_open_row(c, fd, authority, src->baggage, forwarded, row);
 		if (!err)
 			return;
 		if (err != -EAGAIN) {
-			w->st.conns[BM_PDIR_OUT_HBONE][BM_PRES_ERROR]++; /* fd is closed */
+			w->st.conns[BM_PDIR_OUT_HBONE][BM_PRES_ERROR]++; /* fd and row are closed */
 			return;
 		}
 		c = NULL; /* that connection is draining: dial a fresh one */
 	}
 	w->st.conns[BM_PDIR_OUT_HBONE][BM_PRES_ERROR]++;
 	bm_close_reset(fd);
+	bm_mesh_close(row, 0, 0);
 }
 
 /* ---- the HTTP path (agent/l7proxy.c) ------------------------------------- */
@@ -579,6 +601,7 @@ static int l7_hbone_open(struct worker *w, struct ppod *src, int fd, uint32_t bi
 {
 	char authority[32], forwarded[64], bs[INET_ADDRSTRLEN], ss[INET_ADDRSTRLEN];
 	struct bm_hbone_conn *c = pool_find(w, src, bip);
+	struct bm_mesh_row *row = hbone_source_row(w, src, bip, bport, 0);
 
 	ip_str(bip, bs);
 	ip_str(src->cfg.ip, ss);
@@ -591,16 +614,18 @@ static int l7_hbone_open(struct worker *w, struct ppod *src, int fd, uint32_t bi
 			c = pool_dial(w, src, bip);
 		if (!c) {
 			bm_close_reset(fd);
+			bm_mesh_close(row, 0, 0);
 			return -EHOSTUNREACH;
 		}
 		if (c->established)
 			sess_save(w, c);
-		err = bm_hbone_stream_open(c, fd, authority, src->baggage, forwarded);
+		err = bm_hbone_stream_open_row(c, fd, authority, src->baggage, forwarded, row);
 		if (err != -EAGAIN)
-			return err; /* 0, or fd was reset and closed */
+			return err; /* 0, or fd was reset and closed (and the row) */
 		c = NULL;
 	}
 	bm_close_reset(fd);
+	bm_mesh_close(row, 0, 0);
 	return -EAGAIN;
 }
 
@@ -834,6 +859,24 @@ static void accept_outbound(struct worker *w, struct ppod *src, int fd)
 
 /* ---- HBONE server -------------------------------------------------------- */
 
+/* istio_tcp_* of an HBONE stream, server side: reporter destination, the
+ * peer's principal, mutual TLS. */
+static struct bm_mesh_row *hbone_destination_row(struct worker *w, const char *peer,
+						 const struct ppod *pod, uint16_t port)
+{
+	struct bm_mesh_key k;
+
+	if (!w->mt)
+		return NULL;
+	memset(&k, 0, sizeof(k));
+	k.reporter = BM_MESH_DESTINATION;
+	k.mtls = 1;
+	k.port = port;
+	snprintf(k.src, sizeof(k.src), "%s", peer && *peer ? peer : "unknown");
+	snprintf(k.dst, sizeof(k.dst), "%s/%s", pod->cfg.ns, pod->cfg.name);
+	return bm_mesh_open(w->mt, &k);
+}
+
 static int on_request(struct bm_hbone_conn *c, const struct bm_hbone_req *r, int *fd)
 {
 	struct conn_owner *o = c->user;
@@ -889,10 +932,14 @@ static int on_request(struct bm_hbone_conn *c, const struct bm_hbone_req *r, int
 			return 503;
 		}
 		*fd = sv[1];
+		*r->row = hbone_destination_row(o->w, c->peer, pod, (uint16_t)port);
 		return 0;
 	}
 	*fd = bm_netns_connect_fd(pod->nsfd, BM_DELIVERY_SRC, ip.s_addr, (uint16_t)port);
-	return *fd < 0 ? 503 : 0;
+	if (*fd < 0)
+		return 503;
+	*r->row = hbone_destination_row(o->w, c->peer, pod, (uint16_t)port);
+	return 0;
 }
 
 static void accept_hbone(struct worker *w, struct ppod *pod, int fd)

@@ -23,6 +23,8 @@ TD=cluster.local NS=ca35 HOST=srv35.ca35.svc.cluster.local VIP=198.19.35.35 PORT
 RUN2=$BPFMESH_RUN/node2 STATE=$BPFMESH_RUN/sandbox
 BUNDLE=$STATE/ca-bundle.pem CA_ADDR=198.19.255.1:15012
 LOG1=$STATE/meshd-node1.log LOG2=$STATE/meshd-node2.log
+# jctl ARGS...: meshctl ARGS -o json on one line (for jget); exit status ignored.
+jctl() { { "$MESHCTL" "$@" -o json 2>/dev/null || true; } | python3 -c 'import json, sys; print(json.dumps(json.load(sys.stdin)))' 2>/dev/null || echo '{}'; }
 
 # --- 1. no CA key on node2
 [ -s "$BUNDLE" ] || fail "no CA bundle $BUNDLE"
@@ -41,7 +43,7 @@ openssl verify -CAfile "$BUNDLE" "$RUN2/node-cert.pem" >/dev/null || fail "node2
 san=$(openssl x509 -in "$RUN2/node-cert.pem" -noout -ext subjectAltName | sed -n 's/^ *URI://p')
 expect_eq "node2's node certificate" "$san" "spiffe://$TD/bpfmesh/node/node2"
 grep -q "joined: got node certificate spiffe://$TD/bpfmesh/node/node2" "$LOG2" || fail "node2 did not log its join"
-ca2=$("$MESHCTL" ca show --node node2 -o json)
+ca2=$(jctl ca show --node node2)
 expect_eq "node2 CA mode" "$(jget "$ca2" nodes.0.mode)" client
 expect_eq "node2 trusts node1's root" "$(jget "$ca2" nodes.0.sha256_fingerprint)" \
   "$(openssl x509 -in "$BUNDLE" -noout -fingerprint -sha256 | sed 's/.*=//')"
@@ -79,19 +81,19 @@ expect_eq "node2 inbound HBONE connections" \
   $(( $(pstat "$after2" connections.inbound_hbone.ok) - $(pstat "$before2" connections.inbound_hbone.ok) )) 1
 
 # --- 3. a forged request: an identity with no workload on node2
-svc1=$("$MESHCTL" ca show --node node1 -o json)
+svc1=$(jctl ca show --node node1)
 ref0=$(jget "$svc1" nodes.0.service.refused 0)
-out=$("$MESHCTL" cert request $NS/client --node node2 -o json 2>&1 || true)
+out=$(jctl cert request $NS/client --node node2)
 log "node2 asks for $NS/client (its pod is on node1): $out"
 expect_eq "forged request answered" "$(jget "$out" ok)" False
 [[ $(jget "$out" error) == *"not on the requesting node"* || $(jget "$out" error) == *"no workload of this service account"* ]] ||
   fail "refusal does not say why: $out"
-out=$("$MESHCTL" cert request other35/nobody --node node2 -o json 2>&1 || true)
+out=$(jctl cert request other35/nobody --node node2)
 expect_eq "request for an identity nobody has" "$(jget "$out" ok)" False
-svc1=$("$MESHCTL" ca show --node node1 -o json)
+svc1=$(jctl ca show --node node1)
 expect_eq "CA refusals counted" $(( $(jget "$svc1" nodes.0.service.refused) - ref0 )) 2
 grep -q "refused sign from node node2 for $NS/client" "$LOG1" || fail "node1's CA did not log the refusal"
-out=$("$MESHCTL" cert request $NS/server --node node2 -o json)
+out=$(jctl cert request $NS/server --node node2)
 expect_eq "request for node2's own workload identity" "$(jget "$out" ok)" True
 
 # --- 4. join tokens

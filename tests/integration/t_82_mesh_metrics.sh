@@ -8,8 +8,10 @@
 # bytes within 1 % of what the client sent and received, and no second
 # count from the kernel path (its rows would carry the same source labels
 # and double the value). `promtool check metrics` reports nothing.
-# Cross-node HBONE rows (mutual_tls) need a per-stream hook in hbone.c: not
-# covered here yet.
+# Then a mesh client on node1 opens N2 connections to the same server over
+# HBONE: node1 exports them with reporter="source" and node2 with
+# reporter="destination", both connection_security_policy="mutual_tls",
+# bytes within 1 % again.
 . "$(dirname "$0")/lib.sh"
 command -v promtool >/dev/null || fail "promtool is missing (Debian package prometheus; scripts/deps.sh)"
 sandbox_wait_free
@@ -18,8 +20,10 @@ t_begin --nodes 2
 NS=mm82 HOST=srv82.mm82.svc.cluster.local VIP=198.19.82.82 PORT=7820 TPORT=9820 N=37 BYTES=5000
 mesh_pod srv82 node2 $NS server app=srv82
 mesh_pod cli82 node2 $NS client app=cli82
+mesh_pod far82 node1 $NS client app=cli82
 wait_mesh_pod node2 $NS/srv82
 wait_mesh_pod node2 $NS/cli82
+wait_mesh_pod node1 $NS/far82
 server srv82 srv82 $TPORT
 apply <<YAML
 $(service_yaml srv82 $NS $HOST $VIP $PORT $TPORT srv82)
@@ -31,13 +35,15 @@ expect_eq "client connections ok" "$(jget "$out" ok)" $N
 client_sent=$(jget "$out" bytes_sent)
 client_recv=$(jget "$out" bytes_recv)
 
-# series FILE FAMILY REPORTER: the summed value of FAMILY for cli82 -> srv82
-# with that reporter, after checking the labels that must hold.
+# series FILE FAMILY REPORTER [POLICY]: the summed value of FAMILY for
+# clients of sa/client -> srv82 with that reporter and
+# connection_security_policy (default none), after checking the labels that
+# must hold.
 series() {
-  python3 - "$1" "$2" "$3" "$NS" <<'EOF'
+  python3 - "$1" "$2" "$3" "$NS" "${4:-none}" <<'EOF'
 import re, sys
-path, family, reporter, ns = sys.argv[1:5]
-want = {"reporter": reporter, "connection_security_policy": "none", "request_protocol": "tcp",
+path, family, reporter, ns, policy = sys.argv[1:6]
+want = {"reporter": reporter, "connection_security_policy": policy, "request_protocol": "tcp",
         "destination_workload_namespace": ns, "response_flags": "-",
         "source_principal": "spiffe://cluster.local/ns/%s/sa/client" % ns,
         "destination_principal": "spiffe://cluster.local/ns/%s/sa/server" % ns}
@@ -47,7 +53,8 @@ for line in open(path):
     if not m or m.group(1) != family:
         continue
     labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2)))
-    if labels.get("reporter") != reporter or labels.get("destination_workload_namespace") != ns:
+    if labels.get("reporter") != reporter or labels.get("destination_workload_namespace") != ns \
+       or labels.get("connection_security_policy") != policy:
         continue
     bad = {k: labels.get(k) for k in want if labels.get(k) != want[k]}
     if bad:
@@ -84,10 +91,34 @@ for r in source destination; do
   within_1pct "sent_bytes reporter=$r" "$(series "$m2" istio_tcp_sent_bytes_total $r)" "$client_recv"
 done
 
-# Nothing about these connections on node1, and the families stay valid.
+# Nothing about these connections on node1.
 m1=$T_TMP/node1.prom
 "$MESHCTL" metrics --node node1 >"$m1" || fail "meshctl metrics --node node1 failed"
 expect_eq "node1 rows for $NS" "$(grep -c "destination_workload_namespace=\"$NS\"" "$m1" || true)" 0
+
+# --- cross node: HBONE streams, mutual TLS
+N2=23
+out=$(probe far82 --connect $VIP:$PORT -n $N2 --send $BYTES --concurrency 4)
+log "cross-node: $out"
+expect_eq "cross-node connections ok" "$(jget "$out" ok)" $N2
+x_sent=$(jget "$out" bytes_sent) x_recv=$(jget "$out" bytes_recv)
+for _ in $(seq 50); do
+  "$MESHCTL" metrics --node node1 >"$m1" || fail "meshctl metrics --node node1 failed"
+  "$MESHCTL" metrics --node node2 >"$m2" || fail "meshctl metrics --node node2 failed"
+  a=$(series "$m1" istio_tcp_connections_closed_total source mutual_tls) || fail "node1: $a"
+  b=$(series "$m2" istio_tcp_connections_closed_total destination mutual_tls) || fail "node2: $b"
+  [ "$a" = $N2 ] && [ "$b" = $N2 ] && break
+  sleep 0.1
+done
+expect_eq "node1 closed_total reporter=source mutual_tls" "$(series "$m1" istio_tcp_connections_closed_total source mutual_tls)" $N2
+expect_eq "node1 opened_total reporter=source mutual_tls" "$(series "$m1" istio_tcp_connections_opened_total source mutual_tls)" $N2
+expect_eq "node2 opened_total reporter=destination mutual_tls" "$(series "$m2" istio_tcp_connections_opened_total destination mutual_tls)" $N2
+within_1pct "node1 received_bytes (source, mutual_tls)" "$(series "$m1" istio_tcp_received_bytes_total source mutual_tls)" "$x_sent"
+within_1pct "node1 sent_bytes (source, mutual_tls)" "$(series "$m1" istio_tcp_sent_bytes_total source mutual_tls)" "$x_recv"
+within_1pct "node2 received_bytes (destination, mutual_tls)" "$(series "$m2" istio_tcp_received_bytes_total destination mutual_tls)" "$x_sent"
+within_1pct "node2 sent_bytes (destination, mutual_tls)" "$(series "$m2" istio_tcp_sent_bytes_total destination mutual_tls)" "$x_recv"
+expect_eq "node2 destination rows without TLS unchanged" "$(series "$m2" istio_tcp_connections_opened_total destination)" $N
+
 for f in "$m1" "$m2"; do
   lint=$(promtool check metrics <"$f" 2>&1) || fail "promtool check metrics $(basename "$f"): $lint"
   [ -z "$lint" ] || fail "promtool check metrics $(basename "$f"): $lint"

@@ -1164,8 +1164,77 @@ static void test_tls_client_refuses_bad_server(void)
 	env_close(&e);
 }
 
+/* A remote issuer (the CA service client) that is backing off answers
+ * -EAGAIN: nothing is issued, nothing counted as an issue error, and the
+ * next call tries again; a CSR over the manager's own key is signed. */
+struct flaky {
+	struct bm_ca *ca;
+	int fail;
+	int calls;
+};
+
+static int flaky_issue(void *arg, const char *id, EVP_PKEY *key, long ttl, time_t now, X509 **cert,
+		       STACK_OF(X509) **chain)
+{
+	struct flaky *f = arg;
+	char *csr = NULL, *pem = NULL;
+	BIO *b;
+	int err;
+
+	(void)chain;
+	f->calls++;
+	if (f->fail)
+		return f->fail;
+	err = bm_csr_create_for(id, key, &csr);
+	if (!err)
+		err = bm_ca_sign_csr(f->ca, csr, id, ttl, now, &pem);
+	free(csr);
+	if (err)
+		return err;
+	b = BIO_new_mem_buf(pem, -1);
+	*cert = PEM_read_bio_X509(b, NULL, NULL, NULL);
+	BIO_free(b);
+	free(pem);
+	return *cert ? 0 : -EBADMSG;
+}
+
+static void test_identity_remote_issuer_backoff(void)
+{
+	struct ca_dir c;
+	struct flaky f = { 0 };
+	struct bm_identity_opts o = { .trust_domain = TD, .ttl = 100, .issue = flaky_issue, .issue_arg = &f };
+	struct bm_identity_mgr m;
+	const char *pairs[] = { "ns1/sa1" };
+	time_t now = time(NULL);
+
+	CU_ASSERT_EQUAL_FATAL(ca_open(&c), 0);
+	f.ca = c.ca;
+	CU_ASSERT_EQUAL_FATAL(bm_identity_init(&m, &o), 0);
+	f.fail = -EAGAIN;
+	CU_ASSERT_EQUAL(bm_identity_sync(&m, pairs, 1, now), -EAGAIN);
+	CU_ASSERT_EQUAL(m.n, 0);
+	CU_ASSERT_EQUAL(m.issue_errors, 0);
+	f.fail = -ETIMEDOUT;
+	CU_ASSERT_EQUAL(bm_identity_sync(&m, pairs, 1, now), -ETIMEDOUT);
+	CU_ASSERT_EQUAL(m.issue_errors, 1);
+	f.fail = 0;
+	CU_ASSERT_EQUAL(bm_identity_sync(&m, pairs, 1, now), 1);
+	CU_ASSERT_EQUAL(m.n, 1);
+	/* Rotation while the CA backs off keeps the current SVID. */
+	f.fail = -EAGAIN;
+	CU_ASSERT_EQUAL(bm_identity_rotate_due(&m, now + 60), -EAGAIN);
+	CU_ASSERT_EQUAL(m.n, 1);
+	CU_ASSERT_EQUAL(m.issue_errors, 1);
+	f.fail = 0;
+	CU_ASSERT_EQUAL(bm_identity_rotate_due(&m, now + 60), 1);
+	CU_ASSERT_EQUAL(f.calls, 5);
+	bm_identity_free(&m);
+	ca_close(&c);
+}
+
 BM_SUITE(identity, BM_CASE(test_spiffe_id_table), BM_CASE(test_spiffe_id_build), BM_CASE(test_ca_root),
 	 BM_CASE(test_ca_concurrent_create), BM_CASE(test_ca_external_must_be_ca), BM_CASE(test_svid_profile), BM_CASE(test_svid_serials_unique),
 	 BM_CASE(test_issue_refuses), BM_CASE(test_csr_flow), BM_CASE(test_identity_rotation),
 	 BM_CASE(test_ca_show_json), BM_CASE(test_tls_handshake), BM_CASE(test_tls_rotation),
-	 BM_CASE(test_tls_refuses_bad_clients), BM_CASE(test_tls_client_refuses_bad_server))
+	 BM_CASE(test_tls_refuses_bad_clients), BM_CASE(test_tls_client_refuses_bad_server),
+	 BM_CASE(test_identity_remote_issuer_backoff))
