@@ -37,8 +37,13 @@
 #include "reqmetrics.h"
 #include "relay.h"
 #include "tlsctx.h"
+#include "tracing.h"
 
-#define ACCEPT_BATCH 32
+/* One connection per wake-up: the listeners are level-triggered and
+ * EPOLLEXCLUSIVE, so the next pending connection wakes a worker that is
+ * waiting, and a burst of connections (a client's pool) spreads over the
+ * workers instead of landing on whichever woke first. */
+#define ACCEPT_BATCH 1
 #define SESS_CACHE 64
 #define SPIFFE_PREFIX "spiffe://"
 
@@ -759,6 +764,8 @@ static void l7_complete(void *ctx, const struct bm_l7_record *r)
 		memcpy(sk.fd, pl->fd, sizeof(sk.fd));
 		bm_accesslog_emit(&sk, r);
 	}
+	if (r->span) /* sampled, reported: format and queue (tracing.h) */
+		bm_trace_report(r);
 }
 
 static void l7_ejected(void *ctx, const struct bm_l7_cluster *c, const struct bm_l7_backend *b)
@@ -1544,6 +1551,15 @@ json_t *bm_proxy_stats_json(struct bm_proxy *p)
 		PUT("upstream_connections", upstream_cx); PUT("upstream_reused", upstream_cx_reused);
 		PUT("downstream_open", downstream_cx);
 #undef PUT
+		{
+			struct bm_trace_stats ts;
+
+			bm_trace_get_stats(&ts);
+			json_object_set_new(h, "spans_reported", json_integer((json_int_t)ts.spans_reported));
+			json_object_set_new(h, "spans_exported", json_integer((json_int_t)ts.spans_exported));
+			json_object_set_new(h, "spans_dropped", json_integer((json_int_t)ts.spans_dropped));
+			json_object_set_new(h, "spans_failed", json_integer((json_int_t)ts.spans_failed));
+		}
 		json_object_set_new(r, "http", h);
 	}
 	return r;

@@ -13,7 +13,7 @@
 #              HTTP/2 CONNECT) to node2's meshd, then the app
 #   mesh-same  bpfmesh same-node: ambient client on node2 -> the same VIP;
 #              node2's meshd delivers it without TLS
-#   sidecar    the sidecar model: HAProxy in the client pod (127.0.0.1:15001,
+#   sidecar    the sidecar model: HAProxy in the client pod (127.0.0.1:16001,
 #              plaintext) -> TLS 1.3 mTLS with SPIFFE certificates from the
 #              mesh CA -> HAProxy in the server pod (:15006) -> app on
 #              127.0.0.1:8080; mode tcp, 2 threads each, as Istio runs Envoy
@@ -209,7 +209,7 @@ defaults
   timeout client 120s
   timeout server 120s
 frontend outbound
-  bind 127.0.0.1:15001
+  bind 127.0.0.1:16001
   default_backend meshsrv
 backend meshsrv
   server srv $IP_SRV_SIDE:15006 ssl verify required ca-file $CA/root-cert.pem crt $TMP/side/side-cli.pem alpn istio-peer-exchange,istio
@@ -275,7 +275,7 @@ client_of() { case $1 in direct|l4) echo cli-plain ;; mesh-x) echo cli-mesh ;; m
 addr_of() {
   case $1 in
     direct) echo "$IP_SRV_PLAIN:8080" ;; l4) echo "$VIP_PLAIN:80" ;;
-    mesh-x|mesh-same) echo "$VIP_MESH:80" ;; sidecar) echo "127.0.0.1:15001" ;;
+    mesh-x|mesh-same) echo "$VIP_MESH:80" ;; sidecar) echo "127.0.0.1:16001" ;;
   esac
 }
 procs_of() { case $1 in sidecar) echo "$HAP_CLI $HAP_SRV" ;; *) echo "$MESHD1 $MESHD2" ;; esac; }
