@@ -15,6 +15,9 @@
 #   4. join tokens: a fresh one works once (meshd --join-only), the reused
 #      one is refused, an expired one is refused, and node2 never needs its
 #      token again (meshd restart).
+#   5. the CA is down (node1's meshd stopped): node2 keeps its SVIDs and its
+#      admin socket answers at once while a new pod there waits for its SVID;
+#      once the CA is back, node2 gets it without any restart.
 . "$(dirname "$0")/lib.sh"
 sandbox_wait_free
 t_begin --nodes 2 --ca-service
@@ -103,7 +106,7 @@ join_once() { # DIR NODE TOKEN: meshd --join-only from node2's netns; prints the
   nsenter --net=/run/netns/bmn-node2 "$MESHD" --join-only --node "$2" --run-dir "$1" \
     --ca-addr $CA_ADDR --ca-bundle "$BUNDLE" --join-token "$3" >"$1.log" 2>&1 && echo 0 || echo $?
 }
-tok=$("$MESHCTL" node join node3 --ttl 10m)
+tok=$("$MESHCTL" node join node3 --ttl 10m 2>/dev/null)
 [[ $tok =~ ^[0-9a-f]{64}$ ]] || fail "meshctl node join printed '$tok', not a 64-digit hex token"
 grep -rq "$tok" "$T_TMP/store" && fail "the token itself is in the store"
 log "ok: the store holds only the token's hash: $(cat "$T_TMP/store/kv/nodes/node3/join-token")"
@@ -112,11 +115,11 @@ openssl verify -CAfile "$BUNDLE" "$J/a/node-cert.pem" >/dev/null || fail "node3'
 expect_eq "second join with the same token" "$(join_once "$J/b" node3 "$tok")" 1
 grep -q "no join token for this node" "$J/b.log" || fail "reuse refused without the reason: $(cat "$J/b.log")"
 [ ! -e "$J/b/node-cert.pem" ] || fail "a reused token produced a node certificate"
-tok=$("$MESHCTL" node join node4 --ttl 1s)
+tok=$("$MESHCTL" node join node4 --ttl 1s 2>/dev/null)
 sleep 2
 expect_eq "join with an expired token" "$(join_once "$J/c" node4 "$tok")" 1
 grep -q "join token expired" "$J/c.log" || fail "expiry refused without the reason: $(cat "$J/c.log")"
-tok=$("$MESHCTL" node join node5 --ttl 10m)
+tok=$("$MESHCTL" node join node5 --ttl 10m 2>/dev/null)
 expect_eq "join as another node with node5's token" "$(join_once "$J/d" node6 "$tok")" 1
 log "ok: join token refusals: $(grep -c 'refused join' "$LOG1") logged by node1's CA"
 # node2 restarts without a token: its node certificate is enough.
@@ -126,3 +129,25 @@ grep -q "node certificate spiffe://$TD/bpfmesh/node/node2 loaded" "$LOG2" || fai
 out=$(tcp_marker cli35 $VIP $PORT "$MARK-again")
 [[ $(jget "$out" echo) == *"$MARK-again"* ]] || fail "after node2's restart: $out"
 log "ok: node2 restarted without a token and serves mTLS again"
+
+# --- 5. CA outage
+meshd_ctl stop node1
+"$SANDBOX" pod add late35 --node node2 --namespace $NS --sa late --labels "$AMBIENT" >/dev/null ||
+  fail "sandbox pod add late35 failed"
+LATE=spiffe://$TD/ns/$NS/sa/late
+sleep 3
+t0=$(date +%s%N)
+"$MESHCTL" status --node node2 >/dev/null || fail "node2's meshd does not answer while the CA is down"
+t_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+[ "$t_ms" -lt 1000 ] || fail "node2's admin socket took ${t_ms} ms while the CA is down"
+expect_eq "node2 keeps its SVID while the CA is down" "$(cert_serials node2 | sed -n "s|^$ID=||p" | grep -c .)" 1
+expect_eq "SVID for the new pod while the CA is down" "$(cert_serials node2 | grep -c "^$LATE=" || true)" 0
+log "ok: CA down: node2 answered in ${t_ms} ms, kept $ID; node2 log: $(grep 'ca client: CA' "$LOG2" | tail -n 1 | cut -c 26-)"
+meshd_ctl start node1
+t0=$(date +%s)
+for _ in $(seq 400); do
+  cert_serials node2 | grep -q "^$LATE=" && break
+  sleep 0.1
+done
+cert_serials node2 | grep -q "^$LATE=" || fail "node2 got no SVID for $LATE within 40 s of the CA's return"
+log "ok: CA back: node2 got $LATE within $(( $(date +%s) - t0 )) s, no restart"
