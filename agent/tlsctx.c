@@ -72,6 +72,16 @@ static const char *svid_leaf_check(const struct bm_identity_mgr *m, X509 *leaf, 
 		return "URI SAN is not a SPIFFE ID";
 	if (!p.path[0])
 		return "SPIFFE ID without a path";
+	/* Workload identities only: a node's or the CA's own certificate
+	 * (spiffe://TD/bpfmesh/...) chains to the same root but is no HBONE
+	 * peer. */
+	{
+		const char *sa = strstr(p.path, "/sa/");
+
+		if (strncmp(p.path, "/ns/", 4) || !sa || sa == p.path + 4 || !sa[4] ||
+		    strchr(sa + 4, '/') || memchr(p.path + 4, '/', (size_t)(sa - p.path - 4)))
+			return "SPIFFE ID is not a workload identity (/ns/NS/sa/SA)";
+	}
 	if (!bm_identity_td_trusted(m, p.td))
 		return "SPIFFE ID of a foreign trust domain";
 	if (X509_check_ca(leaf))

@@ -1108,6 +1108,13 @@ static void test_tls_refuses_bad_clients(void)
 			{ "critical,URI:" ID_B, "critical,digitalSignature,cRLSign", "Subject name empty", NULL },
 			{ "critical,URI:" ID_B, "critical,digitalSignature,cRLSign", "certificate signing", "bob" },
 			{ "critical,URI:" ID_B, "digitalSignature", "not critical", NULL },
+			/* same root, but a node's or the CA's certificate is no HBONE peer */
+			{ "critical,URI:spiffe://cluster.local/bpfmesh/node/node2", "critical,digitalSignature",
+			  "not a workload identity", NULL },
+			{ "critical,URI:spiffe://cluster.local/ns/default/bob", "critical,digitalSignature",
+			  "not a workload identity", NULL },
+			{ "critical,URI:spiffe://cluster.local/ns/default/sa/bob/x", "critical,digitalSignature",
+			  "not a workload identity", NULL },
 		};
 
 		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
