@@ -68,8 +68,16 @@ int bm_authz_str_match(const char *pattern, const char *value)
 static int template_match(const char *t, const char *p)
 {
 	while (*t) {
-		if (!strncmp(t, "{**}", 4))
-			return !t[4];
+		if (!strncmp(t, "{**}", 4)) {
+			/* zero or more characters, slashes included; only literal
+			 * segments may follow (the validator's rule) */
+			size_t n = strlen(p);
+
+			for (size_t k = 0; k <= n; k++)
+				if (template_match(t + 4, p + k))
+					return 1;
+			return 0;
+		}
 		if (!strncmp(t, "{*}", 3)) {
 			size_t seg = strcspn(p, "/");
 

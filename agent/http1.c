@@ -56,6 +56,14 @@ static int on_header_field(http_parser *hp, const char *at, size_t n)
 
 	if (p->state != BM_H1_HEAD)
 		return 0; /* trailers: dropped */
+	/* Debian's http-parser is built lenient: "Content-Length : 5" frames
+	 * the body, but under a name with a space that strip_hop misses, so
+	 * it would be forwarded next to our own framing (smuggling). RFC 9112
+	 * §5.1: reject whitespace between field name and colon. */
+	if (memchr(at, ' ', n) || memchr(at, '\t', n)) {
+		p->err = BM_H1_EMALFORMED;
+		return -1;
+	}
 	if (p->in_value || !p->n_off) {
 		if (p->n_off == BM_H1_MAX_HDRS) {
 			p->err = BM_H1_ETOOBIG;
@@ -77,10 +85,23 @@ static int on_header_value(http_parser *hp, const char *at, size_t n)
 
 	if (p->state != BM_H1_HEAD || !p->n_off)
 		return 0;
+	/* http-parser lets NUL through in values; RFC 9110 §5.5 says reject
+	 * (the matchers would see the value cut short, the upstream all of it). */
+	if (memchr(at, 0, n)) {
+		p->err = BM_H1_EMALFORMED;
+		return -1;
+	}
 	if (!p->in_value) {
 		p->in_value = 1;
 		p->off[p->n_off - 1].vo = (uint32_t)(at - p->buf);
 		p->off[p->n_off - 1].vl = 0;
+	} else if (n && at != p->buf + p->off[p->n_off - 1].vo + p->off[p->n_off - 1].vl) {
+		/* A piece that does not continue the value is an obs-fold line
+		 * ("a\r\n b"): the value is recorded as one span, which would
+		 * take in the CR LF and lose the tail. RFC 9112 §5.2 lets a
+		 * proxy reject it (400, or 502 for a response). */
+		p->err = BM_H1_EMALFORMED;
+		return -1;
 	}
 	p->off[p->n_off - 1].vl += (uint32_t)n;
 	return 0;
@@ -90,6 +111,12 @@ static int on_headers_complete(http_parser *hp)
 {
 	struct bm_h1_parser *p = P(hp);
 
+	/* http-parser takes any number of digits up to 999; a status code is
+	 * three (RFC 9112 §4), and "HTTP/1.1 40" is not forwarded as one. */
+	if (p->response && hp->status_code < 100) {
+		p->err = BM_H1_EMALFORMED;
+		return -1;
+	}
 	p->head_done_cb = 1;
 	http_parser_pause(hp, 1);
 	/* A response to HEAD, and 1xx/204/304, have no body whatever the
@@ -190,8 +217,11 @@ static void finish_head(struct bm_h1_parser *p)
 			name[k] = (char)tolower((unsigned char)name[k]);
 		while (vl && (val[vl - 1] == ' ' || val[vl - 1] == '\t'))
 			vl--;
-		if (!p->off[i].vo) /* empty value: point at the name's end */
-			val = name + p->off[i].nl, vl = 0;
+		/* empty value: point at the name's end. Not by vo: http-parser
+		 * reports an empty value as a zero-length piece at the start of
+		 * the next line, whose first byte the NUL below would clobber. */
+		if (!vl)
+			val = name + p->off[i].nl;
 		x->name = name;
 		x->name_len = p->off[i].nl;
 		x->value = val;
@@ -515,7 +545,9 @@ int bm_h1_write_response(struct bm_loop *lp, struct bm_chunkq *q, int minor, int
 			 const char *reason, const struct bm_h1_hlist *l)
 {
 	char line[128];
-	int n = snprintf(line, sizeof(line), "HTTP/1.%d %d %s\r\n", minor ? 1 : 0, status,
+	/* The reason is cut to fit: a truncated line would lose its CR LF and
+	 * run into the first header (an upstream's reason can be any length). */
+	int n = snprintf(line, sizeof(line), "HTTP/1.%d %d %.100s\r\n", minor ? 1 : 0, status,
 			 reason && *reason ? reason : bm_h1_reason(status));
 	int err = put(lp, q, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
 

@@ -278,7 +278,8 @@ static int split(const char *t, size_t len, struct parts *p)
 			return -EINVAL; /* JWE (5 parts) and garbage */
 		p->seg[i] = s;
 		p->len[i] = (size_t)((i < 2 ? dot : end) - s);
-		s = dot + 1;
+		if (i < 2)
+			s = dot + 1; /* the last segment has no dot: NULL + 1 is UB */
 	}
 	return p->len[0] && p->len[1] ? 0 : -EINVAL;
 }

@@ -435,8 +435,14 @@ static void test_path_template(void)
 	CU_ASSERT_FALSE(bm_authz_path_match("/{*}", "/x/"));
 	CU_ASSERT_FALSE(bm_authz_path_match("/{*}", "/"));
 	CU_ASSERT_TRUE(bm_authz_path_match("/{**}", "/"));
+	/* literal segments after {**} (the fuzzer found they never matched) */
+	CU_ASSERT_TRUE(bm_authz_path_match("/{**}/admin", "/x/y/admin"));
+	CU_ASSERT_TRUE(bm_authz_path_match("/{**}/admin", "/x/admin"));
+	CU_ASSERT_FALSE(bm_authz_path_match("/{**}/admin", "/x/admin/y"));
+	CU_ASSERT_FALSE(bm_authz_path_match("/{**}/admin", "/xadmin"));
+	CU_ASSERT_TRUE(bm_authz_path_match("/api/{**}/v1.json", "/api/a/b/v1.json"));
 	CU_ASSERT_FALSE(bm_authz_path_match("/a/{**}", "/a"));
-	CU_ASSERT_FALSE(bm_authz_path_match("/{**}/a", "/x/a")); /* {**} must be last */
+	CU_ASSERT_TRUE(bm_authz_path_match("/{**}/a", "/x/a")); /* last operator; literals may follow */
 	CU_ASSERT_FALSE(bm_authz_path_match("/a", NULL));
 }
 
