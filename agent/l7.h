@@ -213,10 +213,21 @@ struct bm_l7_podlog {
 	int fd[4];
 };
 
+/* Tracing settings of a pod (agent/tracing.h), resolved by the agent when it
+ * publishes a configuration; sorted by (ns, name). */
+struct bm_l7_podtrace {
+	char ns[64], name[128];
+	char service[64];         /* istio.canonical_service, the span's localEndpoint */
+	uint32_t ip;              /* the pod's address, network order */
+	uint32_t sample_ppm;      /* randomSamplingPercentage in parts per million */
+	uint8_t report;           /* 0: disableSpanReporting */
+};
+
 struct bm_l7_config {
 	int refs;
 	uint64_t generation;
 	struct bm_l7_podlog *podlog;    size_t n_podlog;   /* malloc'ed; freed with the config */
+	struct bm_l7_podtrace *podtrace; size_t n_podtrace; /* malloc'ed; freed with the config */
 	struct bm_l7_service *svc;      size_t n_svc;
 	struct bm_l7_cluster *cluster;  size_t n_cluster;
 	void *arena;                    /* l7model.c's allocations */

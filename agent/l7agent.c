@@ -20,6 +20,7 @@
 #include "model.h"
 #include "proxy.h"
 #include "resutil.h"
+#include "tracing.h"
 
 /* What sockops had counted for a backend at the last look. */
 struct seen {
@@ -127,6 +128,43 @@ static void fill_podlog(struct bm_agent *a, struct bm_l7_config *cfg)
 	qsort(cfg->podlog, cfg->n_podlog, sizeof(*cfg->podlog), podlog_sort);
 }
 
+static int podtrace_sort(const void *x, const void *y)
+{
+	const struct bm_l7_podtrace *p = x, *q = y;
+	int r = strcmp(p->ns, q->ns);
+
+	return r ? r : strcmp(p->name, q->name);
+}
+
+/* Tracing settings of every enrolled pod (Telemetry tracing, selectors on
+ * its WorkloadEntry's labels), with what its spans say about it: canonical
+ * service and address. */
+static void fill_podtrace(struct bm_agent *a, struct bm_l7_config *cfg)
+{
+	cfg->podtrace = calloc(a->pods.n ? a->pods.n : 1, sizeof(*cfg->podtrace));
+	cfg->n_podtrace = 0;
+	if (!cfg->podtrace)
+		return;
+	for (size_t i = 0; i < a->pods.n; i++) {
+		const struct bm_pod *pod = &a->pods.p[i];
+		const json_t *we = bm_find_workload_entry(a->resources, pod->ns, pod->ip);
+		const json_t *labels = json_object_get(json_object_get(we, "spec"), "labels");
+		struct bm_l7_podtrace *pt = &cfg->podtrace[cfg->n_podtrace++];
+		struct bm_trace_settings ts;
+
+		bm_trace_settings(a->resources, pod->ns, labels, &ts);
+		snprintf(pt->ns, sizeof(pt->ns), "%s", pod->ns);
+		snprintf(pt->name, sizeof(pt->name), "%s", pod->name);
+		snprintf(pt->service, sizeof(pt->service), "%s",
+			 bm_trace_canonical_service(labels, pod->name));
+		if (inet_pton(AF_INET, pod->ip, &pt->ip) != 1)
+			pt->ip = 0;
+		pt->sample_ppm = ts.sample_ppm;
+		pt->report = ts.report;
+	}
+	qsort(cfg->podtrace, cfg->n_podtrace, sizeof(*cfg->podtrace), podtrace_sort);
+}
+
 void bm_l7_agent_publish(struct bm_agent *a, struct bm_l7_config *cfg)
 {
 	struct bm_l7_config *old = a->l7;
@@ -135,6 +173,7 @@ void bm_l7_agent_publish(struct bm_agent *a, struct bm_l7_config *cfg)
 		return;
 	fill_backend_ids(a, cfg);
 	fill_podlog(a, cfg);
+	fill_podtrace(a, cfg);
 	bm_proxy_set_l7(a->proxy, cfg);
 	a->l7 = cfg; /* our reference from bm_l7_build */
 	if (old)

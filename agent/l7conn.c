@@ -96,6 +96,11 @@ static int dconn_read(struct l7_dconn *d)
 		c->len += (uint32_t)n;
 		d->in.bytes += (size_t)n;
 		got = 1;
+		/* Edge-triggered: a short read emptied the socket, and bytes
+		 * arriving later raise a new edge, so skip the recv that would
+		 * only say EAGAIN (one syscall per request saved). */
+		if ((size_t)n < BM_CHUNK_DATA - (c->off + c->len - (uint32_t)n) && !d->read_to_end)
+			d->readable = 0;
 	}
 	return got;
 }
@@ -275,6 +280,8 @@ static void dconn_on_event(struct bm_ev *ev, uint32_t events)
 		d->writable = 1;
 	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
 		d->readable = 1;
+	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		d->read_to_end = 1; /* read until EOF/EAGAIN: no later edge announces it */
 	if (d->sniffing) {
 		if (d->readable)
 			dconn_sniff(d);
@@ -308,6 +315,7 @@ int bm_l7_engine_accept(struct bm_l7_engine *e, int fd, const struct bm_l7_peer 
 	d->peer.src_principal[sizeof(d->peer.src_principal) - 1] = 0;
 	d->peer.dst_ns[sizeof(d->peer.dst_ns) - 1] = 0;
 	d->peer.dst_name[sizeof(d->peer.dst_name) - 1] = 0;
+	memset(&d->peer.trace, 0, sizeof(d->peer.trace)); /* the engine's, per request */
 	d->cfg = e->cfg;
 	if (d->cfg)
 		bm_l7_get(d->cfg);

@@ -1311,6 +1311,7 @@ void bm_l7_put(struct bm_l7_config *c)
 		return;
 	arena_free(c->arena);
 	free(c->podlog);
+	free(c->podtrace);
 	free(c);
 }
 

@@ -29,7 +29,9 @@
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <sys/uio.h>
+#include <time.h>
 #include "l7upstream.h"
+#include "tracing.h"
 
 static const char BODY_CONNECT_FAILURE[] =
 	"upstream connect error or disconnect/reset before headers. reset reason: connection failure";
@@ -113,6 +115,16 @@ static void rq_record(struct l7_dconn *d)
 	r.request_id = rq->reqid;
 	r.user_agent = ua ? ua->value : "";
 	r.svc_id = d->peer.inbound ? 0 : d->peer.svc_id;
+	r.src_ip = d->peer.src_ip;
+	if (d->peer.trace.active && d->peer.trace.report) {
+		struct bm_trace_span *s = &d->peer.trace;
+		struct timespec ts;
+
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		s->duration_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000 -
+				 s->start_mono_us;
+		r.span = s;
+	}
 	e->ops.complete(e->ops.ctx, &r);
 }
 
@@ -131,6 +143,7 @@ void l7_rq_end(struct l7_dconn *d)
 		rq->retry_held = 0;
 	}
 	rq_record(d);
+	d->peer.trace.active = 0;
 	if (rq->req_counted)
 		l7_cb_give(&rq->c->rt->requests);
 	bm_chunkq_clear(e->l, &rq->uhead);
@@ -224,6 +237,30 @@ static void gen_request_id(struct bm_l7_engine *e, char *out)
 		 (c >> 16 & 0x3fff) | 0x8000, c & 0xffff, x);
 }
 
+static uint64_t rand64(struct bm_l7_engine *e)
+{
+	return (uint64_t)l7_rand(e) << 32 | l7_rand(e);
+}
+
+/* This hop's span (agent/tracing.h): the client pod's settings on the
+ * client's side, the server pod's on the server's. */
+static void trace_begin(struct l7_dconn *d)
+{
+	struct bm_l7_engine *e = d->e;
+	const struct bm_h1_head *h = &d->qp.head;
+	const struct bm_l7_podtrace *pt = d->peer.inbound ?
+		bm_trace_pod_find(d->cfg, d->peer.dst_ns, d->peer.dst_name) :
+		bm_trace_pod_find(d->cfg, d->peer.src_ns, d->peer.src_name);
+	struct bm_trace_rand rnd;
+
+	rnd.trace_hi = rand64(e);
+	rnd.trace_lo = rand64(e);
+	rnd.span = rand64(e);
+	rnd.sample = l7_rand(e);
+	bm_trace_start(&d->peer.trace, h->hdr, h->n_hdr,
+		       d->peer.inbound ? BM_TRACE_SERVER : BM_TRACE_CLIENT, pt, &rnd);
+}
+
 /* Serialize the request head for upstream into rq->uhead. */
 static int build_uhead(struct l7_dconn *d, const char *target, size_t tlen,
 		       const char *orig_path, const struct bm_l7_authz_res *strip)
@@ -255,6 +292,9 @@ static int build_uhead(struct l7_dconn *d, const char *target, size_t tlen,
 	rid = bm_h1_hlist_get(hl, "x-request-id");
 	if (!err && (!rid || !rid->value_len))
 		err = bm_h1_hlist_set(hl, "x-request-id", rq->reqid, strlen(rq->reqid));
+	/* after the route's header operations: the trace context is ours */
+	if (!err)
+		err = bm_trace_inject(&d->peer.trace, hl);
 	if (!err)
 		err = bm_h1_hlist_set(hl, "x-forwarded-proto", "http", 4);
 	if (!err && h->chunked)
@@ -864,6 +904,7 @@ static void rq_begin(struct l7_dconn *d)
 		memcpy(rq->reqid, ex->value, ex->value_len + 1);
 	else
 		gen_request_id(d->e, rq->reqid);
+	trace_begin(d);
 	if (!h->keep_alive)
 		d->close_after = 1;
 	if (h->upgrade) {

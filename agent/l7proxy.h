@@ -26,6 +26,7 @@
 #include <jansson.h>
 #include "l7.h"
 #include "relay.h"
+#include "tracing.h"
 
 struct bm_l7_engine;
 
@@ -63,6 +64,10 @@ struct bm_l7_record {
 	const char *request_id;     /* x-request-id (generated when absent) */
 	const char *user_agent;
 	uint32_t svc_id;            /* the kernel's service id from orig_dst (outbound); 0 */
+	uint32_t src_ip;            /* the client's address (network order); 0 unknown */
+	/* Tracing (agent/tracing.h): this hop's span when the request was
+	 * sampled and its span is to be reported (bm_trace_report), else NULL. */
+	const struct bm_trace_span *span;
 };
 
 /* The downstream side of a connection, given at accept (copied; strings
@@ -84,6 +89,9 @@ struct bm_l7_peer {
 	uint32_t src_ip, dst_ip;    /* network order */
 	uint16_t dst_port;          /* host order: the pod's port */
 	char dst_ns[64], dst_name[128];
+	/* The engine's own (callers leave it zeroed): the trace state of the
+	 * request in progress; a connection carries one request at a time. */
+	struct bm_trace_span trace;
 };
 
 /* Inbound per-request authorization input/output (ops.authorize). */

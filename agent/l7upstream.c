@@ -36,6 +36,8 @@ struct l7_uconn {
 	uint16_t port;
 	uint32_t max_reqs, n_reqs, idle_ms;
 	uint8_t connecting, idle, readable, writable, closed, keep, werr, wrote;
+	uint8_t read_to_end;          /* the peer hung up: read to EOF, no short-read shortcut */
+	uint64_t idle_since_ms;       /* when it last went idle */
 	struct bm_chunkq wq;
 	struct bm_h1_parser rp;
 	struct l7_x *x;
@@ -322,6 +324,8 @@ err_give:
 
 /* An idle connection is usable if the peer has not closed it or sent
  * anything meanwhile (edge-triggered: check, do not trust the last event). */
+#define IDLE_PEEK_AFTER_MS 100
+
 static int idle_usable(struct l7_uconn *uc)
 {
 	char b;
@@ -337,7 +341,11 @@ static struct l7_uconn *pool_take(struct bm_l7_engine *e, const struct l7_x *x)
 		if (!uc->idle || uc->pool_key != x->pool_key || uc->rt != x->c->rt ||
 		    uc->ip != x->b.ip || uc->port != x->b.port)
 			continue;
-		if (!idle_usable(uc)) {
+		/* Idle for a moment with no event seen: the peek (one syscall per
+		 * request) is for connections the upstream may have closed on an
+		 * idle timeout, which takes longer than this. */
+		if ((uc->readable || l7_now_ms() - uc->idle_since_ms > IDLE_PEEK_AFTER_MS) &&
+		    !idle_usable(uc)) {
 			uconn_close(uc);
 			continue;
 		}
@@ -502,6 +510,7 @@ void l7_x_end(struct l7_x *x, int reuse)
 		return;
 	}
 	uc->idle = 1;
+	uc->idle_since_ms = l7_now_ms();
 	l7_timer_arm(e, &uc->t, uc->idle_ms);
 	if (uc->rt)
 		kick_waiters(e, uc->rt);
@@ -759,6 +768,10 @@ static void uconn_read(struct l7_uconn *uc)
 			return;
 		}
 		x->got_bytes = 1;
+		/* a short read emptied the socket (edge-triggered: more bytes
+		 * raise a new edge) */
+		if ((size_t)n < BM_SCRATCH && !uc->read_to_end)
+			uc->readable = 0;
 		uconn_feed(uc, e->l->scratch, (size_t)n);
 	}
 }
@@ -772,6 +785,8 @@ static void uconn_on_event(struct bm_ev *ev, uint32_t events)
 		uc->writable = 1;
 	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
 		uc->readable = 1;
+	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		uc->read_to_end = 1; /* read until EOF/EAGAIN: no later edge announces it */
 	if (uc->connecting) {
 		if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
 			return;

@@ -202,6 +202,7 @@ struct l7_dconn {
 	uint64_t pool_key;
 	struct bm_chunkq in, out;
 	uint8_t readable, writable, eof, closed, sniffing, close_after, closing, in_pump, again;
+	uint8_t read_to_end;          /* the peer hung up: read to EOF, no short-read shortcut */
 	uint8_t fd_given;
 	struct bm_h1_parser qp;
 	struct l7_req rq;

@@ -18,6 +18,7 @@
 #include <sys/timerfd.h>
 #include <bpf/libbpf.h>
 #include "accesslog.h"
+#include "tracing.h"
 #include "agent.h"
 #include "l7agent.h"
 #include "log.h"
@@ -62,6 +63,9 @@ static void usage(FILE *f)
 		"  --no-proxy      no user-space mesh path: every backend on the kernel L4 path\n"
 		"  --workers N     proxy worker threads (default one per CPU)\n"
 		"  --access-log-file PATH  access logs of workloads no Telemetry decides for (O_APPEND)\n"
+		"  --zipkin-url URL        report L7 spans (Zipkin v2 JSON) to URL,\n"
+		"                          e.g. http://zipkin:9411/api/v2/spans\n"
+		"  --trace-sampling PCT    sampling where no Telemetry sets it, 0-100 (default 1)\n"
 		"  --cleanup   detach this node's programs and remove its pins, then exit\n");
 }
 
@@ -279,6 +283,8 @@ int main(int argc, char **argv)
 		{ "ca-serve", required_argument, 0, 1001 },  { "ca-addr", required_argument, 0, 1002 },
 		{ "ca-bundle", required_argument, 0, 1003 }, { "join-token", required_argument, 0, 1004 },
 		{ "join-only", no_argument, 0, 1005 },
+		{ "zipkin-url", required_argument, 0, 1006 },
+		{ "trace-sampling", required_argument, 0, 1007 },
 		{ "help", no_argument, 0, 'h' },         { 0, 0, 0, 0 },
 	};
 	static struct bm_agent a;
@@ -286,7 +292,7 @@ int main(int argc, char **argv)
 	char path[PATH_MAX + 32], ca_dir[sizeof(a.store_url) + 16];
 	struct bm_mesh_opts mo = { 0 };
 	int cleanup = 0, no_proxy = 0, workers = 0, join_only = 0, c, err;
-	const char *access_log = NULL;
+	const char *access_log = NULL, *zipkin_url = NULL;
 
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
@@ -311,6 +317,18 @@ int main(int argc, char **argv)
 		case 1003: mo.ca_bundle = optarg; break;
 		case 1004: mo.join_token = optarg; break;
 		case 1005: join_only = 1; break;
+		case 1006: zipkin_url = optarg; break;
+		case 1007: {
+			char *end;
+			double pct = strtod(optarg, &end);
+
+			if (end == optarg || *end || !(pct >= 0 && pct <= 100)) {
+				bm_log("--trace-sampling %s: a percentage, 0 to 100", optarg);
+				return 2;
+			}
+			bm_trace_set_default_sampling(pct);
+			break;
+		}
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -355,6 +373,8 @@ int main(int argc, char **argv)
 	}
 	if (access_log && bm_accesslog_set_file(access_log))
 		return 1;   /* accesslog.c said why */
+	if (zipkin_url && bm_trace_start_exporter(zipkin_url, a.node))
+		return 1;   /* tracing.c said why */
 	snprintf(a.store_url, sizeof(a.store_url), "%s", store && *store ? store : "file:///var/lib/bpfmesh");
 	a.started = time(NULL);
 	pthread_mutex_init(&a.lock, NULL);
@@ -415,6 +435,7 @@ int main(int argc, char **argv)
 
 	if (a.proxy)
 		bm_proxy_stop(a.proxy);
+	bm_trace_stop_exporter(); /* after the workers: they queue spans */
 	bm_l7_agent_free(&a);
 	bm_policy_shutdown();
 	bm_mesh_free(&a);

@@ -6,6 +6,8 @@
 #   l4.sh    kernel L4 path in detail (VIP vs pod IP, connect latency): l4.md
 #   l7.sh    L7 path (meshd routes each request) vs kernel L4 vs the sidecar
 #            model (HAProxy x2, HTTP mode) with the same policy: l7.md
+#   scale.sh (not in the default list: BENCH_ONLY=scale) 10,000 services /
+#            100,000 endpoints, apply -> maps, own meshd, no sandbox: scale.md
 # A benchmark reports numbers; it passes unless a script breaks. The sandbox
 # is one per machine: each script waits (bounded, BENCH_WAIT) while someone
 # else's is up and never takes theirs down (lib.sh).

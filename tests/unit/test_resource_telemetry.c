@@ -50,10 +50,10 @@ static const struct {
 	  "    disableSpanReporting: false\n",
 	  "{\"tracing\":[{\"providers\":[{\"name\":\"zipkin\"}],\"randomSamplingPercentage\":12.5,"
 	  "\"disableSpanReporting\":false}]}",
-	  "t.yaml:6: spec.tracing: warning: accepted, but meshd does not report traces yet" },
+	  NULL },
 	{ TEL "  tracing:\n  - randomSamplingPercentage: 100\n  - randomSamplingPercentage: 0\n",
 	  "{\"tracing\":[{\"randomSamplingPercentage\":100},{\"randomSamplingPercentage\":0}]}",
-	  "t.yaml:6: spec.tracing: warning: accepted, but meshd does not report traces yet" },
+	  NULL },
 	{ TEL "  accessLogging:\n  - providers:\n    - name: otel\n",
 	  "{\"accessLogging\":[{\"providers\":[{\"name\":\"otel\"}]}]}",
 	  "t.yaml:8: spec.accessLogging[0].providers[0].name: warning: access-log provider "
