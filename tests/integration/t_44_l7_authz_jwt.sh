@@ -8,7 +8,10 @@
 #   2. RequestAuthentication (a key made here, inline jwks): no token passes,
 #      a valid token passes, a bad signature / expired / wrong issuer token
 #      is 401; a DENY on /admin for requests without a request principal
-#      makes no-token 403 and a valid token 200; the token is not forwarded.
+#      makes no-token 403 and a valid token 200; the token is not forwarded;
+#   3. jwksUri: the keys fetched over HTTP from a server in the hub netns,
+#      a valid token 200 and a forged one 401; still valid after the key
+#      server is gone (cached).
 . "$(dirname "$0")/lib.sh"
 sandbox_wait_free
 t_begin --nodes 2
@@ -16,20 +19,33 @@ t_begin --nodes 2
 NS=l7e PORT=9080 TPORT=8080
 mesh_pod be1 node2 $NS backend app=backend
 mesh_pod api1 node2 $NS api app=api
+mesh_pod api2 node2 $NS api app=api2
 mesh_pod fe1 node1 $NS frontend app=frontend
 mesh_pod fe2 node2 $NS frontend app=frontend
 mesh_pod evil node1 $NS intruder app=intruder
-for p in be1/node2 api1/node2 fe1/node1 fe2/node2 evil/node1; do wait_mesh_pod ${p#*/} $NS/${p%/*}; done
+for p in be1/node2 api1/node2 api2/node2 fe1/node1 fe2/node2 evil/node1; do wait_mesh_pod ${p#*/} $NS/${p%/*}; done
 hsrv be1 be1 $TPORT
 hsrv api1 api1 $TPORT
+hsrv api2 api2 $TPORT
 "$JWTTOOL" keygen --alg RS256 --out "$T_TMP/k1" >/dev/null || fail "bm-jwt keygen"
 "$JWTTOOL" keygen --alg ES256 --out "$T_TMP/k2" >/dev/null || fail "bm-jwt keygen"
 JWKS=$(python3 -c 'import json,sys; a=json.load(open(sys.argv[1])); b=json.load(open(sys.argv[2])); print(json.dumps({"keys": a["keys"] + b["keys"]}))' "$T_TMP/k1/jwks.json" "$T_TMP/k2/jwks.json")
 TD=cluster.local
+# A JWKS server in the hub netns, on an address every node's meshd reaches.
+HUB=bm-hub HUB_ADDR=198.19.255.254 JPORT=8765
+ip -n $HUB addr add $HUB_ADDR/24 dev br0 || fail "cannot address the hub bridge"
+mkdir -p "$T_TMP/jwks"
+cp "$T_TMP/k1/jwks.json" "$T_TMP/jwks/jwks.json"
+(cd "$T_TMP/jwks" && exec ip netns exec $HUB python3 -m http.server $JPORT --bind $HUB_ADDR >/dev/null 2>&1) &
+JWKS_PID=$!
+T_BG_PIDS+=($JWKS_PID)
+for _ in $(seq 50); do ip netns exec $HUB ss -Hltn "sport = :$JPORT" | grep -q LISTEN && break; sleep 0.1; done
 apply <<YAML
 $(service_yaml backend $NS backend.$NS.svc.cluster.local 198.19.44.1 $PORT $TPORT backend)
 ---
 $(service_yaml api $NS api.$NS.svc.cluster.local 198.19.44.2 $PORT $TPORT api)
+---
+$(service_yaml api2 $NS api2.$NS.svc.cluster.local 198.19.44.3 $PORT $TPORT api2)
 ---
 apiVersion: security.istio.io/v1beta1
 kind: AuthorizationPolicy
@@ -62,6 +78,19 @@ spec:
   jwtRules:
   - issuer: "https://auth.example.com"
     jwks: '$JWKS'
+---
+apiVersion: security.istio.io/v1beta1
+kind: RequestAuthentication
+metadata:
+  name: jwt-uri
+  namespace: $NS
+spec:
+  selector:
+    matchLabels:
+      app: api2
+  jwtRules:
+  - issuer: "https://auth.example.com"
+    jwksUri: "http://$HUB_ADDR:$JPORT/jwks.json"
 ---
 apiVersion: security.istio.io/v1beta1
 kind: AuthorizationPolicy
@@ -125,3 +154,17 @@ check "signature by an unknown key 401" /x "$forged" 401
 check "garbage token 401" /x "not.a.jwt" 401
 check "/admin without a token 403" /admin/panel "" 403
 check "/admin with a valid token" /admin/panel "$good" 200
+
+# --- 3. jwksUri
+A=http://198.19.44.3:$PORT
+ok=""
+for _ in $(seq 50); do   # the first fetch happens in the background after apply
+  r=$(hget fe1 -n 1 -H "authorization: Bearer $good" $A/x)
+  [ "$(jget "$r" status.200 0)" = 1 ] && { ok=1; break; }
+  sleep 0.1
+done
+[ -n "$ok" ] || fail "a valid token never passed with jwksUri: $(jget "$r" status) $(jget "$r" last_body)"
+check "jwksUri: valid token" /x "$good" 200
+check "jwksUri: forged token 401" /x "$forged" 401
+kill $JWKS_PID 2>/dev/null; wait $JWKS_PID 2>/dev/null || true
+check "jwksUri: valid token with the key server gone (cached keys)" /x "$good" 200
