@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -129,6 +130,9 @@ int bm_agent_reload(struct bm_agent *a)
 		goto fail;
 	}
 	bm_pods_write_hosts(&a->pods, &a->model);
+	/* A reload holds the old and the new model at once; give the peak
+	 * back to the system rather than keep it in malloc's free lists. */
+	malloc_trim(0);
 	bm_log("generation %llu applied: %u services, %u clusters, %u backends, %u rewritten, %u warnings",
 	       (unsigned long long)gen, a->rec.n_services, a->rec.n_clusters, a->rec.n_backends,
 	       a->rec.writes, m.warnings);
