@@ -28,6 +28,16 @@
 #            No TLS (the L7 scenario is plaintext too).
 # Workloads: sat  saturation, wrk -t1 -c16 keep-alive
 #            r1k  1,000 req/s on 4 keep-alive connections (bm-load, open loop)
+#            scrape  the cost of being scraped (issue 5: "scraping every
+#                 second under load changes p99 latency by less than 2%"):
+#                 l7 only, 2,000 req/s on 4 keep-alive connections (bm-load)
+#                 for BENCH_SCRAPE_SECONDS, run twice per round, in rotated
+#                 order: "l7" without scraping and "l7-scraped" with a scraper
+#                 in the hub netns (as Prometheus is in t_81) fetching both
+#                 nodes' http://198.19.255.<i>:15020/metrics every second
+#                 (one python process for the run, bounded). The meshd CPU
+#                 of the pair shows what the scrapes cost; l7-scrape.txt
+#                 has each fetch's node, status, size and time.
 # Per run: req/s, p50/p90/p99, errors (socket errors + non-2xx), CPU seconds
 # of the mesh processes (both meshds for l4 and l7; for sidecar the client
 # HAProxy and the v1 server HAProxy, the two in the path), req/s per core
@@ -40,11 +50,16 @@
 #
 # Exit 75: someone else took the sandbox down mid-round too many times.
 # Output in $RESULTS (default build/bench/): l7.md (report), l7-raw.txt,
-# l7-checks.txt, l7-threads.txt (CPU per thread of the mesh processes), l7-proxy-stats.json.
+# l7-checks.txt, l7-threads.txt (CPU per thread of the mesh processes), l7-proxy-stats.json,
+# l7-scrape.txt (the scrapes of the scrape workload).
 #
 # Env: BENCH_ROUNDS (3), BENCH_SECONDS (4), BENCH_RETRIES (3), BENCH_CONNS (16),
-#      BENCH_L7_WORKLOADS ("sat r1k"), BENCH_L7_SCENARIOS ("l4 l7 sidecar"),
-#      BENCH_WAIT (600: seconds to wait for another user's sandbox to go).
+#      BENCH_L7_WORKLOADS ("sat r1k scrape"), BENCH_L7_SCENARIOS ("l4 l7 sidecar"),
+#      BENCH_SCRAPE_SECONDS (8, per run of the scrape workload), BENCH_SCRAPE_RATE
+#      (2000 req/s), BENCH_SCRAPE_URLS (what the scraper fetches; default both
+#      nodes' /metrics: "http://198.19.255.2:15020/metrics" alone scrapes only the
+#      node that is not in the request path), BENCH_WAIT (600: seconds to wait for
+#      another user's sandbox to go).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${BPFMESH_BUILD:-$ROOT/build}
@@ -54,8 +69,14 @@ ROUNDS=${BENCH_ROUNDS:-3}
 SECS=${BENCH_SECONDS:-4}
 RETRIES=${BENCH_RETRIES:-3}
 CONNS=${BENCH_CONNS:-16}
-WORKLOADS=${BENCH_L7_WORKLOADS:-sat r1k}
+WORKLOADS=${BENCH_L7_WORKLOADS:-sat r1k scrape}
 SCENARIOS=${BENCH_L7_SCENARIOS:-l4 l7 sidecar}
+SCRAPE_SECS=${BENCH_SCRAPE_SECONDS:-8}
+SCRAPE_RATE=${BENCH_SCRAPE_RATE:-2000}
+# The scraper sits in the hub netns with this address on the nodes' /24 (as
+# t_81's Prometheus does); meshd serves /metrics on 198.19.255.<i>:15020.
+HUB_ADDR=198.19.255.254
+METRICS_URLS=${BENCH_SCRAPE_URLS:-http://198.19.255.1:15020/metrics http://198.19.255.2:15020/metrics}
 WAIT=${BENCH_WAIT:-600}
 VIP_L4=198.19.11.10
 VIP_L7=198.19.11.20
@@ -74,7 +95,14 @@ for c in wrk haproxy curl python3; do
 done
 [ "$ROUNDS" -ge 1 ] && [ "$ROUNDS" -le 20 ] && [ "$SECS" -ge 1 ] && [ "$SECS" -le 60 ] ||
   die "BENCH_ROUNDS 1..20, BENCH_SECONDS 1..60"
-for w in $WORKLOADS; do case $w in sat|r1k) ;; *) die "unknown workload $w (sat r1k)" ;; esac; done
+[ "$SCRAPE_SECS" -ge 2 ] && [ "$SCRAPE_SECS" -le 60 ] && [ "$SCRAPE_RATE" -ge 100 ] && [ "$SCRAPE_RATE" -le 20000 ] ||
+  die "BENCH_SCRAPE_SECONDS 2..60, BENCH_SCRAPE_RATE 100..20000"
+for w in $WORKLOADS; do case $w in sat|r1k|scrape) ;; *) die "unknown workload $w (sat r1k scrape)" ;; esac; done
+# scrape compares l7 with itself scraped: only with the l7 scenario (whose path is checked).
+if [[ " $WORKLOADS " == *" scrape "* ]] && [[ " $SCENARIOS " != *" l7 "* ]]; then
+  log "workload scrape needs scenario l7: skipped"
+  WORKLOADS=$(tr ' ' '\n' <<<"$WORKLOADS" | grep -vx scrape | tr '\n' ' ')
+fi
 for s in $SCENARIOS; do case $s in l4|l7|sidecar) ;; *) die "unknown scenario $s (l4 l7 sidecar)" ;; esac; done
 mkdir -p "$BUILD/bench" "$RESULTS"
 if [ ! -x "$LOAD" ] || [ "$ROOT/tests/bench/bm-load.c" -nt "$LOAD" ]; then
@@ -355,6 +383,70 @@ for sc in $SCENARIOS; do
     fail_or_75 "scenario $sc: http://$(addr_of "$sc")/ from $(client_of "$sc") does not answer (last: $code)"; }
 done
 check_paths
+[[ " $WORKLOADS " == *" scrape "* ]] && check_scrape
+return 0
+}
+
+# check_scrape: the hub gets an address on the nodes' /24 (gone with the hub at
+# down) and both meshds answer /metrics from there, or the run stops.
+check_scrape() {
+  local out
+  ip -n bm-hub addr add "$HUB_ADDR/24" dev br0 2>/dev/null ||
+    ip -n bm-hub -4 addr show dev br0 | grep -q "inet $HUB_ADDR/" || fail_or_75 "cannot address the hub bridge"
+  # shellcheck disable=SC2086,SC2046
+  out=$(ip netns exec bm-hub curl -s --max-time 2 -w '%{http_code} %{size_download} %{time_total}\n' \
+    $(printf -- '-o /dev/null %s ' $METRICS_URLS) 2>&1 | tr '\n' ' ') || true
+  echo "setup $SETUPS scrape: from bm-hub $METRICS_URLS: (code bytes seconds) $out" >>"$CHECKS"
+  [ "$(grep -o '\b200 [0-9]' <<<"$out" | wc -l)" = "$(wc -w <<<"$METRICS_URLS")" ] ||
+    fail_or_75 "scrape from bm-hub failed: $out"
+}
+
+# scraper_start OUT: both nodes' /metrics every second from the hub netns, as
+# Prometheus does: one long-running process (python, started once, so no
+# process start per scrape competes for the CPUs), one connection per fetch
+# (meshd answers Connection: close), each fetch bounded to 0.9 s, at most
+# SCRAPE_SECS + 5 ticks. Appends "node_ip code bytes seconds" per fetch to OUT.
+# Sets SCRAPER_PID.
+scraper_start() {
+  # shellcheck disable=SC2086
+  timeout $((SCRAPE_SECS + 10)) ip netns exec bm-hub python3 -c '
+import socket, sys, time
+out, n, urls = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+targets = [(u.split("/")[2].split(":")[0], int(u.split("/")[2].split(":")[1]), "/" + u.split("/", 3)[3]) for u in urls]
+f = open(out, "a", buffering=1)
+t0 = time.monotonic()
+for i in range(n):
+    for host, port, path in targets:
+        t = time.monotonic(); code, size = "000", 0
+        try:
+            with socket.create_connection((host, port), timeout=0.9) as s:
+                s.settimeout(max(0.05, 0.9 - (time.monotonic() - t)))
+                s.sendall(b"GET %s HTTP/1.1\r\nHost: %s:%d\r\nAccept: text/plain\r\nConnection: close\r\n\r\n" % (path.encode(), host.encode(), port))
+                buf = bytearray()
+                while True:
+                    d = s.recv(262144)
+                    if not d:
+                        break
+                    buf += d
+            head, _, body = bytes(buf).partition(b"\r\n\r\n")
+            code, size = head.split(b" ")[1].decode(), len(body)
+        except Exception:
+            pass
+        f.write("%s %s %d %.6f\n" % (host, code, size, time.monotonic() - t))
+    d = t0 + (i + 1) - time.monotonic()
+    if d > 0:
+        time.sleep(d)
+' "$1" $((SCRAPE_SECS + 5)) $METRICS_URLS &
+  SCRAPER_PID=$!
+  BG_PIDS+=("$SCRAPER_PID")
+}
+scraper_stop() {
+  local p keep=()
+  kill "$SCRAPER_PID" 2>/dev/null || true
+  wait "$SCRAPER_PID" 2>/dev/null || true
+  # teardown kills BG_PIDS under set -e: a reaped pid must not be in it.
+  for p in "${BG_PIDS[@]}"; do [ "$p" = "$SCRAPER_PID" ] || keep+=("$p"); done
+  BG_PIDS=("${keep[@]}")
 }
 
 # check_paths: each scenario takes the path it claims, or the run stops (a
@@ -392,10 +484,10 @@ check_paths() {
 }
 
 # ---------------------------------------------------------------- targets
-client_of() { case $1 in l4|l7) echo l7b-cli ;; sidecar) echo l7b-scli ;; esac; }
+client_of() { case $1 in l4|l7|l7-scraped) echo l7b-cli ;; sidecar) echo l7b-scli ;; esac; }
 addr_of() {
   case $1 in
-    l4) echo "$VIP_L4:80" ;; l7) echo "$VIP_L7:80" ;; sidecar) echo "127.0.0.1:16001" ;;
+    l4) echo "$VIP_L4:80" ;; l7|l7-scraped) echo "$VIP_L7:80" ;; sidecar) echo "127.0.0.1:16001" ;;
   esac
 }
 procs_of() { case $1 in sidecar) echo "$HAP_CLI $HAP_SV1" ;; *) echo "$MESHD1 $MESHD2" ;; esac; }
@@ -470,6 +562,15 @@ run_one() {
       sb exec "$cli" -- timeout $((SECS + 20)) "$LOAD" --addr "$addr" --rate 1000 --conns 4 \
         --duration "$SECS" --warmup 0.5 >"$TMP/run.out" 2>&1 || true
       res=$(parse_load "$TMP/run.out") || res="" ;;
+    scrape)
+      [ "$s" = l7-scraped ] && { : >"$TMP/scrape.out"; scraper_start "$TMP/scrape.out"; }
+      sb exec "$cli" -- timeout $((SCRAPE_SECS + 20)) "$LOAD" --addr "$addr" --rate "$SCRAPE_RATE" --conns 4 \
+        --duration "$SCRAPE_SECS" --warmup 0.5 >"$TMP/run.out" 2>&1 || true
+      if [ "$s" = l7-scraped ]; then
+        scraper_stop
+        sed "s/^/$r /" "$TMP/scrape.out" >>"$SCRAPE_RND"
+      fi
+      res=$(parse_load "$TMP/run.out") || res="" ;;
     sat)
       sb exec "$cli" -- timeout $((SECS + 20)) wrk -t1 -c"$CONNS" -d"${SECS}s" --latency \
         "http://$addr/" >"$TMP/run.out" 2>&1 || true
@@ -489,18 +590,22 @@ run_one() {
 RAW=$RESULTS/l7-raw.txt
 CHECKS=$RESULTS/l7-checks.txt
 THREADS=$RESULTS/l7-threads.txt THREADS_RND=$TMP/threads.txt
+SCRAPES=$RESULTS/l7-scrape.txt SCRAPE_RND=$TMP/scrape-round.txt
+echo "# round node_ip http_code bytes seconds: every fetch of /metrics during the l7-scraped runs" >"$SCRAPES"
 echo "# workload scenario round pid/tid=cpu_ticks(${HZ}/s), threads busy during the run" >"$THREADS"
 echo "# workload scenario round p50_us p90_us p99_us rps requests errors cpu_ticks(${HZ}/s) elapsed_s" \
   "meshd_http: requests 2xx 5xx no_response other retries timeouts upstream_cx" >"$RAW"
 : >"$CHECKS"
 n_w=$(wc -w <<<"$WORKLOADS"); n_s=$(wc -w <<<"$SCENARIOS")
-log "$ROUNDS rounds x $n_w workloads x $n_s scenarios x ${SECS}s (~$(( ROUNDS * (n_w * n_s * (SECS + 3) + 25) ))s)"
+n_sc=0; [[ " $WORKLOADS " == *" scrape "* ]] && n_sc=1
+log "$ROUNDS rounds x $((n_w - n_sc)) workloads x $n_s scenarios x ${SECS}s$([ $n_sc = 1 ] && echo " + scrape 2 x ${SCRAPE_SECS}s")" \
+  "(~$(( ROUNDS * ((n_w - n_sc) * n_s * (SECS + 3) + n_sc * 2 * (SCRAPE_SECS + 3) + 25) ))s)"
 ROUND_RAW=$TMP/round.txt
 t_start=$(date +%s)
 for r in $(seq "$ROUNDS"); do
   for try in $(seq $((1 + RETRIES))); do
     setup
-    : >"$ROUND_RAW"
+    : >"$ROUND_RAW"; : >"$SCRAPE_RND"
     echo "# round $r: meshd node1 $MESHD1, node2 $MESHD2; haproxy client $HAP_CLI, server v1 $HAP_SV1" >"$THREADS_RND"
     RAW_SAVE=$RAW; RAW=$ROUND_RAW
     done_ok=1
@@ -508,6 +613,7 @@ for r in $(seq "$ROUNDS"); do
       # Rotate the order within the round so no scenario always runs first.
       # shellcheck disable=SC2086
       set -- $SCENARIOS
+      [ "$w" = scrape ] && set -- l7 l7-scraped
       for _ in $(seq $(( (r - 1) % $# ))); do set -- "${@:2}" "$1"; done
       for s in "$@"; do
         run_one "$w" "$s" "$r" && continue
@@ -524,6 +630,7 @@ for r in $(seq "$ROUNDS"); do
         | grep -v -E "applied: .*, 0 warnings$" | tail -n 20 | sed "s/^/round $r meshd log: /" >>"$CHECKS" || true
       cat "$ROUND_RAW" >>"$RAW"
       cat "$THREADS_RND" >>"$THREADS"
+      cat "$SCRAPE_RND" >>"$SCRAPES"
       teardown
       break
     fi
@@ -536,9 +643,9 @@ done
 # ---------------------------------------------------------------- report
 stamp=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
-python3 "$ROOT/tests/bench/report.py" --l7-raw "$RAW" --l7-checks "$CHECKS" --l7-threads "$THREADS" \
+python3 "$ROOT/tests/bench/report.py" --l7-raw "$RAW" --l7-checks "$CHECKS" --l7-threads "$THREADS" --l7-scrape "$SCRAPES" \
   --out "$RESULTS/l7.md" --hz "$HZ" --stamp "$stamp" --rounds "$ROUNDS" \
-  --secs "$SECS" --conns "$CONNS" --kernel "$(uname -r)" --nproc "$(nproc)" --cpu "$cpu_model" \
+  --secs "$SECS" --scrape-secs "$SCRAPE_SECS" --scrape-rate "$SCRAPE_RATE" --conns "$CONNS" --kernel "$(uname -r)" --nproc "$(nproc)" --cpu "$cpu_model" \
   --version "$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo dev)" \
   --haproxy "$(haproxy -v 2>/dev/null | awk 'NR == 1 { print $3 }')"
 log "done in $(( $(date +%s) - t_start ))s; results in $RESULTS/l7.md"

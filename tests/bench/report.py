@@ -31,7 +31,81 @@ for a in ("hz", "rounds", "secs", "conns", "nproc"):
 # l7.sh's report (tests/bench/l7.sh): --l7-raw RAW [--l7-checks FILE] [--l7-threads FILE] [--haproxy VERSION]
 for a in ("l7-raw", "l7-checks", "l7-threads", "haproxy"):
     ap.add_argument("--" + a, default="")
+# l7.sh's scrape workload: [--l7-scrape FILE] --scrape-secs S --scrape-rate R
+ap.add_argument("--l7-scrape", default="")
+for a in ("scrape-secs", "scrape-rate"):
+    ap.add_argument("--" + a, type=int, default=0)
 o = ap.parse_args()
+
+
+def l7_scrape_section(o, runs):
+    """l7.sh's scrape workload: the L7 path at a fixed rate without and with a
+    scraper fetching both nodes' /metrics every second (issue 5's goal: p99
+    changes by less than 2 %). Medians over rounds, per-round ratios (each
+    round ran both, back to back, in rotated order)."""
+    a, b = runs.get(("scrape", "l7"), []), runs.get(("scrape", "l7-scraped"), [])
+    if not a or not b:
+        return []
+
+    def med(v, k):
+        x = [r[k] for r in v if r[k] is not None]
+        return statistics.median(x) if x else None
+
+    def per_round(k):
+        ra, rb = {x["round"]: x[k] for x in a}, {x["round"]: x[k] for x in b}
+        return [rb[r] / ra[r] for r in sorted(ra) if r in rb and ra[r]]
+
+    L = [f"## scrape: being scraped every second at {o.scrape_rate:,} req/s (L7 path)", "",
+         f"bm-load at {o.scrape_rate:,} req/s on 4 keep-alive connections through the l7 scenario for "
+         f"{o.scrape_secs} s per run, twice per round in rotated order: `l7` without scraping and",
+         "`l7-scraped` with a scraper in the hub netns (where t_81's Prometheus sits) fetching both",
+         "nodes' `/metrics` on :15020 every second (one python process for the run, a connection per",
+         "fetch, 0.9 s bound), as Prometheus would from another host. Mesh CPU is both",
+         "meshds' (the scrape is served by meshd's metrics thread, so its cost shows here).", "",
+         "| variant | req/s | p50 ms | p90 ms | p99 ms | p99 range ms | errors | meshd cores | meshd vCPU per 1k req/s |",
+         "|---|" + "---:|" * 8]
+    for name, v in (("l7", a), ("l7-scraped", b)):
+        p99s = [x["p99"] for x in v]
+        L.append(f"| {name} | {med(v, 'rps'):,.0f} | {med(v, 'p50'):.3f} | {med(v, 'p90'):.3f} | "
+                 f"{med(v, 'p99'):.3f} | {min(p99s):.3f}–{max(p99s):.3f} | {med(v, 'err'):.0f} | "
+                 f"{med(v, 'cores'):.3f} | {med(v, 'cpu_k'):.4f} |")
+    rows = [(k, med(b, k) / med(a, k) if med(a, k) else None, per_round(k)) for k in ("p50", "p90", "p99", "cpu")]
+    L += ["", "| scraped / not scraped | of medians | per round |", "|---|---:|---|"]
+    L += [f"| {k} | {'–' if v is None else f'{v:.3f}'} | {', '.join(f'{x:.3f}' for x in pr) or '–'} |"
+          for k, v, pr in rows]
+    scr = []
+    try:
+        for line in open(o.l7_scrape) if o.l7_scrape else []:
+            f = line.split()
+            if line.startswith("#") or len(f) != 5:
+                continue
+            scr.append((f[1], f[2], int(f[3]), float(f[4])))
+    except (OSError, ValueError):
+        scr = []
+    if scr:
+        ok = [x for x in scr if x[1] == "200"]
+        L += ["", f"Scrapes during the scraped runs: {len(scr)} fetches, {len(ok)} answered 200."]
+        for host in sorted({x[0] for x in scr}):
+            t = sorted(x[3] * 1e3 for x in ok if x[0] == host)
+            if t:
+                L.append(f"- {host}:15020: {len(t)} fetches, {statistics.median([x[2] for x in ok if x[0] == host]):,.0f} "
+                         f"bytes (median), fetch time median {statistics.median(t):.2f} ms, max {t[-1]:.2f} ms.")
+    r99 = rows[2][1]
+    pr99 = rows[2][2]
+    if r99 is not None:
+        lo_a = [x["p99"] for x in a]
+        spread = (max(lo_a) - min(lo_a)) / statistics.median(lo_a) if lo_a and statistics.median(lo_a) else 0
+        ok = r99 < 1.02
+        above = sum(1 for x in pr99 if x > 1)
+        L += ["", f"**Goal** (issue 5: scraping every second under load changes p99 by less than 2 %): "
+              f"p99 x{r99:.3f} scraped against not scraped (medians of {len(a)} and {len(b)} runs; per round "
+              f"{', '.join(f'{x:.3f}' for x in pr99)}, {above} of {len(pr99)} above 1): "
+              f"**{'met' if ok else 'not met'}** in this run."]
+        if len(a) > 1:
+            L += [f"Noise: the unscraped runs' own p99 ranged over {100 * spread:.0f} % of their median across "
+                  "rounds. A p99 difference smaller than that spread is not distinguishable from the noise of "
+                  "the shared machine; more rounds (`BENCH_ROUNDS`) narrow it."]
+    return L + [""]
 
 
 def l7_report(o):
@@ -150,13 +224,15 @@ def l7_report(o):
               "core is a cost figure and p99 is dominated by wake-ups on an idle machine)."]
     L.append("")
 
+    L += l7_scrape_section(o, runs)
+
     L += ["## What meshd counted (HTTP counters, both nodes, delta per run)", "",
           "l7 must show as many meshd requests as the client sent (l4 and sidecar: 0). Non-2xx, retries,",
           "responses never sent (no_response) and upstream connections made show how the L7 path coped.", "",
           "| workload | scenario | round | client requests | client errors | meshd requests | 2xx | 5xx | no response | other | retries | timeouts | upstream cx |",
           "|---|---|---:|" + "---:|" * 10]
-    for w in wl:
-        for s in scen:
+    for w in wl + ["scrape"]:
+        for s in scen + ["l7-scraped"]:
             for x in runs.get((w, s), []):
                 L.append(f"| {w} | {s} | {x['round']} | {x['req']:.0f} | {x['err']:.0f} | {x['h_req']} | {x['h_2xx']} | "
                          f"{x['h_5xx']} | {x['h_none']} | {x['h_other']} | {x['h_retries']} | {x['h_timeouts']} | {x['h_upcx']} |")

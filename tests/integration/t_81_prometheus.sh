@@ -4,11 +4,18 @@
 # known amount of traffic (60 connections from a client on node1, 40 from
 # one on node2, to a service with a backend on each node), PromQL through its
 # HTTP API returns exactly those istio_tcp_connections_opened_total per node
-# and in total, and both targets are up. Prometheus is stopped and its
-# storage removed by the trap, whatever happens.
+# and in total, and both targets are up. Then the L7 request metrics: 300
+# HTTP requests from client-1 through an L7 service (protocol HTTP and a
+# VirtualService with a timeout), 60 of them answered 503 by the backend
+# (bm-httpsrv, x-test-status), make sum(istio_requests_total{reporter=
+# "source"}) exactly 240 for response_code 200 and 60 for 503, all counted on
+# node1 (the client's), and histogram_quantile over
+# istio_request_duration_milliseconds_bucket returns a finite number.
+# Prometheus is stopped and its storage removed by the trap, whatever happens.
 . "$(dirname "$0")/lib.sh"
 command -v prometheus >/dev/null || fail "prometheus is missing (Debian package prometheus; scripts/deps.sh)"
 command -v curl >/dev/null || fail "curl is missing"
+sandbox_wait_free
 t_begin --nodes 2
 
 HOST=web.prom.svc.cluster.local VIP=198.19.1.81 N1=60 N2=40
@@ -19,8 +26,30 @@ pod client-1 node1 default app=load
 pod client-2 node2 default app=load
 server web-a a 9000
 server web-b b 9000
+# L7: one backend on node2; retries off so a 503 is one request, one series.
+HOST7=api.prom.svc.cluster.local VIP7=198.19.1.82 N200=240 N503=60
+pod api-b node2 prom app=api,version=v1
+hsrv api-b api-b 8080
 apply <<YAML
 $(service_yaml web prom $HOST $VIP 7000 9000 web)
+---
+$(l7_service_yaml api prom $HOST7 $VIP7 80 8080 api)
+---
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata:
+  name: api
+  namespace: prom
+spec:
+  hosts:
+  - $HOST7
+  http:
+  - route:
+    - destination:
+        host: $HOST7
+    timeout: 10s
+    retries:
+      attempts: 0
 YAML
 
 # The hub is a plain bridge; give it an address on the nodes' /24 so a
@@ -114,6 +143,29 @@ got=$(query "sum(istio_tcp_received_bytes_total{$SEL})" | sed 's/^=//')
 python3 -c "import sys; g, w = float(sys.argv[1]), int(sys.argv[2]); sys.exit(0 if abs(g - w) <= w / 100 else 1)" \
   "${got:-0}" "$want" || fail "istio_tcp_received_bytes_total via PromQL: $got, want $want +- 1 %"
 log "ok: istio_tcp_received_bytes_total via PromQL = $got (clients sent $want)"
+
+# --- L7: istio_requests_total and the duration histogram through PromQL
+ok7=$(hget client-1 -n $N200 --timeout-ms 3000 http://$VIP7/ok)
+bad7=$(hget client-1 -n $N503 --timeout-ms 3000 -H 'x-test-status: 503' http://$VIP7/fail)
+expect_eq "HTTP 200 answers" "$(jget "$ok7" status.200 0)" $N200
+expect_eq "HTTP 503 answers" "$(jget "$bad7" status.503 0)" $N503
+expect_eq "backend requests (no retries)" "$(jget "$(hsrv_ctl api-b 8080 /__stats)" requests 0)" $((N200 + N503))
+
+SEL7="reporter=\"source\",destination_service=\"$HOST7\""
+wait_query "istio_requests_total 200" "sum(istio_requests_total{$SEL7,response_code=\"200\"})" "=$N200"
+wait_query "istio_requests_total 503" "sum(istio_requests_total{$SEL7,response_code=\"503\"})" "=$N503"
+wait_query "istio_requests_total by node and code" \
+  "sum by (node, response_code) (istio_requests_total{$SEL7})" "node1/200=$N200 node1/503=$N503"
+wait_query "istio_request_duration_milliseconds_count" \
+  "sum(istio_request_duration_milliseconds_count{$SEL7})" "=$((N200 + N503))"
+wait_query "istio_request_duration_milliseconds_bucket le=+Inf" \
+  "sum(istio_request_duration_milliseconds_bucket{$SEL7,le=\"+Inf\"})" "=$((N200 + N503))"
+for q in 0.5 0.99; do
+  v=$(query "histogram_quantile($q, sum by (le) (istio_request_duration_milliseconds_bucket{$SEL7}))" | sed 's/^=//')
+  python3 -c 'import math, sys; v = float(sys.argv[1]); sys.exit(0 if math.isfinite(v) and 0 <= v <= 10000 else 1)' \
+    "${v:-x}" 2>/dev/null || fail "histogram_quantile($q) over istio_request_duration_milliseconds_bucket: '$v', want a number"
+  log "ok: histogram_quantile($q) of the request duration = $v ms"
+done
 
 stop_prometheus
 log "prometheus stopped"
