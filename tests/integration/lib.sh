@@ -398,6 +398,9 @@ pstat() { jget "$1" "$2" 0; }
 
 # ------------------------------------------------------------ L7 (issue 4) helpers
 
+# Verbatim copies of ../shared/examples/seeds (the checkout may not sit next
+# to it, e.g. in CI); tests paste them with only names changed.
+SEEDS=$ROOT/tests/integration/seeds
 HTTPSRV=$BUILD/tools/bm-httpsrv
 HGET=$BUILD/tools/bm-hget
 JWTTOOL=$BUILD/tools/bm-jwt

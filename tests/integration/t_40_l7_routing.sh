@@ -30,9 +30,9 @@ $(l7_service_yaml myapp $NS myapp.$NS.svc.cluster.local 198.19.40.2 $PORT $TPORT
 ---
 $(l7_service_yaml ratings $NS ratings.$NS.svc.cluster.local 198.19.40.3 $PORT $TPORT ratings)
 ---
-$(sed -e "s/namespace: production/namespace: $NS/" "$ROOT/../shared/examples/seeds/01-header-routing.yaml")
+$(sed -e "s/namespace: production/namespace: $NS/" "$SEEDS/01-header-routing.yaml")
 ---
-$(sed -e "/^metadata:/a\  namespace: $NS" "$ROOT/../shared/examples/seeds/02-canary.yaml" | sed -n '1,/^---/p' | sed '$d')
+$(sed -e "/^metadata:/a\  namespace: $NS" "$SEEDS/02-canary.yaml" | sed -n '1,/^---/p' | sed '$d')
 ---
 apiVersion: networking.istio.io/v1beta1
 kind: DestinationRule

@@ -17,7 +17,7 @@ pod mv1 node2 $NS app=mirrored,version=v1
 pod mv2 node1 $NS app=mirrored,version=v2
 pod cli42 node1 $NS
 for p in ab1 dl1 mv1 mv2; do hsrv $p $p $TPORT; done
-SEED=$ROOT/../shared/examples/seeds/04-fault-and-mirror.yaml
+SEED=$SEEDS/04-fault-and-mirror.yaml
 # The seed's first document split into an abort-only and a delay-only service
 # so each share is measured on its own; percentages and statuses as written.
 apply <<YAML

@@ -23,7 +23,7 @@ hsrv rev2 rev2 $TPORT
 apply <<YAML
 $(l7_service_yaml reviews $NS reviews.$NS.svc.cluster.local 198.19.47.1 $PORT $TPORT reviews)
 ---
-$(sed -e "s/namespace: production/namespace: $NS/" "$ROOT/../shared/examples/seeds/01-header-routing.yaml")
+$(sed -e "s/namespace: production/namespace: $NS/" "$SEEDS/01-header-routing.yaml")
 ---
 apiVersion: security.istio.io/v1beta1
 kind: AuthorizationPolicy
