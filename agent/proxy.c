@@ -56,6 +56,7 @@ struct plistener {
 	struct ppod *pod;
 	struct worker *w;
 	int kind;
+	int paused;                 /* out of descriptors: off this worker's epoll until the tick */
 };
 
 /* An enrolled pod: immutable once published, freed at the last reference. */
@@ -87,6 +88,8 @@ struct sess_ent {
 struct worker {
 	struct bm_proxy *p;
 	int idx;
+	int spare_fd;                  /* kept open to accept-and-drop when out of fds */
+	unsigned n_paused;             /* listeners taken off the epoll (out of fds) */
 	pthread_t th;
 	int started;
 	struct bm_loop loop;
@@ -994,6 +997,28 @@ static void on_listener(struct bm_ev *ev, uint32_t events)
 		int fd = accept4(ev->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		int one = 1;
 
+		if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
+			/* Out of descriptors: the level-triggered listener would wake
+			 * us again at once, forever. Free the spare, take the
+			 * connection off the queue and reset it, keep the spare; when
+			 * there is no spare (another worker took the slot), leave
+			 * this listener alone until the next tick. */
+			if (w->spare_fd >= 0) {
+				close(w->spare_fd);
+				fd = accept4(ev->fd, NULL, NULL, SOCK_CLOEXEC);
+				if (fd >= 0)
+					bm_close_reset(fd);
+				w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+			}
+			w->st.conns[pl->kind == L_OUTBOUND ? BM_PDIR_OUT_LOCAL : BM_PDIR_IN_PLAIN][BM_PRES_ERROR]++;
+			bm_wstats_deny(&w->st, "out_of_file_descriptors");
+			if (w->spare_fd < 0 && !pl->paused) {
+				bm_loop_del(&w->loop, ev);
+				pl->paused = 1;
+				w->n_paused++;
+			}
+			return;
+		}
 		if (fd < 0)
 			return; /* EAGAIN: another worker took it, or none left */
 		setsockopt(fd, IPPROTO_TCP, 1 /* TCP_NODELAY */, &one, sizeof(one));
@@ -1037,8 +1062,12 @@ static void worker_del_pod(struct worker *w, struct ppod *pod)
 		for (int k = 0; k < L_KINDS; k++) {
 			struct plistener *pl = &pod->lst[w->idx * L_KINDS + k];
 
-			if (pod->lfd[k] >= 0)
+			if (pod->lfd[k] >= 0 && !pl->paused)
 				bm_loop_del(&w->loop, &pl->ev);
+			if (pl->paused) {
+				pl->paused = 0;
+				w->n_paused--;
+			}
 		}
 		w->pods[i] = w->pods[--w->n_pods];
 		pod_put(pod);
@@ -1093,6 +1122,19 @@ static void on_tick(struct bm_ev *ev, uint32_t events)
 
 	if (read(ev->fd, &n, sizeof(n)) < 0)
 		return;
+	if (w->spare_fd < 0)
+		w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	/* Listeners paused when descriptors ran out: back on the epoll once
+	 * the spare could be had again. */
+	for (size_t i = 0; i < w->n_pods && w->n_paused && w->spare_fd >= 0; i++)
+		for (int k = 0; k < L_KINDS; k++) {
+			struct plistener *pl = &w->pods[i]->lst[w->idx * L_KINDS + k];
+
+			if (pl->paused && !bm_loop_add(&w->loop, &pl->ev, EPOLLIN | EPOLLEXCLUSIVE)) {
+				pl->paused = 0;
+				w->n_paused--;
+			}
+		}
 	for (struct bm_hbone_conn *c = w->conns, *next; c; c = next) {
 		next = c->next;
 		bm_hbone_conn_tick(c, w->loop.now_ms, p->ping_idle_ms, p->ping_timeout_ms,
@@ -1167,6 +1209,9 @@ static void worker_fini(struct worker *w)
 	if (w->tick_ev.fd >= 0)
 		close(w->tick_ev.fd);
 	bm_loop_fini(&w->loop);
+	if (w->spare_fd >= 0)
+		close(w->spare_fd);
+	w->spare_fd = -1;
 	free(w->mt);
 	w->mt = NULL;
 	bm_req_table_free(w->rq);
@@ -1184,6 +1229,7 @@ static int worker_init(struct bm_proxy *p, struct worker *w, int idx)
 
 	w->p = p;
 	w->idx = idx;
+	w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	err = bm_loop_init(&w->loop, &w->st);
 	if (err)
 		return err;
@@ -1234,7 +1280,7 @@ int bm_proxy_start(struct bm_agent *a, const struct bm_proxy_opts *o, struct bm_
 		goto err_free;
 	for (int i = 0; i < p->n; i++) {
 		/* What bm_proxy_stop() may close if a later init fails. */
-		p->w[i].cmd_ev.fd = p->w[i].tick_ev.fd = p->w[i].loop.ep = -1;
+		p->w[i].cmd_ev.fd = p->w[i].tick_ev.fd = p->w[i].loop.ep = p->w[i].spare_fd = -1;
 		pthread_mutex_init(&p->w[i].cmd_lock, NULL);
 	}
 	for (int i = 0; i < p->n; i++) {
