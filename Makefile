@@ -12,6 +12,7 @@ OPT      ?= -O2 -g
 CFLAGS   += $(OPT) -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
             -Iinclude -Ilib -I$(B) -pthread $(SAN) \
             -DBPFMESH_VERSION=\"$(shell git describe --always --dirty 2>/dev/null || echo dev)\"
+JOBS     ?= $(shell nproc 2>/dev/null || echo 1)
 LDLIBS   := -lbpf -lelf -lz -lyaml -ljansson -lnghttp2 -lcurl -lssl -lcrypto -lpcre2-8 -lhttp_parser -lpthread -lm
 LDFLAGS  += $(SAN)
 
@@ -77,14 +78,17 @@ unit: $(B)/unit-tests
 
 # Same unit tests under AddressSanitizer + UndefinedBehaviorSanitizer.
 unit-asan:
-	$(MAKE) B=build-asan SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+	$(MAKE) -j$(JOBS) B=build-asan SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 		OPT="-O1 -g" build-asan/unit-tests
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build-asan/unit-tests
 
 integration: all
 	tests/integration/run.sh
 
-test: all unit unit-asan integration
+# The builds in parallel (one job per CPU), the tests one after another.
+test:
+	$(MAKE) -j$(JOBS) all
+	$(MAKE) unit unit-asan integration
 
 demo: all
 	scripts/demo.sh
