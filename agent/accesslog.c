@@ -32,30 +32,6 @@ static const char *str_of(const json_t *o, const char *key)
 	return s ? s : "";
 }
 
-static const char *res_ns(const json_t *r)
-{
-	const char *ns = str_of(json_object_get(r, "metadata"), "namespace");
-
-	return *ns ? ns : "default";
-}
-
-/* How specific a Telemetry is for the workload (reference §6 hierarchy):
- * 2 its selector matches (same namespace), 1 selector-less in the
- * workload's namespace, 0 selector-less in the root namespace, -1 it does
- * not apply. An empty matchLabels selects like no selector. */
-static int level_of(const json_t *r, const char *ns, const json_t *labels)
-{
-	const json_t *sel = json_object_get(json_object_get(json_object_get(r, "spec"), "selector"),
-					    "matchLabels");
-	const char *rns = res_ns(r);
-
-	if (json_object_size(sel))
-		return !strcmp(rns, ns) && bm_labels_match(sel, labels) ? 2 : -1;
-	if (!strcmp(rns, ns))
-		return 1;
-	return !strcmp(rns, BM_ACCESSLOG_ROOT_NS) ? 0 : -1;
-}
-
 /* The Telemetry whose accessLogging applies to the workload, or NULL. */
 static const json_t *winner(const json_t *resources, const char *ns, const json_t *labels)
 {
@@ -69,7 +45,7 @@ static const json_t *winner(const json_t *resources, const char *ns, const json_
 		if (strcmp(str_of(r, "kind"), "Telemetry") ||
 		    !json_array_size(json_object_get(json_object_get(r, "spec"), "accessLogging")))
 			continue;
-		level = level_of(r, ns, labels);
+		level = bm_res_level(r, ns, labels, BM_ACCESSLOG_ROOT_NS);
 		if (level < 0 || level < best_level)
 			continue;
 		/* Istio takes the oldest of two at one level; without creation

@@ -56,3 +56,18 @@ const json_t *bm_find_workload_entry(const json_t *resources, const char *ns, co
 	}
 	return NULL;
 }
+
+int bm_res_level(const json_t *r, const char *ns, const json_t *labels, const char *root_ns)
+{
+	const json_t *sel = json_object_get(json_object_get(json_object_get(r, "spec"), "selector"),
+					    "matchLabels");
+	const char *rns = json_string_value(json_object_get(json_object_get(r, "metadata"), "namespace"));
+
+	if (!rns || !*rns)
+		rns = "default";
+	if (json_object_size(sel))
+		return !strcmp(rns, ns) && bm_labels_match(sel, labels) ? 2 : -1;
+	if (!strcmp(rns, ns))
+		return 1;
+	return !strcmp(rns, root_ns) ? 0 : -1;
+}

@@ -393,28 +393,6 @@ static const char *str_of(const json_t *o, const char *key)
 	return s ? s : "";
 }
 
-static const char *res_ns(const json_t *r)
-{
-	const char *ns = str_of(json_object_get(r, "metadata"), "namespace");
-
-	return *ns ? ns : "default";
-}
-
-/* 2 workload (selector matches), 1 namespace, 0 mesh, -1 not for it
- * (the same hierarchy as access logs, accesslog.c). */
-static int level_of(const json_t *r, const char *ns, const json_t *labels)
-{
-	const json_t *sel = json_object_get(json_object_get(json_object_get(r, "spec"), "selector"),
-					    "matchLabels");
-	const char *rns = res_ns(r);
-
-	if (json_object_size(sel))
-		return !strcmp(rns, ns) && bm_labels_match(sel, labels) ? 2 : -1;
-	if (!strcmp(rns, ns))
-		return 1;
-	return !strcmp(rns, ROOT_NS) ? 0 : -1;
-}
-
 void bm_trace_settings(const json_t *resources, const char *ns, const json_t *labels,
 		       struct bm_trace_settings *out)
 {
@@ -430,7 +408,7 @@ void bm_trace_settings(const json_t *resources, const char *ns, const json_t *la
 		if (strcmp(str_of(r, "kind"), "Telemetry") ||
 		    !json_array_size(json_object_get(json_object_get(r, "spec"), "tracing")))
 			continue;
-		level = level_of(r, ns, labels);
+		level = bm_res_level(r, ns, labels, ROOT_NS);
 		if (level < 0)
 			continue;
 		/* Istio takes the oldest of two at one level; meshd has no
