@@ -283,24 +283,33 @@ int bm_tcp_render(struct bm_prom *p, struct bm_tcp_series *s, size_t n)
 
 /* What one render needs to turn ids into names, built once per scrape. */
 struct lookups {
-	const char **svc_name;        /* svc id -> "vip:port" */
-	const char **backend_name;    /* backend id -> "ip:port" */
+	const char **svc_name;        /* svc id -> "vip:port", n_svc_name long */
+	const char **backend_name;    /* backend id -> "ip:port", n_backend_name long */
+	uint32_t n_svc_name, n_backend_name;
 	struct bm_strmap svc;         /* "vip:port" -> model index */
 	struct bm_strmap we_ip;       /* "ip" -> resources index (first entry) */
 	struct bm_strmap we_ns_ip;    /* "ns/ip" -> resources index */
 	const json_t *resources;
 };
 
-static const char **names_of(const struct bm_ids *ids, enum bm_id_kind k, uint32_t limit)
+/* id -> key for the ids in use, sized by the highest id handed out rather
+ * than the id space (2 MB of zeroes per scrape for backends otherwise).
+ * *n is the array's length; ids at or above it have no name. */
+static const char **names_of(const struct bm_ids *ids, enum bm_id_kind k, uint32_t limit,
+			     uint32_t *n)
 {
-	const char **names = calloc(limit, sizeof(*names));
-	const char *key;
-	uint64_t id;
+	const char **names, *key;
+	uint64_t id, top = 0;
 
+	for (size_t it = 0; bm_strmap_next(&ids->map[k], &it, &key, &id);)
+		if (id < limit && id > top)
+			top = id;
+	*n = (uint32_t)top + 1;
+	names = calloc(*n, sizeof(*names));
 	if (!names)
 		return NULL;
 	for (size_t it = 0; bm_strmap_next(&ids->map[k], &it, &key, &id);)
-		if (id < limit)
+		if (id < *n)
 			names[id] = key;
 	return names;
 }
@@ -351,8 +360,9 @@ static int lookups_build(struct bm_agent *a, struct lookups *lk)
 
 	memset(lk, 0, sizeof(*lk));
 	lk->resources = json_is_array(a->resources) ? a->resources : NULL;
-	lk->svc_name = names_of(&a->rec.ids, BM_ID_SVC, BM_MAX_SERVICES);
-	lk->backend_name = names_of(&a->rec.ids, BM_ID_BACKEND, BM_MAX_BACKEND_IDS);
+	lk->svc_name = names_of(&a->rec.ids, BM_ID_SVC, BM_MAX_SERVICES, &lk->n_svc_name);
+	lk->backend_name = names_of(&a->rec.ids, BM_ID_BACKEND, BM_MAX_BACKEND_IDS,
+				    &lk->n_backend_name);
 	if (!lk->svc_name || !lk->backend_name)
 		return -ENOMEM;
 	for (i = 0; i < a->model.n_svc; i++) {
@@ -537,7 +547,7 @@ static void principal_peer(const char *principal, char *ns, size_t nsl, char *sa
 static void service_of(struct bm_agent *a, const struct lookups *lk, uint32_t svc_id,
 		       struct bm_dest_service *svc)
 {
-	const char *svc_addr = svc_id < BM_MAX_SERVICES ? lk->svc_name[svc_id] : NULL;
+	const char *svc_addr = svc_id < lk->n_svc_name ? lk->svc_name[svc_id] : NULL;
 	uint64_t idx;
 
 	memset(svc, 0, sizeof(*svc));
@@ -770,9 +780,10 @@ static size_t req_labels(const struct req_series *s, struct bm_prom_label *l)
 static int req_render(struct bm_prom *p, struct req_series *s, size_t n)
 {
 	struct bm_prom_label l[BM_L_COUNT + 3];
+	struct bm_prom_labelset *ls;
 	char le[BM_REQ_BOUNDS][48];
 	size_t u = 0;
-	int err;
+	int err = 0;
 
 	if (n)
 		qsort(s, n, sizeof(*s), cmp_req_series);
@@ -794,32 +805,40 @@ static int req_render(struct bm_prom *p, struct req_series *s, size_t n)
 	for (unsigned b = 0; b < BM_REQ_BOUNDS; b++)
 		snprintf(le[b], sizeof(le[b]), "%.32g", bm_req_bounds[b]);
 
-	err = bm_prom_family(p, "istio_requests_total", BM_PROM_COUNTER,
-			     "Total HTTP requests completed (counted when the response finished).");
-	for (size_t i = 0; !err && i < u; i++) {
-		size_t nl = req_labels(&s[i], l);
-
-		err = bm_prom_sample_u64(p, "istio_requests_total", l, nl,
-					 bm_req_hist_count(&s[i].h[BM_REQ_DURATION]));
-	}
+	/* Each series' label set is written 3 x (BM_REQ_BOUNDS + 3) + 1 times:
+	 * render it once. */
+	ls = calloc(u ? u : 1, sizeof(*ls));
+	if (!ls)
+		return -ENOMEM;
+	for (size_t i = 0; !err && i < u; i++)
+		err = bm_prom_labelset_init(&ls[i], l, req_labels(&s[i], l));
+	if (!err)
+		err = bm_prom_family(p, "istio_requests_total", BM_PROM_COUNTER,
+				     "Total HTTP requests completed (counted when the response finished).");
+	for (size_t i = 0; !err && i < u; i++)
+		err = bm_prom_sample_set_u64(p, "istio_requests_total", &ls[i], NULL,
+					     bm_req_hist_count(&s[i].h[BM_REQ_DURATION]));
 	for (int h = 0; !err && h < BM_REQ_HISTS; h++) {
 		err = bm_prom_family(p, req_families[h].name, BM_PROM_HISTOGRAM, req_families[h].help);
 		for (size_t i = 0; !err && i < u; i++) {
 			const struct bm_req_hist *hist = &s[i].h[h];
-			size_t nl = req_labels(&s[i], l);
+			struct bm_prom_label le_l = { "le", NULL };
 			uint64_t cum = 0;
 
 			for (unsigned b = 0; !err && b <= BM_REQ_BOUNDS; b++) {
 				cum += hist->bucket[b];
-				l[nl] = (struct bm_prom_label){ "le", b < BM_REQ_BOUNDS ? le[b] : "+Inf" };
-				err = bm_prom_sample_u64(p, req_families[h].bucket, l, nl + 1, cum);
+				le_l.value = b < BM_REQ_BOUNDS ? le[b] : "+Inf";
+				err = bm_prom_sample_set_u64(p, req_families[h].bucket, &ls[i], &le_l, cum);
 			}
 			if (!err)
-				err = bm_prom_sample_u64(p, req_families[h].sum, l, nl, hist->sum);
+				err = bm_prom_sample_set_u64(p, req_families[h].sum, &ls[i], NULL, hist->sum);
 			if (!err)
-				err = bm_prom_sample_u64(p, req_families[h].count, l, nl, cum);
+				err = bm_prom_sample_set_u64(p, req_families[h].count, &ls[i], NULL, cum);
 		}
 	}
+	for (size_t i = 0; i < u; i++)
+		bm_prom_labelset_free(&ls[i]);
+	free(ls);
 	return err;
 }
 
@@ -918,12 +937,12 @@ static int render_istio_tcp(struct bm_agent *a, struct bm_prom *p, const struct 
 			sum.bytes_sent += pc[c].bytes_sent;
 			sum.bytes_recv += pc[c].bytes_recv;
 		}
-		svc_addr = k.svc_id < BM_MAX_SERVICES ? lk->svc_name[k.svc_id] : NULL;
+		svc_addr = k.svc_id < lk->n_svc_name ? lk->svc_name[k.svc_id] : NULL;
 		if (svc_addr && !bm_strmap_get(&lk->svc, svc_addr, &idx)) {
 			svc.host = a->model.svc[idx].host;
 			svc.ns = a->model.svc[idx].ns;
 		}
-		backend = k.backend_id < BM_MAX_BACKEND_IDS ? lk->backend_name[k.backend_id] : NULL;
+		backend = k.backend_id < lk->n_backend_name ? lk->backend_name[k.backend_id] : NULL;
 		source_peer(a, lk, k.src_cgroup, &src);
 		destination_peer(lk, backend, &svc, &dst);
 		/* The kernel path is plaintext: no mTLS happened, so "none" (the

@@ -59,30 +59,34 @@ static int valid_name(const char *s, int colon_ok)
 	return 1;
 }
 
+/* Writes v with the characters in esc replaced by their escapes, in runs
+ * (fwrite per run, not fputc per character: an exposition is mostly label
+ * values, and the render runs while the agent lock is held). */
+static void write_escaped(FILE *f, const char *v, const char *esc)
+{
+	const char *c = v ? v : "";
+
+	for (;;) {
+		size_t run = strcspn(c, esc);
+
+		if (run)
+			fwrite(c, 1, run, f);
+		c += run;
+		if (!*c)
+			return;
+		fputs(*c == '\\' ? "\\\\" : *c == '"' ? "\\\"" : "\\n", f);
+		c++;
+	}
+}
+
 void bm_prom_write_help(FILE *f, const char *help)
 {
-	for (const char *c = help ? help : ""; *c; c++) {
-		if (*c == '\\')
-			fputs("\\\\", f);
-		else if (*c == '\n')
-			fputs("\\n", f);
-		else
-			fputc(*c, f);
-	}
+	write_escaped(f, help, "\\\n");
 }
 
 void bm_prom_write_label_value(FILE *f, const char *v)
 {
-	for (const char *c = v ? v : ""; *c; c++) {
-		if (*c == '\\')
-			fputs("\\\\", f);
-		else if (*c == '"')
-			fputs("\\\"", f);
-		else if (*c == '\n')
-			fputs("\\n", f);
-		else
-			fputc(*c, f);
-	}
+	write_escaped(f, v, "\\\"\n");
 }
 
 void bm_prom_write_value(FILE *f, double v)
@@ -115,6 +119,17 @@ int bm_prom_family(struct bm_prom *p, const char *name, enum bm_prom_type type, 
 	return 0;
 }
 
+static void write_u64(FILE *f, uint64_t v)
+{
+	char buf[24];
+	size_t i = sizeof(buf);
+
+	do
+		buf[--i] = (char)('0' + v % 10);
+	while (v /= 10);
+	fwrite(buf + i, 1, sizeof(buf) - i, f);
+}
+
 /* Is name a sample name of the open family? */
 static int in_family(const struct bm_prom *p, const char *name)
 {
@@ -143,7 +158,10 @@ static int sample_head(struct bm_prom *p, const char *name, const struct bm_prom
 	if (n) {
 		fputc('{', p->f);
 		for (size_t i = 0; i < n; i++) {
-			fprintf(p->f, "%s%s=\"", i ? "," : "", l[i].name);
+			if (i)
+				fputc(',', p->f);
+			fputs(l[i].name, p->f);
+			fputs("=\"", p->f);
 			bm_prom_write_label_value(p->f, l[i].value);
 			fputc('"', p->f);
 		}
@@ -160,7 +178,8 @@ int bm_prom_sample_u64(struct bm_prom *p, const char *name, const struct bm_prom
 
 	if (err)
 		return err;
-	fprintf(p->f, "%" PRIu64 "\n", value);
+	write_u64(p->f, value);
+	fputc('\n', p->f);
 	return 0;
 }
 
@@ -172,6 +191,65 @@ int bm_prom_sample(struct bm_prom *p, const char *name, const struct bm_prom_lab
 	if (err)
 		return err;
 	bm_prom_write_value(p->f, value);
+	fputc('\n', p->f);
+	return 0;
+}
+
+int bm_prom_labelset_init(struct bm_prom_labelset *ls, const struct bm_prom_label *l, size_t n)
+{
+	FILE *f;
+
+	memset(ls, 0, sizeof(*ls));
+	for (size_t i = 0; i < n; i++)
+		if (!valid_name(l[i].name, 0) || !strncmp(l[i].name, "__", 2))
+			return -EINVAL;
+	f = open_memstream(&ls->text, &ls->len);
+	if (!f)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		if (i)
+			fputc(',', f);
+		fputs(l[i].name, f);
+		fputs("=\"", f);
+		bm_prom_write_label_value(f, l[i].value);
+		fputc('"', f);
+	}
+	if (fclose(f) || !ls->text) {
+		free(ls->text);
+		memset(ls, 0, sizeof(*ls));
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void bm_prom_labelset_free(struct bm_prom_labelset *ls)
+{
+	free(ls->text);
+	memset(ls, 0, sizeof(*ls));
+}
+
+int bm_prom_sample_set_u64(struct bm_prom *p, const char *name, const struct bm_prom_labelset *ls,
+			   const struct bm_prom_label *extra, uint64_t value)
+{
+	if (!in_family(p, name) || !ls->text ||
+	    (extra && (!valid_name(extra->name, 0) || !strncmp(extra->name, "__", 2))))
+		return fail(p, -EINVAL);
+	fputs(name, p->f);
+	if (ls->len || extra) {
+		fputc('{', p->f);
+		fwrite(ls->text, 1, ls->len, p->f);
+		if (extra) {
+			if (ls->len)
+				fputc(',', p->f);
+			fputs(extra->name, p->f);
+			fputs("=\"", p->f);
+			bm_prom_write_label_value(p->f, extra->value);
+			fputc('"', p->f);
+		}
+		fputc('}', p->f);
+	}
+	fputc(' ', p->f);
+	write_u64(p->f, value);
 	fputc('\n', p->f);
 	return 0;
 }

@@ -39,6 +39,18 @@ int bm_prom_sample_u64(struct bm_prom *p, const char *name, const struct bm_prom
 		       size_t n, uint64_t value);
 int bm_prom_sample(struct bm_prom *p, const char *name, const struct bm_prom_label *l,
 		   size_t n, double value);
+/* A label set rendered once (`a="x",b="y"`, values escaped, names checked)
+ * for a series written many times, as a histogram's bucket lines are. */
+struct bm_prom_labelset {
+	char *text;
+	size_t len;
+};
+int bm_prom_labelset_init(struct bm_prom_labelset *ls, const struct bm_prom_label *l, size_t n);
+void bm_prom_labelset_free(struct bm_prom_labelset *ls);
+/* A sample with a prepared label set, plus one more label when extra is
+ * not NULL (le for a bucket). Same family rules as bm_prom_sample_u64. */
+int bm_prom_sample_set_u64(struct bm_prom *p, const char *name, const struct bm_prom_labelset *ls,
+			   const struct bm_prom_label *extra, uint64_t value);
 /* 0, or the first error any call returned (-EIO when writing failed). */
 int bm_prom_finish(struct bm_prom *p);
 
