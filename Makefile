@@ -51,9 +51,13 @@ $(B)/bpf/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/lib/*.h) include/bpfmesh/abi.h $(B)
 $(B)/%.skel.h: $(B)/bpf/%.bpf.o
 	$(BPFTOOL) gen skeleton $< > $@.tmp && mv $@.tmp $@
 
-$(B)/%.o: %.c $(wildcard include/bpfmesh/*.h lib/*.h agent/*.h cli/*.h) | $(DEPS_OK)
+# Header dependencies come from the compiler (-MMD): an edit to one header
+# rebuilds the files that include it, not the whole tree.
+$(B)/%.o: %.c | $(DEPS_OK)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+-include $(shell find $(B) -name '*.d' 2>/dev/null)
 
 $(AGENT_OBJS) $(B)/agent/main.o: $(SKELS)
 
