@@ -52,8 +52,11 @@ $(B)/%.skel.h: $(B)/bpf/%.bpf.o
 	$(BPFTOOL) gen skeleton $< > $@.tmp && mv $@.tmp $@
 
 # Header dependencies come from the compiler (-MMD): an edit to one header
-# rebuilds the files that include it, not the whole tree.
-$(B)/%.o: %.c | $(DEPS_OK)
+# rebuilds the files that include it, not the whole tree. An object built
+# before it had a .d file depends on every header, as all did before.
+ALL_HDRS := $(wildcard include/bpfmesh/*.h lib/*.h agent/*.h cli/*.h)
+.SECONDEXPANSION:
+$(B)/%.o: %.c $$(if $$(wildcard $(B)/$$*.d),,$$(ALL_HDRS)) | $(DEPS_OK)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
