@@ -1,12 +1,22 @@
 /*
  * Inbound decisions for mesh traffic, called by proxy workers once per
  * connection (never per byte) and, for pods that need HTTP, once per request.
- * Workers take a reference to the current store snapshot under the agent lock
- * (a pointer copy) and evaluate without it: jansson's reference counts are
- * atomic and evaluation only reads. The JWKS cache has its own lock (see
- * reqauthn.c). The connection/request split is described in policy.h.
+ * Each store change compiles a policy view (bm_policy_store_changed): only
+ * the PeerAuthentications, AuthorizationPolicies and RequestAuthentications
+ * (the evaluators' inputs, in store order) and an index of WorkloadEntries by
+ * namespace and address, so a decision costs the number of policies, not the
+ * size of the store (12,000 resources at the scale bench). Workers take a
+ * reference to the current view under view_lock, held for a pointer copy and
+ * never across a reload (the agent lock is held for whole reloads and
+ * scrapes), and evaluate without it: the view is immutable, jansson's
+ * reference counts are atomic and evaluation only reads. The JWKS cache has
+ * its own lock (see reqauthn.c). The connection/request split is described
+ * in policy.h.
  */
 #include <arpa/inet.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -17,14 +27,103 @@
 #include "policy.h"
 #include "reqauthn.h"
 #include "resutil.h"
+#include "strmap.h"
+
+struct view {
+	atomic_int refs;
+	json_t *policies;          /* PeerAuthentication, AuthorizationPolicy, RequestAuthentication */
+	json_t *wes;               /* the WorkloadEntries, in store order */
+	struct bm_strmap we_at;    /* "ns/address" -> index in wes of the first one */
+};
+
+static pthread_mutex_t view_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct view *current;
+
+static void view_put(struct view *v)
+{
+	if (!v || atomic_fetch_sub(&v->refs, 1) != 1)
+		return;
+	json_decref(v->policies);
+	json_decref(v->wes);
+	bm_strmap_free(&v->we_at);
+	free(v);
+}
+
+static struct view *view_get(void)
+{
+	struct view *v;
+
+	pthread_mutex_lock(&view_lock);
+	v = current;
+	if (v)
+		atomic_fetch_add(&v->refs, 1);
+	pthread_mutex_unlock(&view_lock);
+	return v;
+}
+
+static int is_policy_kind(const char *kind)
+{
+	return !strcmp(kind, "PeerAuthentication") || !strcmp(kind, "AuthorizationPolicy") ||
+	       !strcmp(kind, "RequestAuthentication");
+}
+
+static struct view *view_build(const json_t *resources)
+{
+	struct view *v = calloc(1, sizeof(*v));
+	char key[384];
+	uint64_t dummy;
+	json_t *r;
+	size_t i;
+
+	if (!v)
+		return NULL;
+	atomic_init(&v->refs, 1);
+	v->policies = json_array();
+	v->wes = json_array();
+	if (!v->policies || !v->wes)
+		goto fail;
+	json_array_foreach(resources, i, r) {
+		const char *kind = json_string_value(json_object_get(r, "kind"));
+		const char *ns, *addr;
+
+		if (!kind)
+			continue;
+		if (is_policy_kind(kind)) {
+			if (json_array_append(v->policies, r))
+				goto fail;
+			continue;
+		}
+		if (strcmp(kind, "WorkloadEntry"))
+			continue;
+		addr = json_string_value(json_object_get(json_object_get(r, "spec"), "address"));
+		ns = json_string_value(json_object_get(json_object_get(r, "metadata"), "namespace"));
+		if (!addr)
+			continue;
+		/* bm_find_workload_entry's answer: the first in store order. */
+		snprintf(key, sizeof(key), "%s/%s", ns ? ns : "default", addr);
+		if (!bm_strmap_get(&v->we_at, key, &dummy))
+			continue;
+		if (bm_strmap_set(&v->we_at, key, json_array_size(v->wes)) ||
+		    json_array_append(v->wes, r))
+			goto fail;
+	}
+	return v;
+fail:
+	view_put(v);
+	return NULL;
+}
 
 /* Labels of the workload at ip in namespace ns (its WorkloadEntry). */
-static const json_t *workload_labels(const json_t *res, const char *ns, uint32_t ip)
+static const json_t *workload_labels(const struct view *v, const char *ns, uint32_t ip)
 {
-	char addr[INET_ADDRSTRLEN];
+	char addr[INET_ADDRSTRLEN], key[384];
+	uint64_t at;
 
 	inet_ntop(AF_INET, &ip, addr, sizeof(addr));
-	return json_object_get(json_object_get(bm_find_workload_entry(res, ns, addr), "spec"), "labels");
+	snprintf(key, sizeof(key), "%s/%s", ns, addr);
+	if (bm_strmap_get(&v->we_at, key, &at))
+		return NULL;
+	return json_object_get(json_object_get(json_array_get(v->wes, at), "spec"), "labels");
 }
 
 static uint8_t port_mode(const struct bm_pod_inbound *pi, uint16_t port)
@@ -33,16 +132,6 @@ static uint8_t port_mode(const struct bm_pod_inbound *pi, uint16_t port)
 		if (pi->port[i] == port)
 			return pi->port_mode[i];
 	return pi->mode;
-}
-
-static json_t *snapshot(struct bm_agent *a)
-{
-	json_t *res;
-
-	pthread_mutex_lock(&a->lock);
-	res = json_incref(a->resources);
-	pthread_mutex_unlock(&a->lock);
-	return res;
 }
 
 /* The authz view of the connection; peer_ns holds the namespace parsed from
@@ -69,18 +158,18 @@ int bm_policy_check(struct bm_agent *a, const struct bm_conn_attrs *c, char *rea
 	const char *ns = c->dst_pod_ns ? c->dst_pod_ns : "default";
 	struct bm_authz_req r;
 	struct bm_pod_inbound pi;
-	const json_t *labels;
+	const json_t *labels, *res;
 	char peer_ns[64] = "";
-	json_t *res;
+	struct view *v;
 	int err = 0;
 
 	if (len)
 		reason[0] = 0;
-	res = snapshot(a);
-	if (!res)
+	v = view_get();
+	if (!v)
 		return 0; /* no configuration yet: nothing to enforce */
-
-	labels = workload_labels(res, ns, c->dst_ip);
+	res = v->policies;
+	labels = workload_labels(v, ns, c->dst_ip);
 	bm_peerauth_mode(res, BM_ROOT_NAMESPACE, ns, labels, &pi);
 	if (!c->src_principal && port_mode(&pi, c->dst_port) == BM_MTLS_STRICT) {
 		snprintf(reason, len, "peer_authentication_strict");
@@ -93,7 +182,7 @@ int bm_policy_check(struct bm_agent *a, const struct bm_conn_attrs *c, char *rea
 	else
 		err = bm_authz_eval(res, BM_ROOT_NAMESPACE, ns, labels, &r, reason, len);
 out:
-	json_decref(res);
+	view_put(v);
 	return err;
 }
 
@@ -118,6 +207,18 @@ static struct bm_jwks_cache *cache_get(void)
 void bm_policy_store_changed(const json_t *resources)
 {
 	struct bm_jwks_cache *c = cache_get();
+	struct view *v = view_build(resources), *old;
+
+	if (v) {
+		pthread_mutex_lock(&view_lock);
+		old = current;
+		current = v;
+		pthread_mutex_unlock(&view_lock);
+		view_put(old);
+	} else {
+		/* Out of memory: the previous view stays, and the log says so. */
+		bm_log("policy: out of memory compiling the policy view; decisions still use the previous one");
+	}
 
 	if (c && bm_jwks_cache_sync(c, resources))
 		bm_log("request authentication: JWKS cache sync: out of memory");
@@ -126,6 +227,13 @@ void bm_policy_store_changed(const json_t *resources)
 void bm_policy_shutdown(void)
 {
 	struct bm_jwks_cache *c;
+	struct view *v;
+
+	pthread_mutex_lock(&view_lock);
+	v = current;
+	current = NULL;
+	pthread_mutex_unlock(&view_lock);
+	view_put(v);
 
 	pthread_mutex_lock(&cache_lock);
 	c = jwks_cache;
@@ -144,22 +252,23 @@ int bm_policy_check_http(struct bm_agent *a, const struct bm_conn_attrs *c,
 	struct bm_authz_http ah;
 	struct bm_authz_req r;
 	struct bm_jwks_cache *cache;
-	const json_t *labels;
+	const json_t *labels, *res;
 	char peer_ns[64] = "";
-	json_t *res;
+	struct view *v;
 	int err;
 
 	memset(out, 0, sizeof(*out));
-	res = snapshot(a);
-	if (!res)
+	v = view_get();
+	if (!v)
 		return 0;
+	res = v->policies;
 	cache = cache_get();
 	if (!cache) {
-		json_decref(res);
+		view_put(v);
 		snprintf(out->reason, sizeof(out->reason), "jwt_invalid: out of memory");
 		return -ENOMEM;
 	}
-	labels = workload_labels(res, ns, c->dst_ip);
+	labels = workload_labels(v, ns, c->dst_ip);
 	err = bm_reqauthn_check(cache, res, BM_ROOT_NAMESPACE, ns, labels, &rq, time(NULL), &ra);
 	if (err) {
 		snprintf(out->reason, sizeof(out->reason), "jwt_invalid: %.100s", ra.err);
@@ -183,28 +292,31 @@ int bm_policy_check_http(struct bm_agent *a, const struct bm_conn_attrs *c,
 			 ra.strip_param[i]);
 out:
 	bm_reqauthn_result_free(&ra);
-	json_decref(res);
+	view_put(v);
 	return err;
+}
+
+int bm_policy_workload_needs_http(const char *ns, uint32_t ip)
+{
+	struct view *v = view_get();
+	int need;
+
+	if (!v)
+		return 0;
+	need = bm_authz_needs_http(v->policies, BM_ROOT_NAMESPACE, ns, workload_labels(v, ns, ip));
+	view_put(v);
+	return need;
 }
 
 int bm_policy_pod_needs_http(struct bm_agent *a, const char *ns, const char *name)
 {
-	char ip[sizeof(a->pods.p[0].ip)] = "";
-	const json_t *we;
-	json_t *res;
-	int need = 0;
+	struct in_addr ip = { 0 };
+	int found = 0;
 
 	pthread_mutex_lock(&a->lock);
-	res = json_incref(a->resources);
-	for (size_t i = 0; i < a->pods.n; i++)
+	for (size_t i = 0; i < a->pods.n && !found; i++)
 		if (!strcmp(a->pods.p[i].ns, ns) && !strcmp(a->pods.p[i].name, name))
-			snprintf(ip, sizeof(ip), "%s", a->pods.p[i].ip);
+			found = inet_pton(AF_INET, a->pods.p[i].ip, &ip) == 1;
 	pthread_mutex_unlock(&a->lock);
-	if (res && ip[0]) {
-		we = bm_find_workload_entry(res, ns, ip);
-		need = bm_authz_needs_http(res, BM_ROOT_NAMESPACE, ns,
-					   json_object_get(json_object_get(we, "spec"), "labels"));
-	}
-	json_decref(res);
-	return need;
+	return found ? bm_policy_workload_needs_http(ns, ip.s_addr) : 0;
 }

@@ -81,13 +81,17 @@ int bm_policy_check_http(struct bm_agent *a, const struct bm_conn_attrs *c,
 			 const struct bm_policy_http *h, struct bm_policy_http_result *res);
 
 /* 1 when the pod ns/name (an enrolled pod, its WorkloadEntry by address)
- * needs the HTTP path (see above), 0 when not or unknown. Cheap enough per
- * connection, meant per configuration change. */
+ * needs the HTTP path (see above), 0 when not or unknown. Takes the agent
+ * lock to find the pod; per connection, use bm_policy_workload_needs_http. */
 int bm_policy_pod_needs_http(struct bm_agent *a, const char *ns, const char *name);
+/* The same for the workload at ip (network order) in namespace ns, from the
+ * compiled policy view alone (no agent lock; cost ~ number of policies). */
+int bm_policy_workload_needs_http(const char *ns, uint32_t ip);
 
-/* After each store change (with or without the agent lock held): parse the
- * inline JWKS and (re)arm the background fetches of every jwksUri. Never
- * blocks on the network. */
+/* After each store change (with or without the agent lock held): compile
+ * the policy view the checks above use (until the first call, nothing is
+ * enforced: there is no configuration), parse the inline JWKS and (re)arm
+ * the background fetches of every jwksUri. Never blocks on the network. */
 void bm_policy_store_changed(const json_t *resources);
 /* At exit: stop the JWKS fetch thread, free the cache. */
 void bm_policy_shutdown(void);

@@ -529,7 +529,7 @@ struct l7user {
 
 static int pod_needs_http(struct worker *w, const struct ppod *pod)
 {
-	return bm_policy_pod_needs_http(w->p->a, pod->cfg.ns, pod->cfg.name) == 1;
+	return bm_policy_workload_needs_http(pod->cfg.ns, pod->cfg.ip) == 1;
 }
 
 static struct l7user *l7user_new(struct worker *w, struct ppod *pod, int inbound)

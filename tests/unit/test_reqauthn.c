@@ -368,4 +368,76 @@ static void test_policy_http(void)
 	free(jwks);
 }
 
-BM_SUITE(reqauthn, BM_CASE(test_reqauthn_table), BM_CASE(test_jwks_fetch), BM_CASE(test_policy_http))
+/* The compiled policy view: nothing is enforced before the first store
+ * change; a change replaces the view (the same connection's decision flips);
+ * the workload's labels come from its WorkloadEntry in its own namespace, the
+ * first one in store order; decisions never take the agent lock (the test
+ * holds it throughout), so a reload or a scrape holding it does not stall
+ * workers. */
+static void test_policy_view(void)
+{
+	struct bm_agent *a = calloc(1, sizeof(*a));
+	struct bm_conn_attrs c = { .src_principal = "cluster.local/ns/a/sa/x",
+				   .src_ip = inet_addr("198.18.1.2"), .dst_ip = inet_addr("198.18.2.2"),
+				   .dst_port = 8080, .dst_pod_ns = "prod", .dst_pod_name = "web-1" };
+	const char *deny_web = "{\"kind\":\"AuthorizationPolicy\",\"metadata\":{\"name\":\"d\",\"namespace\":\"prod\"},"
+			       "\"spec\":{\"selector\":{\"matchLabels\":{\"app\":\"web\"}},\"action\":\"DENY\","
+			       "\"rules\":[{\"from\":[{\"source\":{\"principals\":[\"cluster.local/ns/a/sa/x\"]}}]}]}}";
+	char text[2048], reason[128];
+	json_t *res;
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+	pthread_mutex_init(&a->lock, NULL);
+	pthread_mutex_lock(&a->lock);
+	bm_policy_shutdown();   /* no view left by another test */
+	CU_ASSERT_EQUAL(bm_policy_check(a, &c, reason, sizeof(reason)), 0);
+
+	/* web-1's WorkloadEntry says app: web in prod; a later one at the same
+	 * address in prod (ignored) and one in another namespace (another
+	 * workload) say otherwise. */
+	snprintf(text, sizeof(text), "[%s,"
+		 "{\"kind\":\"WorkloadEntry\",\"metadata\":{\"name\":\"web-1\",\"namespace\":\"prod\"},"
+		 "\"spec\":{\"address\":\"198.18.2.2\",\"labels\":{\"app\":\"web\"}}},"
+		 "{\"kind\":\"WorkloadEntry\",\"metadata\":{\"name\":\"dup\",\"namespace\":\"prod\"},"
+		 "\"spec\":{\"address\":\"198.18.2.2\",\"labels\":{\"app\":\"other\"}}},"
+		 "{\"kind\":\"WorkloadEntry\",\"metadata\":{\"name\":\"web-1\",\"namespace\":\"stage\"},"
+		 "\"spec\":{\"address\":\"198.18.2.2\",\"labels\":{\"app\":\"api\"}}}]", deny_web);
+	res = json_loads(text, 0, NULL);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(res);
+	bm_policy_store_changed(res);
+	json_decref(res);   /* the view keeps what it needs */
+	CU_ASSERT_EQUAL(bm_policy_check(a, &c, reason, sizeof(reason)), -EACCES);
+	CU_ASSERT_STRING_EQUAL(reason, "authorization_policy_deny:prod/d");
+	c.src_principal = "cluster.local/ns/a/sa/y";
+	CU_ASSERT_EQUAL(bm_policy_check(a, &c, reason, sizeof(reason)), 0);
+	c.src_principal = "cluster.local/ns/a/sa/x";
+	/* same address, namespace stage: not app: web, the DENY (in prod) does
+	 * not apply */
+	c.dst_pod_ns = "stage";
+	CU_ASSERT_EQUAL(bm_policy_check(a, &c, reason, sizeof(reason)), 0);
+	c.dst_pod_ns = "prod";
+	CU_ASSERT_EQUAL(bm_policy_workload_needs_http("prod", inet_addr("198.18.2.2")), 0);
+
+	/* The policy goes: allowed at once. */
+	res = json_loads("[{\"kind\":\"WorkloadEntry\",\"metadata\":{\"name\":\"web-1\",\"namespace\":\"prod\"},"
+			 "\"spec\":{\"address\":\"198.18.2.2\",\"labels\":{\"app\":\"web\"}}},"
+			 "{\"kind\":\"AuthorizationPolicy\",\"metadata\":{\"name\":\"h\",\"namespace\":\"prod\"},"
+			 "\"spec\":{\"selector\":{\"matchLabels\":{\"app\":\"web\"}},"
+			 "\"rules\":[{\"to\":[{\"operation\":{\"methods\":[\"GET\"]}}]}]}}]", 0, NULL);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(res);
+	bm_policy_store_changed(res);
+	json_decref(res);
+	c.http_per_request = 1;
+	CU_ASSERT_EQUAL(bm_policy_check(a, &c, reason, sizeof(reason)), 0);
+	CU_ASSERT_EQUAL(bm_policy_workload_needs_http("prod", inet_addr("198.18.2.2")), 1);
+	CU_ASSERT_EQUAL(bm_policy_workload_needs_http("stage", inet_addr("198.18.2.2")), 0);
+
+	bm_policy_shutdown();
+	CU_ASSERT_EQUAL(bm_policy_workload_needs_http("prod", inet_addr("198.18.2.2")), 0);
+	pthread_mutex_unlock(&a->lock);
+	pthread_mutex_destroy(&a->lock);
+	free(a);
+}
+
+BM_SUITE(reqauthn, BM_CASE(test_reqauthn_table), BM_CASE(test_jwks_fetch), BM_CASE(test_policy_http),
+	 BM_CASE(test_policy_view))
