@@ -216,6 +216,8 @@ int bm_loader_open(struct bm_loader *l, const char *pindir, const char *cgroup)
 	l->fd.pod_inbound = bpf_map__fd(l->conn->maps.pod_inbound_v1);
 	l->fd.inbound_socks = bpf_map__fd(l->conn->maps.inbound_socks_v1);
 	l->fd.backend_health = bpf_map__fd(l->sops->maps.backend_health_v1);
+	l->fd.stats_keys = bpf_map__fd(l->sops->maps.stats_keys_v1);
+	l->fd.stats_keys_lost = bpf_map__fd(l->sops->maps.stats_keys_lost_v1);
 	return 0;
 
 err_close:

@@ -10,7 +10,8 @@ struct inbound_bpf;
 
 struct bm_maps {
 	int svc, cluster, cluster_state, backend_active, backend_eject, sock, stats,
-	    cluster_stats, orig_dst, pod_inbound, inbound_socks, backend_health;
+	    cluster_stats, orig_dst, pod_inbound, inbound_socks, backend_health,
+	    stats_keys, stats_keys_lost;
 };
 
 struct bm_loader {

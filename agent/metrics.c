@@ -904,80 +904,259 @@ int bm_metrics_render_req_rows(struct bm_agent *a, FILE *f, const struct bm_req_
 	return err ? err : bm_prom_finish(&p);
 }
 
-static int render_istio_tcp(struct bm_agent *a, struct bm_prom *p, const struct lookups *lk,
-			    uint64_t *rows)
+/* Visits every entry of a hash map with BPF_MAP_LOOKUP_BATCH, BATCH_N at a
+ * time: one syscall per chunk, and the kernel scans its buckets once. The
+ * per-key walk (get_next_key, then lookup) costs two syscalls per entry and,
+ * on a sparse map, a scan of the empty buckets after each key: 3-4 ms of a
+ * scrape at 262,144 buckets with a handful of entries. vsize is one entry's
+ * value as the kernel copies it (per-CPU maps: round_up(size, 8) x possible
+ * CPUs). At most max entries; falls back to the per-key walk when the kernel
+ * refuses batches. fn returning non-zero stops the walk with that value. */
+#define BATCH_N 256
+static int map_each(int fd, size_t ksize, size_t vsize, uint64_t max,
+		    int (*fn)(void *arg, const void *key, const void *val), void *arg)
 {
-	int fd = a->loader.fd.stats, ncpu = libbpf_num_possible_cpus(), err = 0;
-	struct bm_stats *pc = calloc(ncpu > 0 ? (size_t)ncpu : 1, sizeof(*pc));
-	struct series_vec v = {};
-	struct bm_stats_key k, next;
-	uint64_t budget = BM_MAX_STATS;   /* bounds the walk if a key vanishes under it */
+	unsigned char *keys = calloc(BATCH_N, ksize), *vals = calloc(BATCH_N, vsize);
+	unsigned char *k = calloc(1, ksize), *next = calloc(1, ksize);
+	__u32 token = 0, count;
+	uint64_t seen = 0;
+	int err = 0, e, first = 1;
 
-	*rows = 0;
-	if (!pc || ncpu <= 0) {
+	if (!keys || !vals || !k || !next) {
 		err = -ENOMEM;
 		goto out;
 	}
-	for (int e = bpf_map_get_next_key(fd, NULL, &next); !e && budget--;
-	     e = bpf_map_get_next_key(fd, &k, &next)) {
-		struct bm_stats sum = {};
-		struct bm_dest_service svc = {};
-		struct bm_peer src, dst;
-		const char *svc_addr, *backend;
-		uint64_t idx;
-
-		k = next;
-		if (bpf_map_lookup_elem(fd, &k, pc))
+	do {
+		count = BATCH_N;
+		e = bpf_map_lookup_batch(fd, first ? NULL : &token, &token, keys, vals, &count, NULL);
+		if (e && errno != ENOENT) {
+			if (first && (errno == EINVAL || errno == ENOTSUP || errno == EOPNOTSUPP))
+				goto per_key;
+			err = -errno;
+			goto out;
+		}
+		first = 0;
+		for (__u32 i = 0; i < count && seen < max && !err; i++, seen++)
+			err = fn(arg, keys + i * ksize, vals + i * vsize);
+	} while (!e && !err && seen < max);
+	goto out;
+per_key:
+	for (e = bpf_map_get_next_key(fd, NULL, next); !e && seen < max && !err;
+	     e = bpf_map_get_next_key(fd, k, next)) {
+		memcpy(k, next, ksize);
+		if (bpf_map_lookup_elem(fd, k, vals))
 			continue;
-		(*rows)++;
-		for (int c = 0; c < ncpu; c++) {
-			sum.opened += pc[c].opened;
-			sum.closed += pc[c].closed;
-			sum.failed += pc[c].failed;
-			sum.bytes_sent += pc[c].bytes_sent;
-			sum.bytes_recv += pc[c].bytes_recv;
-		}
-		svc_addr = k.svc_id < lk->n_svc_name ? lk->svc_name[k.svc_id] : NULL;
-		if (svc_addr && !bm_strmap_get(&lk->svc, svc_addr, &idx)) {
-			svc.host = a->model.svc[idx].host;
-			svc.ns = a->model.svc[idx].ns;
-		}
-		backend = k.backend_id < lk->n_backend_name ? lk->backend_name[k.backend_id] : NULL;
-		source_peer(a, lk, k.src_cgroup, &src);
-		destination_peer(lk, backend, &svc, &dst);
-		/* The kernel path is plaintext: no mTLS happened, so "none" (the
-		 * reference's value for a connection without mutual TLS). */
-		if (sum.opened || sum.closed || sum.bytes_sent || sum.bytes_recv) {
-			struct bm_tcp_series *s = series_add(&v);
-
-			if (!s || bm_tcp_series_init(s, &src, &dst, &svc, "-", "none")) {
-				if (s)
-					v.n--;
-				err = -ENOMEM;
-				goto out;
-			}
-			s->opened = sum.opened;
-			s->closed = sum.closed;
-			/* Istio's directions are the proxy's towards its downstream
-			 * (the client app): "sent" is the response, what the client
-			 * received; "received" is the request, what it sent. */
-			s->sent_bytes = sum.bytes_recv;
-			s->received_bytes = sum.bytes_sent;
-		}
-		/* A connect that never established is, as in Envoy, a connection
-		 * opened and closed with UF (upstream connection failure). */
-		if (sum.failed) {
-			struct bm_tcp_series *s = series_add(&v);
-
-			if (!s || bm_tcp_series_init(s, &src, &dst, &svc, "UF", "none")) {
-				if (s)
-					v.n--;
-				err = -ENOMEM;
-				goto out;
-			}
-			s->opened = s->closed = sum.failed;
-		}
+		seen++;
+		err = fn(arg, k, vals);
 	}
+out:
+	free(keys);
+	free(vals);
+	free(k);
+	free(next);
+	return err;
+}
+
+struct tcp_walk {
+	struct bm_agent *a;
+	const struct lookups *lk;
+	struct series_vec *v;
+	int ncpu;
+	uint64_t rows;
+};
+
+/* One stats_v1 row: per-CPU counters summed, as up to two series. */
+static int tcp_row(void *arg, const void *key, const void *val)
+{
+	struct tcp_walk *w = arg;
+	const struct bm_stats_key *kp = key;
+	const struct bm_stats *pc = val;
+	struct bm_stats_key k = *kp;
+	struct bm_stats sum = {};
+	struct bm_dest_service svc = {};
+	struct bm_peer src, dst;
+	const char *svc_addr, *backend;
+	uint64_t idx;
+
+	w->rows++;
+	for (int c = 0; c < w->ncpu; c++) {
+		sum.opened += pc[c].opened;
+		sum.closed += pc[c].closed;
+		sum.failed += pc[c].failed;
+		sum.bytes_sent += pc[c].bytes_sent;
+		sum.bytes_recv += pc[c].bytes_recv;
+	}
+	svc_addr = k.svc_id < w->lk->n_svc_name ? w->lk->svc_name[k.svc_id] : NULL;
+	if (svc_addr && !bm_strmap_get(&w->lk->svc, svc_addr, &idx)) {
+		svc.host = w->a->model.svc[idx].host;
+		svc.ns = w->a->model.svc[idx].ns;
+	}
+	backend = k.backend_id < w->lk->n_backend_name ? w->lk->backend_name[k.backend_id] : NULL;
+	source_peer(w->a, w->lk, k.src_cgroup, &src);
+	destination_peer(w->lk, backend, &svc, &dst);
+	/* The kernel path is plaintext: no mTLS happened, so "none" (the
+	 * reference's value for a connection without mutual TLS). */
+	if (sum.opened || sum.closed || sum.bytes_sent || sum.bytes_recv) {
+		struct bm_tcp_series *s = series_add(w->v);
+
+		if (!s || bm_tcp_series_init(s, &src, &dst, &svc, "-", "none")) {
+			if (s)
+				w->v->n--;
+			return -ENOMEM;
+		}
+		s->opened = sum.opened;
+		s->closed = sum.closed;
+		/* Istio's directions are the proxy's towards its downstream
+		 * (the client app): "sent" is the response, what the client
+		 * received; "received" is the request, what it sent. */
+		s->sent_bytes = sum.bytes_recv;
+		s->received_bytes = sum.bytes_sent;
+	}
+	/* A connect that never established is, as in Envoy, a connection
+	 * opened and closed with UF (upstream connection failure). */
+	if (sum.failed) {
+		struct bm_tcp_series *s = series_add(w->v);
+
+		if (!s || bm_tcp_series_init(s, &src, &dst, &svc, "UF", "none")) {
+			if (s)
+				w->v->n--;
+			return -ENOMEM;
+		}
+		s->opened = s->closed = sum.failed;
+	}
+	return 0;
+}
+
+/* The stats_v1 rows the scrape reads by key (see stats_keys_v1 in
+ * bpf/lib/maps.h): the keys sockops announced on the ring, and after a
+ * start, or when the ring overflowed, those of one full walk. A key whose
+ * row is gone (the reconciler deletes the rows of removed backends) leaves
+ * the index at the next scrape. Used by the render only, which the agent
+ * lock serializes. */
+static struct {
+	struct ring_buffer *rb;
+	int rb_fd;                 /* the map rb reads (a restarted loader has another) */
+	struct bm_strmap keys;     /* hex of struct bm_stats_key -> 1 */
+	uint64_t lost_seen;
+	int walked;                /* a full walk since rb was set up */
+} sidx;
+
+static void key_hex(const struct bm_stats_key *k, char *out, size_t len)
+{
+	const unsigned char *b = (const unsigned char *)k;
+
+	for (size_t i = 0; i < sizeof(*k) && 2 * i + 2 < len; i++)
+		snprintf(out + 2 * i, 3, "%02x", b[i]);
+}
+
+static void key_unhex(const char *hex, struct bm_stats_key *k)
+{
+	unsigned char *b = (unsigned char *)k;
+
+	for (size_t i = 0; i < sizeof(*k); i++) {
+		unsigned v = 0;
+
+		sscanf(hex + 2 * i, "%2x", &v);
+		b[i] = (unsigned char)v;
+	}
+}
+
+static int sidx_add(const struct bm_stats_key *k)
+{
+	char hex[2 * sizeof(*k) + 1];
+
+	key_hex(k, hex, sizeof(hex));
+	return bm_strmap_set(&sidx.keys, hex, 1) ? -ENOMEM : 0;
+}
+
+static int on_stats_key(void *ctx, void *data, size_t size)
+{
+	if (size >= sizeof(struct bm_stats_key))
+		return sidx_add(data);
+	return 0;
+}
+
+static int walk_key(void *arg, const void *key, const void *val)
+{
+	return sidx_add(key);
+}
+
+/* Brings the index up to date: the ring's news, and a full walk when the
+ * index cannot be trusted (first use, lost keys, no ring). */
+static int sidx_refresh(struct bm_agent *a)
+{
+	int fd = a->loader.fd.stats_keys, lfd = a->loader.fd.stats_keys_lost;
+	__u32 zero = 0;
+	uint64_t lost = 0;
+
+	if (sidx.rb && sidx.rb_fd != fd) {
+		ring_buffer__free(sidx.rb);
+		sidx.rb = NULL;
+	}
+	if (!sidx.rb && fd > 0) {
+		sidx.rb = ring_buffer__new(fd, on_stats_key, NULL, NULL);
+		sidx.rb_fd = fd;
+		sidx.walked = 0;
+	}
+	if (sidx.rb && ring_buffer__consume(sidx.rb) < 0)
+		sidx.walked = 0;
+	if (lfd > 0 && !bpf_map_lookup_elem(lfd, &zero, &lost) && lost != sidx.lost_seen) {
+		sidx.lost_seen = lost;
+		sidx.walked = 0;
+	}
+	if (sidx.rb && sidx.walked)
+		return 0;
+	/* Drained first, walked second: a row created after the walk is on
+	 * the ring for the next scrape. */
+	sidx.walked = 1;
+	return map_each(a->loader.fd.stats, sizeof(struct bm_stats_key),
+			(size_t)libbpf_num_possible_cpus() * sizeof(struct bm_stats), BM_MAX_STATS,
+			walk_key, NULL);
+}
+
+static int render_istio_tcp(struct bm_agent *a, struct bm_prom *p, const struct lookups *lk,
+			    uint64_t *rows)
+{
+	int ncpu = libbpf_num_possible_cpus(), err = 0;
+	struct series_vec v = {};
+	struct tcp_walk w = { a, lk, &v, ncpu, 0 };
+	struct bm_stats *pc = NULL;
+	const char *hex;
+	uint64_t one;
+	char **gone = NULL;
+	size_t n_gone = 0;
+
+	*rows = 0;
+	if (ncpu <= 0)
+		return -ENOMEM;
+	if (a->loader.fd.stats > 0) {
+		err = sidx_refresh(a);
+		pc = calloc((size_t)ncpu, sizeof(*pc));
+		gone = calloc(sidx.keys.len + 1, sizeof(*gone));
+		if (!err && (!pc || !gone))
+			err = -ENOMEM;
+		for (size_t it = 0; !err && bm_strmap_next(&sidx.keys, &it, &hex, &one);) {
+			struct bm_stats_key k;
+
+			key_unhex(hex, &k);
+			if (bpf_map_lookup_elem(a->loader.fd.stats, &k, pc)) {
+				if (errno == ENOENT && n_gone < sidx.keys.len)
+					gone[n_gone++] = strdup(hex);
+				continue;
+			}
+			err = tcp_row(&w, &k, pc);
+		}
+		for (size_t i = 0; i < n_gone; i++) {
+			if (gone[i])
+				bm_strmap_del(&sidx.keys, gone[i]);
+			free(gone[i]);
+		}
+		free(gone);
+		free(pc);
+	}
+	*rows = w.rows;
+	if (err)
+		goto out;
 	/* Mesh traffic: what the proxy workers carried. */
 	if (a->proxy) {
 		struct bm_mesh_row *mr = NULL;
@@ -995,7 +1174,6 @@ out:
 	for (size_t i = 0; i < v.n; i++)
 		bm_tcp_series_free(&v.s[i]);
 	free(v.s);
-	free(pc);
 	return err;
 }
 
@@ -1029,24 +1207,28 @@ static struct named_id *sorted_ids(const struct bm_ids *ids, enum bm_id_kind k, 
 	return v;
 }
 
-/* Entries and capacity of a map, counted by walking its keys (off the data
- * path; the walk is bounded by max_entries). */
+static int count_entry(void *arg, const void *key, const void *val)
+{
+	(*(uint64_t *)arg)++;
+	return 0;
+}
+
+/* Entries and capacity of a map, counted by walking it in batches (off the
+ * data path; bounded by max_entries). */
 static int map_fill(int fd, uint64_t *entries, uint64_t *max)
 {
 	struct bpf_map_info info = {};
 	__u32 len = sizeof(info);
-	unsigned char key[64], next[64];
+	size_t vsize;
 
 	*entries = *max = 0;
-	if (fd <= 0 || bpf_obj_get_info_by_fd(fd, &info, &len) || info.key_size > sizeof(key))
+	if (fd <= 0 || bpf_obj_get_info_by_fd(fd, &info, &len))
 		return -1;
 	*max = info.max_entries;
-	for (int e = bpf_map_get_next_key(fd, NULL, next); !e && *entries < *max;
-	     e = bpf_map_get_next_key(fd, key, next)) {
-		memcpy(key, next, info.key_size);
-		(*entries)++;
-	}
-	return 0;
+	vsize = info.value_size;
+	if (info.type == BPF_MAP_TYPE_PERCPU_HASH || info.type == BPF_MAP_TYPE_LRU_PERCPU_HASH)
+		vsize = ((vsize + 7) & ~(size_t)7) * (size_t)libbpf_num_possible_cpus();
+	return map_each(fd, info.key_size, vsize, info.max_entries, count_entry, entries) ? -1 : 0;
 }
 
 static void gauge(struct bm_prom *p, const char *name, const char *help, double v)
@@ -1064,14 +1246,41 @@ static void counter(struct bm_prom *p, const char *name, const char *help, uint6
 static void render_maps(struct bm_agent *a, struct bm_prom *p, uint64_t stats_rows)
 {
 	static const char *const names[] = { "svc_v1", "cluster_v1", "stats_v1" };
-	const int fds[] = { a->loader.fd.svc, a->loader.fd.cluster, a->loader.fd.stats };
+	/* svc_v1 and cluster_v1 change only when the reconciler writes them:
+	 * at a reload, and when it deletes an old revision after the grace
+	 * period. Walk them again only then (a walk costs their buckets). */
+	static struct {
+		uint64_t gen;
+		size_t n_gc;
+		int fd[2], valid;
+		uint64_t entries[2], max[2];
+		int ok[2];
+	} fill;
+	const int fds[] = { a->loader.fd.svc, a->loader.fd.cluster };
 	uint64_t entries[3], max[3];
 	int ok[3];
+	struct bpf_map_info info = {};
+	__u32 len = sizeof(info);
 
-	for (int i = 0; i < 3; i++)
-		ok[i] = !map_fill(fds[i], &entries[i], &max[i]);
-	/* stats_v1 was just walked for the istio_tcp_* rows. */
+	if (!fill.valid || fill.gen != a->applied_generation || fill.n_gc != a->rec.n_gc ||
+	    fill.fd[0] != fds[0] || fill.fd[1] != fds[1]) {
+		for (int i = 0; i < 2; i++) {
+			fill.ok[i] = !map_fill(fds[i], &fill.entries[i], &fill.max[i]);
+			fill.fd[i] = fds[i];
+		}
+		fill.gen = a->applied_generation;
+		fill.n_gc = a->rec.n_gc;
+		fill.valid = 1;
+	}
+	for (int i = 0; i < 2; i++) {
+		ok[i] = fill.ok[i];
+		entries[i] = fill.entries[i];
+		max[i] = fill.max[i];
+	}
+	/* stats_v1: its rows were just read for istio_tcp_*. */
+	ok[2] = a->loader.fd.stats > 0 && !bpf_obj_get_info_by_fd(a->loader.fd.stats, &info, &len);
 	entries[2] = stats_rows;
+	max[2] = info.max_entries;
 	bm_prom_family(p, "bpfmesh_bpf_map_entries", BM_PROM_GAUGE,
 		       "Entries in a BPF map (fill level is entries / max_entries).");
 	for (int i = 0; i < 3; i++)
@@ -1309,6 +1518,10 @@ int bm_ready_start(struct bm_agent *a, const char *addr)
 
 void bm_metrics_stop(void)
 {
+	ring_buffer__free(sidx.rb);
+	sidx.rb = NULL;
+	bm_strmap_free(&sidx.keys);
+	memset(&sidx, 0, sizeof(sidx));
 	bm_prom_server_stop(server);
 	server = NULL;
 	bm_prom_server_stop(ready_server);

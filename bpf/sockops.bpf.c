@@ -50,7 +50,15 @@ static __always_inline struct bm_stats *stats_row(const struct bm_sock *s)
 	if (!st) {
 		struct bm_stats zero = {};
 
-		bpf_map_update_elem(&stats_v1, &k, &zero, BPF_NOEXIST);
+		/* Only the program that created the row announces it. */
+		if (!bpf_map_update_elem(&stats_v1, &k, &zero, BPF_NOEXIST) &&
+		    bpf_ringbuf_output(&stats_keys_v1, &k, sizeof(k), 0)) {
+			__u32 zero_idx = 0;
+			__u64 *lost = bpf_map_lookup_elem(&stats_keys_lost_v1, &zero_idx);
+
+			if (lost)
+				__sync_fetch_and_add(lost, 1);
+		}
 		st = bpf_map_lookup_elem(&stats_v1, &k);
 	}
 	return st;

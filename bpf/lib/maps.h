@@ -82,6 +82,25 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } stats_v1 SEC(".maps");
 
+/* The key of every stats_v1 row sockops creates, for meshd's scrape: reading
+ * the rows it knows by key costs the rows, while walking the hash costs its
+ * BM_MAX_STATS buckets in a syscall the scheduler cannot cut short. A key
+ * the ring has no room for is counted in stats_keys_lost_v1[0]; meshd then
+ * walks the map once. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} stats_keys_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} stats_keys_lost_v1 SEC(".maps");
+
 /* connect4 writes; meshd sums per CPU. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
