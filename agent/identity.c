@@ -331,6 +331,19 @@ struct bm_svid *bm_identity_get(struct bm_identity_mgr *m, const char *spiffe_id
 	return s;
 }
 
+size_t bm_identity_expiries(struct bm_identity_mgr *m, struct bm_svid_expiry *out, size_t max)
+{
+	size_t n = 0;
+
+	pthread_mutex_lock(&m->lock);
+	for (size_t i = 0; i < m->n && n < max; i++, n++) {
+		snprintf(out[n].id, sizeof(out[n].id), "%s", m->ents[i].svid->id);
+		out[n].not_after = m->ents[i].svid->not_after;
+	}
+	pthread_mutex_unlock(&m->lock);
+	return n;
+}
+
 json_t *bm_identity_list_json(struct bm_identity_mgr *m)
 {
 	json_t *list = json_array(), *out;

@@ -90,6 +90,14 @@ int bm_identity_trust_add(struct bm_identity_mgr *m, X509 *root);
 /* Is td our trust domain or one of its aliases? */
 int bm_identity_td_trusted(const struct bm_identity_mgr *m, const char *td);
 
+/* The SVIDs held now, for the metrics: up to max of (SPIFFE ID, notAfter),
+ * in issue order. Returns how many were written. */
+struct bm_svid_expiry {
+	char id[BM_SPIFFE_ID_MAX + 1];
+	time_t not_after;
+};
+size_t bm_identity_expiries(struct bm_identity_mgr *m, struct bm_svid_expiry *out, size_t max);
+
 /* For `meshctl cert ls`: {"trust_domain","ttl_seconds","identities":[{
  * "spiffe_id","serial","not_before","not_after","refresh_at"}]}. */
 json_t *bm_identity_list_json(struct bm_identity_mgr *m);

@@ -31,6 +31,7 @@
 #include "relay.h"
 #include "reqmetrics.h"
 #include "l7.h"
+#include <openssl/x509.h>
 
 #define TRUST_DOMAIN     "cluster.local"   /* meshConfig.trustDomain default */
 #define UNKNOWN          "unknown"
@@ -1379,6 +1380,99 @@ out:
 	free(st);
 }
 
+/* Certificates this node holds: every workload SVID's notAfter and, when
+ * this node holds the CA, the root's; issue and rotation counters. */
+#define MAX_SVIDS 1024
+static void render_identity(struct bm_agent *a, struct bm_prom *p)
+{
+	struct bm_svid_expiry *e = calloc(MAX_SVIDS, sizeof(*e));
+	size_t n = e ? bm_identity_expiries(&a->idm, e, MAX_SVIDS) : 0;
+	struct bm_prom_label l[2];
+	time_t root_na;
+
+	bm_prom_family(p, "bpfmesh_certificate_expiry_timestamp_seconds", BM_PROM_GAUGE,
+		       "When a certificate this node holds expires (notAfter), seconds since the Unix epoch: "
+		       "workload SVIDs (kind=\"svid\") and the mesh root when this node holds the CA (kind=\"root\").");
+	for (size_t i = 0; i < n; i++) {
+		l[0] = (struct bm_prom_label){ "kind", "svid" };
+		l[1] = (struct bm_prom_label){ "identity", e[i].id };
+		bm_prom_sample(p, "bpfmesh_certificate_expiry_timestamp_seconds", l, 2,
+			       (double)e[i].not_after);
+	}
+	if (a->ca && a->ca->cert && !bm_x509_time(X509_get0_notAfter(a->ca->cert), &root_na)) {
+		char td[BM_TRUST_DOMAIN_MAX + 16];
+
+		snprintf(td, sizeof(td), "spiffe://%s", a->ca->trust_domain);
+		l[0] = (struct bm_prom_label){ "kind", "root" };
+		l[1] = (struct bm_prom_label){ "identity", td };
+		bm_prom_sample(p, "bpfmesh_certificate_expiry_timestamp_seconds", l, 2, (double)root_na);
+	}
+	free(e);
+	counter(p, "bpfmesh_certificates_issued_total", "Workload certificates (SVIDs) this node obtained.",
+		__atomic_load_n(&a->idm.issued_total, __ATOMIC_RELAXED));
+	counter(p, "bpfmesh_certificates_rotated_total", "SVIDs replaced at half-life.",
+		__atomic_load_n(&a->idm.rotated_total, __ATOMIC_RELAXED));
+	counter(p, "bpfmesh_certificate_issue_errors_total",
+		"Failed attempts to obtain an SVID (the old one stays in use while valid).",
+		__atomic_load_n(&a->idm.issue_errors, __ATOMIC_RELAXED));
+}
+
+static int is_authz_reason(const char *r)
+{
+	return !strncmp(r, "authorization_policy", 20) || !strncmp(r, "peer_authentication", 19) ||
+	       !strncmp(r, "jwt_invalid", 11) || !strcmp(r, "denied");
+}
+
+/* The proxy's connection outcomes per direction (result="error" are failed
+ * captures: a connection meshd got but could not serve, e.g. no original
+ * destination recorded by the kernel, no identity for its pod, a malformed
+ * HBONE request), and its refusals by reason (bounded: BM_DENY_REASONS
+ * reasons per worker, the rest as "other"). */
+static void render_proxy(struct bm_agent *a, struct bm_prom *p)
+{
+	static const char *const results[] = { "ok", "denied", "upstream_failed", "error" };
+	json_t *st = a->proxy ? bm_proxy_stats_json(a->proxy) : NULL;
+	json_t *conns = json_object_get(st, "connections"), *den = json_object_get(st, "denials");
+	struct bm_prom_label l[2];
+	const char *k;
+	json_t *v;
+
+	bm_prom_family(p, "bpfmesh_proxy_connections_total", BM_PROM_COUNTER,
+		       "Connections meshd's proxy handled, by direction and result; result=\"error\" counts "
+		       "failed captures (no original destination, no identity, malformed HBONE request).");
+	json_object_foreach(conns, k, v) {
+		for (size_t i = 0; i < sizeof(results) / sizeof(results[0]); i++) {
+			l[0] = (struct bm_prom_label){ "direction", k };
+			l[1] = (struct bm_prom_label){ "result", results[i] };
+			bm_prom_sample_u64(p, "bpfmesh_proxy_connections_total", l, 2,
+					   (uint64_t)json_integer_value(json_object_get(v, results[i])));
+		}
+	}
+	bm_prom_family(p, "bpfmesh_proxy_connections_active", BM_PROM_GAUGE,
+		       "Connections open in meshd's proxy, by direction.");
+	json_object_foreach(conns, k, v)
+		bm_prom_sample_u64(p, "bpfmesh_proxy_connections_active",
+				   &(struct bm_prom_label){ "direction", k }, 1,
+				   (uint64_t)json_integer_value(json_object_get(v, "active")));
+	bm_prom_family(p, "bpfmesh_authorization_denials_total", BM_PROM_COUNTER,
+		       "Connections and requests refused by policy, by reason: authorization_policy_deny:NS/NAME, "
+		       "authorization_policy_no_allow_match, peer_authentication_strict, jwt_invalid: WHY.");
+	json_object_foreach(den, k, v)
+		if (is_authz_reason(k))
+			bm_prom_sample_u64(p, "bpfmesh_authorization_denials_total",
+					   &(struct bm_prom_label){ "reason", k }, 1,
+					   (uint64_t)json_integer_value(v));
+	bm_prom_family(p, "bpfmesh_proxy_refused_total", BM_PROM_COUNTER,
+		       "Connections meshd's proxy refused for other reasons than policy: tls_peer_refused, "
+		       "peer_certificate_expired, out_of_file_descriptors, other.");
+	json_object_foreach(den, k, v)
+		if (!is_authz_reason(k))
+			bm_prom_sample_u64(p, "bpfmesh_proxy_refused_total",
+					   &(struct bm_prom_label){ "reason", k }, 1,
+					   (uint64_t)json_integer_value(v));
+	json_decref(st);
+}
+
 static void render_meshd(struct bm_agent *a, struct bm_prom *p, uint64_t stats_rows)
 {
 	bm_prom_family(p, "bpfmesh_build_info", BM_PROM_GAUGE, "meshd build; the value is always 1.");
@@ -1425,6 +1519,8 @@ static void render_meshd(struct bm_agent *a, struct bm_prom *p, uint64_t stats_r
 	render_maps(a, p, stats_rows);
 	render_backends(a, p);
 	render_clusters(a, p);
+	render_identity(a, p);
+	render_proxy(a, p);
 }
 
 int bm_metrics_render(struct bm_agent *a, FILE *f)

@@ -122,6 +122,21 @@ d() { echo $(( $(pstat "$after" "$1") - $(pstat "$before" "$1") )); }
 log "node2: CONNECT 200 +$(d hbone.status.200), 401 +$(d hbone.status.401); inbound_hbone denied +$(d connections.inbound_hbone.denied); denials $(jget "$after" denials)"
 expect_eq "node2 CONNECTs answered 401" "$(d hbone.status.401)" $((4 * N))
 expect_eq "node2 CONNECTs answered 200" "$(d hbone.status.200)" $((3 * N))
+# The same denials on /metrics: bpfmesh_authorization_denials_total by reason
+# equals meshd's own counters, and the DENY policy's reason counts at least
+# the N cross-node connections it refused.
+m2=$("$MESHCTL" metrics --node node2) || fail "meshctl metrics --node node2 failed"
+python3 - "$(proxy_stats node2)" "$m2" "authorization_policy_deny:$NS/deny-9331" $N <<'EOF2' || fail "authorization denials on /metrics disagree"
+import json, re, sys
+stats, text, deny_reason, n = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+got = {m.group(1): int(m.group(2)) for m in
+       re.finditer(r'^bpfmesh_authorization_denials_total\{reason="([^"]*)"\} (\d+)$', text, re.M)}
+want = {k: v for k, v in stats["denials"].items()
+        if k.startswith(("authorization_policy", "peer_authentication", "jwt_invalid")) or k == "denied"}
+print("metrics:", got, "proxy stats:", want, file=sys.stderr)
+sys.exit(0 if got == want and got.get(deny_reason, 0) >= n else 1)
+EOF2
+log "ok: bpfmesh_authorization_denials_total matches meshd's counters"
 
 # --- 3
 t0=$(date +%s%N)

@@ -130,3 +130,20 @@ for n in node1 node2; do
   [ "$ch" -ge 5 ] || fail "$n: $ch serial changes in ${DUR}s, want >= 5 ($line)"
   log "ok: $n serial changes = $ch (>= 5)"
 done
+# /metrics says when each SVID expires (TTL 10 s: within the next 11 s) and
+# how many rotations happened; node1 holds the CA here, so the root too.
+m1=$("$MESHCTL" metrics --node node1) || fail "meshctl metrics --node node1 failed"
+python3 - "$m1" "$(date +%s)" <<'PY' || fail "certificate metrics on node1 are wrong"
+import re, sys
+text, now = sys.argv[1], int(sys.argv[2])
+svid = [(m.group(1), float(m.group(2))) for m in re.finditer(
+    r'^bpfmesh_certificate_expiry_timestamp_seconds\{kind="svid",identity="(spiffe://[^"]+)"\} (\S+)$', text, re.M)]
+root = re.search(r'^bpfmesh_certificate_expiry_timestamp_seconds\{kind="root",identity="spiffe://cluster.local"\} (\S+)$', text, re.M)
+rot = re.search(r'^bpfmesh_certificates_rotated_total (\d+)$', text, re.M)
+print("svids:", svid, "root:", root and root.group(1), "rotated:", rot and rot.group(1), file=sys.stderr)
+ok = svid and all(now - 2 <= t <= now + 12 for _, t in svid)
+ok = ok and root is not None and float(root.group(1)) > now + 9 * 365 * 86400
+ok = ok and rot is not None and int(rot.group(1)) >= 5
+sys.exit(0 if ok else 1)
+PY
+log "ok: certificate expiry and rotation counters on /metrics"
