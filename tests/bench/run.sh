@@ -8,6 +8,9 @@
 #            model (HAProxy x2, HTTP mode) with the same policy: l7.md
 #   scale.sh (not in the default list: BENCH_ONLY=scale) 10,000 services /
 #            100,000 endpoints, apply -> maps, own meshd, no sandbox: scale.md
+#   soak.sh  (not in the default list: BENCH_ONLY=soak) new mTLS connections
+#            at a fixed rate for SOAK_MINUTES (10), meshd memory and fds
+#            after every minute: soak.md
 # A benchmark reports numbers; it passes unless a script breaks. The sandbox
 # is one per machine: each script waits (bounded, BENCH_WAIT) while someone
 # else's is up and never takes theirs down (lib.sh).

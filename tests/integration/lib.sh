@@ -244,8 +244,9 @@ AMBIENT=istio.io/dataplane-mode=ambient
 
 # sandbox_wait_free [MAX_S]: only one sandbox can run on the machine and
 # t_begin takes down whatever is up. If someone else's sandbox is up, wait
-# (up to MAX_S, default 300 s) for it to go away; one up for more than 10 min
-# is considered abandoned and left for t_begin to take down.
+# (up to MAX_S, default 300 s) for it to go away; one whose nodes file is
+# older than 10 min is considered abandoned and left for t_begin to take
+# down (long benchmarks touch the file to say they still use it).
 sandbox_wait_free() {
   local max=${1:-300} f=$BPFMESH_RUN/sandbox/nodes age i
   for ((i = 0; i < max; i += 5)); do
