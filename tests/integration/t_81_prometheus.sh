@@ -167,5 +167,31 @@ for q in 0.5 0.99; do
   log "ok: histogram_quantile($q) of the request duration = $v ms"
 done
 
+# The shipped Grafana dashboard: every panel query is valid PromQL for this
+# Prometheus, and every metric it names is one meshd exports.
+fams=$( { "$MESHCTL" metrics --node node1; "$MESHCTL" metrics --node node2; } | awk '$1 == "#" && $2 == "TYPE" { print $3 }' | sort -u)
+python3 - "$ROOT/deploy/grafana/bpfmesh-dashboard.json" "$fams" >"$T_TMP/dash-queries.txt" <<'EOF' ||
+import json, re, sys
+dash, fams = json.load(open(sys.argv[1])), set(sys.argv[2].split())
+bad = []
+for p in dash["panels"]:
+    for t in p.get("targets", []):
+        e = t["expr"]
+        for name in re.findall(r"\b((?:bpfmesh|istio)_[a-z_]+)", e):
+            fam = re.sub(r"_(bucket|sum|count)$", "", name) if name not in fams else name
+            if fam not in fams:
+                bad.append("%s: %s" % (p["title"], name))
+        print(e.replace("$__rate_interval", "1m").replace("$node", ".*").replace("$service", ".*"))
+if bad:
+    sys.exit("dashboard names metrics meshd does not export: %s" % bad)
+EOF
+  fail "the Grafana dashboard does not match meshd's metrics"
+nq=0
+while IFS= read -r q; do
+  query "$q" >/dev/null || fail "dashboard query fails in Prometheus: $q"
+  nq=$((nq + 1))
+done <"$T_TMP/dash-queries.txt"
+log "ok: the dashboard's $nq queries run in Prometheus and name only exported metrics"
+
 stop_prometheus
 log "prometheus stopped"
