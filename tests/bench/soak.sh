@@ -100,13 +100,24 @@ for _ in $(seq 50); do
   sleep 0.2
 done
 [ $ok = 1 ] || die "no working path through the mesh to $VIP"
-# mem PID: rss_kb hwm_kb fds threads
+# mem PID: rss_kb hwm_kb fds threads (nothing when the process is gone)
 mem() {
   local st
-  st=$(awk '/^VmRSS:/{r=$2} /^VmHWM:/{h=$2} /^Threads:/{t=$2} END{print r, h, t}' "/proc/$1/status" 2>/dev/null) ||
-    die "meshd $1 is gone"
+  st=$(awk '/^VmRSS:/{r=$2} /^VmHWM:/{h=$2} /^Threads:/{t=$2} END{print r, h, t}' "/proc/$1/status" 2>/dev/null)
+  [ -n "$st" ] || return 1
   set -- $st "$(ls "/proc/$1/fd" 2>/dev/null | wc -l)"
   echo "$1 $2 $4 $3"
+}
+# alive: both meshds still run and the sandbox is still this run's; else
+# keep their logs and stop (exit 75: someone took the sandbox, run again).
+alive() {
+  local n
+  for n in 1 2; do
+    cp "$RUN_DIR/sandbox/meshd-node$n.log" "$RESULTS/soak-meshd-node$n.log" 2>/dev/null || true
+  done
+  bench_sandbox_ours || { log "the sandbox was taken down or replaced by someone else"; exit 75; }
+  kill -0 "$MESHD1" 2>/dev/null && kill -0 "$MESHD2" 2>/dev/null && return 0
+  die "a meshd died during the soak (logs: $RESULTS/soak-meshd-node*.log)"
 }
 
 RAW=$RESULTS/soak-raw.txt
@@ -123,6 +134,7 @@ for m in $(seq "$MINUTES"); do
 try: d=json.loads(sys.argv[1])
 except Exception: d={}
 print(d.get("requests","-"), d.get("errors","-"), round(d["rps"]) if "rps" in d else "-", d.get("p50_us","-"), d.get("p99_us","-"))' "$out")
+  alive
   echo "$m $line | $(mem "$MESHD1") | $(mem "$MESHD2")" >>"$RAW"
   # Others take a sandbox whose nodes file is untouched for 10 minutes as
   # abandoned (tests/integration/lib.sh): this one is in use.
