@@ -367,7 +367,7 @@ size_t bm_accesslog_format(const struct bm_l7_record *r, char *buf, size_t size)
 	}
 	put_kv_str(&b, "method", r->method, 32);
 	put_kv_str(&b, "path", r->path, 1536);
-	put_kv_str(&b, "protocol", "HTTP/1.1", 16);   /* the engine speaks HTTP/1.1 */
+	put_kv_str(&b, "protocol", r->downstream_h2 ? "HTTP/2" : "HTTP/1.1", 16);
 	put_kv_u64(&b, "response_code", r->status);
 	put_kv_str(&b, "response_flags", r->flags && *r->flags ? r->flags : "-", 64);
 	/* Envoy's detail for a response that came from the upstream as is. */

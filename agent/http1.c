@@ -50,12 +50,48 @@ static int on_status(http_parser *hp, const char *at, size_t n)
 	return 0;
 }
 
+/* Trailer bytes into tbuf; a trailer that does not fit is dropped whole. */
+static void trailer_piece(struct bm_h1_parser *p, int value, const char *at, size_t n)
+{
+	if (!value && (p->t_in_value || !p->n_toff)) {
+		if (p->n_toff == BM_H1_TRAILERS_MAX) {
+			p->t_drop = 1;
+			return;
+		}
+		p->n_toff++;
+		p->toff[p->n_toff - 1].no = (uint16_t)p->tlen;
+		p->toff[p->n_toff - 1].nl = 0;
+		p->toff[p->n_toff - 1].vo = p->toff[p->n_toff - 1].vl = 0;
+		p->t_in_value = 0;
+		p->t_drop = 0;
+	}
+	if (p->t_drop || !p->n_toff)
+		return;
+	if (value && !p->t_in_value) {
+		p->t_in_value = 1;
+		p->toff[p->n_toff - 1].vo = (uint16_t)p->tlen;
+	}
+	if (p->tlen + n + 2 > sizeof(p->tbuf)) {
+		p->n_toff--;
+		p->t_drop = 1;
+		return;
+	}
+	memcpy(p->tbuf + p->tlen, at, n);
+	p->tlen += n;
+	if (value)
+		p->toff[p->n_toff - 1].vl += (uint16_t)n;
+	else
+		p->toff[p->n_toff - 1].nl += (uint16_t)n;
+}
+
 static int on_header_field(http_parser *hp, const char *at, size_t n)
 {
 	struct bm_h1_parser *p = P(hp);
 
-	if (p->state != BM_H1_HEAD)
-		return 0; /* trailers: dropped */
+	if (p->state != BM_H1_HEAD) {
+		trailer_piece(p, 0, at, n);
+		return 0;
+	}
 	/* Debian's http-parser is built lenient: "Content-Length : 5" frames
 	 * the body, but under a name with a space that strip_hop misses, so
 	 * it would be forwarded next to our own framing (smuggling). RFC 9112
@@ -83,7 +119,11 @@ static int on_header_value(http_parser *hp, const char *at, size_t n)
 {
 	struct bm_h1_parser *p = P(hp);
 
-	if (p->state != BM_H1_HEAD || !p->n_off)
+	if (p->state != BM_H1_HEAD) {
+		trailer_piece(p, 1, at, n);
+		return 0;
+	}
+	if (!p->n_off)
 		return 0;
 	/* http-parser lets NUL through in values; RFC 9110 §5.5 says reject
 	 * (the matchers would see the value cut short, the upstream all of it). */
@@ -343,6 +383,29 @@ ssize_t bm_h1_parse_body(struct bm_h1_parser *p, const uint8_t *d, size_t n,
 	return (ssize_t)got;
 }
 
+size_t bm_h1_trailers(struct bm_h1_parser *p, struct bm_http_hdr *out, size_t max)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < p->n_toff && k < max; i++) {
+		char *name = p->tbuf + p->toff[i].no, *val = p->tbuf + p->toff[i].vo;
+		size_t vl = p->toff[i].vl;
+
+		if (!p->toff[i].nl || memchr(val, 0, vl))
+			continue;
+		for (size_t j = 0; j < p->toff[i].nl; j++)
+			name[j] = (char)tolower((unsigned char)name[j]);
+		while (vl && (val[vl - 1] == ' ' || val[vl - 1] == '\t'))
+			vl--;
+		out[k].name = name;
+		out[k].name_len = p->toff[i].nl;
+		out[k].value = vl ? val : "";
+		out[k].value_len = vl;
+		k++;
+	}
+	return k;
+}
+
 const struct bm_http_hdr *bm_h1_find(const struct bm_http_hdr *h, size_t n, const char *name)
 {
 	size_t nl = strlen(name);
@@ -574,6 +637,39 @@ int bm_h1_write_body(struct bm_loop *lp, struct bm_chunkq *q, int chunked, const
 int bm_h1_write_end(struct bm_loop *lp, struct bm_chunkq *q)
 {
 	return put(lp, q, "0\r\n\r\n", 5);
+}
+
+/* Names a trailer may not carry (RFC 9110 §6.5.1: framing, routing). */
+static int trailer_forbidden(const struct bm_http_hdr *h)
+{
+	static const char *const no[] = { "content-length", "transfer-encoding", "host",
+					  "connection", "te", "trailer", "keep-alive", "upgrade" };
+
+	if (h->name_len && h->name[0] == ':')
+		return 1;
+	for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+		if (h->name_len == strlen(no[i]) && !strncasecmp(h->name, no[i], h->name_len))
+			return 1;
+	return 0;
+}
+
+int bm_h1_write_end_trailers(struct bm_loop *lp, struct bm_chunkq *q,
+			     const struct bm_http_hdr *t, size_t n)
+{
+	int err = put(lp, q, "0\r\n", 3);
+
+	for (size_t i = 0; i < n && !err; i++) {
+		if (trailer_forbidden(&t[i]))
+			continue;
+		err = put(lp, q, t[i].name, t[i].name_len);
+		if (!err)
+			err = put(lp, q, ": ", 2);
+		if (!err)
+			err = put(lp, q, t[i].value, t[i].value_len);
+		if (!err)
+			err = put(lp, q, "\r\n", 2);
+	}
+	return err ? err : put(lp, q, "\r\n", 2);
 }
 
 const char *bm_h1_reason(int status)

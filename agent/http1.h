@@ -13,8 +13,9 @@
  *         the message, so pipelined messages wait their turn.
  *
  * The writer side serializes a head from an editable header list and
- * frames body pieces (chunked output is re-chunked from decoded pieces;
- * trailers are dropped). */
+ * frames body pieces (chunked output is re-chunked from decoded pieces).
+ * Trailers of a chunked message are kept (up to BM_H1_TRAILERS_MAX fields,
+ * BM_H1_TRAILER_BYTES bytes; more are dropped) and can be written back. */
 #ifndef BM_HTTP1_H
 #define BM_HTTP1_H
 #include <stddef.h>
@@ -26,6 +27,8 @@
 
 #define BM_H1_HEAD_MAX (64 * 1024)  /* request/response head limit: 431 beyond */
 #define BM_H1_MAX_HDRS 128          /* header lines per head (431 beyond) */
+#define BM_H1_TRAILERS_MAX 16       /* trailer fields kept (gRPC sends two or three) */
+#define BM_H1_TRAILER_BYTES 4096
 
 enum bm_h1_state {
 	BM_H1_HEAD,       /* reading the head */
@@ -77,6 +80,12 @@ struct bm_h1_parser {
 	void *body_u;
 	int body_err;
 	uint64_t body_bytes;         /* decoded body bytes so far */
+	/* trailers: names and values copied (they live in the caller's bytes) */
+	char tbuf[BM_H1_TRAILER_BYTES];
+	size_t tlen;
+	struct { uint16_t no, nl, vo, vl; } toff[BM_H1_TRAILERS_MAX];
+	size_t n_toff;
+	uint8_t t_in_value, t_drop;
 };
 
 void bm_h1_init(struct bm_h1_parser *p, int response);
@@ -96,6 +105,10 @@ ssize_t bm_h1_parse_head(struct bm_h1_parser *p, const uint8_t *d, size_t n);
  * -EBADMSG on a framing error or a premature end. */
 ssize_t bm_h1_parse_body(struct bm_h1_parser *p, const uint8_t *d, size_t n,
 			 int (*cb)(void *u, const uint8_t *d, size_t n), void *u);
+
+/* The trailers of a completed chunked message (names lower case) into
+ * out[0..max); returns how many. Views into p, valid until the next reset. */
+size_t bm_h1_trailers(struct bm_h1_parser *p, struct bm_http_hdr *out, size_t max);
 
 /* The first value of header name (lower case) or NULL. */
 const struct bm_http_hdr *bm_h1_find(const struct bm_http_hdr *h, size_t n, const char *name);
@@ -137,6 +150,9 @@ int bm_h1_write_body(struct bm_loop *lp, struct bm_chunkq *q, int chunked, const
 		     size_t n);
 /* The last chunk of a chunked body. */
 int bm_h1_write_end(struct bm_loop *lp, struct bm_chunkq *q);
+/* The same with trailer fields (hop-by-hop and framing names skipped). */
+int bm_h1_write_end_trailers(struct bm_loop *lp, struct bm_chunkq *q,
+			     const struct bm_http_hdr *t, size_t n);
 const char *bm_h1_reason(int status);
 
 #endif

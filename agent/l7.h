@@ -103,6 +103,13 @@ struct bm_l7_cluster_rt {
 
 #define BM_L7_UNLIMITED 0xffffffffu
 
+/* Upstream protocol of a cluster (§2.4 h2UpgradePolicy, the port's protocol). */
+enum bm_l7_upstream_proto {
+	BM_L7_UP_H1 = 0,          /* HTTP/1.1 (protocol HTTP) */
+	BM_L7_UP_H2,              /* h2c prior knowledge (HTTP2, GRPC, h2UpgradePolicy UPGRADE) */
+	BM_L7_UP_DOWNSTREAM,      /* the client's protocol (unset protocol: Istio sniffs) */
+};
+
 struct bm_l7_cluster {
 	char name[320];             /* outbound|PORT|SUBSET|HOST */
 	char host[256];             /* FQDN of the service */
@@ -112,6 +119,7 @@ struct bm_l7_cluster {
 	uint8_t lb;                 /* enum bm_lb */
 	uint8_t min_health;         /* panic threshold percent */
 	int8_t tls;                 /* DR tls.mode: 1 ISTIO_MUTUAL, 0 DISABLE, -1 unset */
+	uint8_t proto;              /* enum bm_l7_upstream_proto: how to speak to the hosts */
 	/* connectionPool (§2.4); BM_L7_UNLIMITED when unset or 0 */
 	uint32_t max_connections;
 	uint32_t max_pending;       /* http1MaxPendingRequests */
@@ -190,6 +198,7 @@ struct bm_l7_route {
 	struct {
 		uint32_t delay_ms, delay_ppm;
 		uint16_t abort_status;
+		uint8_t abort_grpc;     /* abort.grpcStatus code + 1; 0: httpStatus */
 		uint32_t abort_ppm;
 	} fault;
 	struct bm_l7_mirror *mirror; size_t n_mirror;

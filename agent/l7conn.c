@@ -1,8 +1,9 @@
 /*
  * The L7 engine's downstream connections: reading and writing the client
- * socket, the first-bytes sniffing that sends HTTP/2 and non-HTTP traffic
- * to the L4 relay, connection teardown, and the engine object itself. The
- * requests carried on a connection are l7proxy.c's.
+ * socket, the first-bytes sniffing (HTTP/1.1, the HTTP/2 preface, or
+ * anything else for the L4 relay), connection teardown, and the engine
+ * object itself. Requests are read by the fronts (l7h1.c, h2down.c) and
+ * run by l7proxy.c.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -52,8 +53,12 @@ void l7_dconn_flush(struct l7_dconn *d)
 	}
 	if (d->closed)
 		return;
-	if (d->out.bytes < OUT_LOW && d->rq.x_live && d->rq.x.paused)
-		l7_x_pause(&d->rq.x, 0);
+	if (d->h2)
+		l7_h2_drained(d);
+	else if (d->out.bytes < OUT_LOW)
+		l7_rq_drained(&d->rq);
+	if (d->closed)
+		return;
 	if (!d->out.bytes && d->closing)
 		l7_dconn_close(d, 0);
 }
@@ -126,6 +131,10 @@ void l7_dconn_pump(struct l7_dconn *d)
 	if (d->closed || !d->eof || d->in.bytes)
 		return;
 	/* The client's end. A request in progress dies with it (DC). */
+	if (d->h2) {
+		l7_dconn_close(d, !l7_h2_idle(d));
+		return;
+	}
 	if (d->rq.active) {
 		if (!d->rq.resp_done)
 			l7_add_flag(&d->rq, "DC");
@@ -138,11 +147,9 @@ void l7_dconn_pump(struct l7_dconn *d)
 
 /* ---- L4 fallback ------------------------------------------------------------------------------------ */
 
-/* Not HTTP/1.1 (the HTTP/2 preface, or no request line): relay the bytes
- * as L4 to a host of the service's first destination (outbound) or to the
- * app (inbound). HTTP/2 routing is a later step; until then an h2c client
- * gets the L4 behaviour of the first route. Nothing was consumed: the
- * sniffing only peeked. */
+/* Not HTTP (no request line, no HTTP/2 preface): relay the bytes as L4 to
+ * a host of the service's first destination (outbound) or to the app
+ * (inbound). Nothing was consumed: the sniffing only peeked. */
 static void dconn_l4(struct l7_dconn *d)
 {
 	struct bm_l7_engine *e = d->e;
@@ -189,9 +196,18 @@ static void dconn_sniff(struct l7_dconn *d)
 		return;
 	}
 	if (!memcmp(b, H2_PREFACE, (size_t)n)) {
-		if (n == BM_L7_SNIFF_BYTES)
-			dconn_l4(d);
-		return; /* maybe the preface: wait for more */
+		if (n < BM_L7_SNIFF_BYTES)
+			return; /* maybe the preface: wait for more */
+		/* HTTP/2 with prior knowledge (h2c, gRPC): every stream is a
+		 * request of its own (h2down.c) */
+		d->sniffing = 0;
+		l7_timer_cancel(d->e, &d->t_sniff);
+		if (l7_h2_start(d)) {
+			l7_dconn_close(d, 1);
+			return;
+		}
+		l7_dconn_pump(d);
+		return;
 	}
 	while (i < n && (isupper((unsigned char)b[i]) || b[i] == '-' || b[i] == '_'))
 		i++;
@@ -232,9 +248,11 @@ void l7_dconn_close(struct l7_dconn *d, int reset)
 			l7_add_flag(&d->rq, "DC");
 		if (!d->rq.resp_done && !d->rq.resp_started)
 			d->rq.status = 0;
-		l7_rq_end(d);
+		l7_rq_end(&d->rq, 1);
 	}
 	d->closed = 1;
+	if (d->h2)
+		l7_h2_close(d);
 	d->ev.dead = 1;
 	l7_timer_cancel(e, &d->rq.t_route);
 	l7_timer_cancel(e, &d->rq.t_try);
@@ -320,7 +338,7 @@ int bm_l7_engine_accept(struct bm_l7_engine *e, int fd, const struct bm_l7_peer 
 	if (d->cfg)
 		bm_l7_get(d->cfg);
 	bm_h1_init(&d->qp, 0);
-	l7_req_timers_init(&d->rq);
+	l7_rq_init(&d->rq, d, &l7_h1_front);
 	l7_timer_init(&d->t_sniff, sniff_timeout);
 	d->sniffing = 1;
 	if (peer->inbound) {

@@ -414,6 +414,27 @@ static int add_fixup(struct ctx *x, struct bm_l7_cluster **slot, size_t idx)
 	return 0;
 }
 
+/* The upstream protocol (§2.4): HTTP2/GRPC ports (by protocol or name
+ * prefix) and h2UpgradePolicy UPGRADE speak h2c; useClientProtocol and
+ * ports of no declared protocol use the client's. */
+static uint8_t upstream_proto(const json_t *port, const json_t *cp)
+{
+	const json_t *http = json_object_get(cp, "http");
+	const char *p = jstr(port, "protocol"), *n = jstr(port, "name");
+	const char *up = json_string_value(json_object_get(http, "h2UpgradePolicy"));
+	size_t l = strcspn(n, "-");
+
+	if (!*p)
+		p = (l == 5 && !strncasecmp(n, "http2", 5)) ? "HTTP2" :
+		    (l == 4 && !strncasecmp(n, "grpc", 4)) ? "GRPC" :
+		    (l == 4 && !strncasecmp(n, "http", 4)) ? "HTTP" : "";
+	if (!strcasecmp(p, "HTTP2") || !strcasecmp(p, "GRPC") || (up && !strcmp(up, "UPGRADE")))
+		return BM_L7_UP_H2;
+	if (json_is_true(json_object_get(http, "useClientProtocol")) || !*p)
+		return BM_L7_UP_DOWNSTREAM;
+	return BM_L7_UP_H1;
+}
+
 /* Compile the cluster of destination dest (named in resource r, whose
  * namespace expands short hosts) for service self:self_port, and point
  * *slot at it once the configuration is laid out. An unknown host, port or
@@ -491,6 +512,7 @@ static int resolve_cluster(struct ctx *x, const struct bm_m_res *r, const struct
 	c->min_health = mc->min_health;
 	c->tls = mc->tls;
 	apply_pool(x, dr, c, component(base, subp, "connectionPool"));
+	c->proto = upstream_proto(port, component(base, subp, "connectionPool"));
 	apply_outlier(x, dr, c, component(base, subp, "outlierDetection"));
 	/* connectionPool.http and outlierDetection act per request. */
 	x->per_request[x->n_clusters] =
@@ -769,6 +791,21 @@ static int compile_retry(struct ctx *x, const struct bm_m_res *r, const json_t *
 	return 0;
 }
 
+/* abort.grpcStatus: the code's name (schema-checked), -1 if none. */
+static int grpc_code(const char *name)
+{
+	static const char *const codes[] = {
+		"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+		"ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+		"ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+		"UNAUTHENTICATED" };
+
+	for (int i = 0; name && i < (int)(sizeof(codes) / sizeof(codes[0])); i++)
+		if (!strcmp(name, codes[i]))
+			return i;
+	return -1;
+}
+
 static void compile_fault(struct ctx *x, const struct bm_m_res *r, const json_t *fj,
 			  struct bm_l7_route *rt)
 {
@@ -789,7 +826,10 @@ static void compile_fault(struct ctx *x, const struct bm_m_res *r, const json_t 
 	}
 	if (abort_) {
 		json_int_t st = json_integer_value(json_object_get(abort_, "httpStatus"));
+		int g = grpc_code(json_string_value(json_object_get(abort_, "grpcStatus")));
 
+		if (g >= 0) /* a gRPC reply: 200 with grpc-status (§1.8) */
+			st = 200, rt->fault.abort_grpc = (uint8_t)(g + 1);
 		if (st >= 200 && st <= 599) {
 			rt->fault.abort_status = (uint16_t)st;
 			if (json_object_get(abort_, "percentage"))
@@ -797,7 +837,7 @@ static void compile_fault(struct ctx *x, const struct bm_m_res *r, const json_t 
 			else
 				rt->fault.abort_ppm = int_percent_ppm(json_object_get(abort_, "percent"));
 		} else {
-			warn(x, r, "fault.abort: only httpStatus 200..599 is supported; ignored");
+			warn(x, r, "fault.abort: httpStatus 200..599 or grpcStatus needed; ignored");
 		}
 	}
 }

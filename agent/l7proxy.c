@@ -1,12 +1,15 @@
 /*
- * The HTTP/1.1 engine's downstream half: connections from clients (or, on
- * the server side, from peers), one request at a time in arrival order,
- * and the per-request flow of Envoy's router as Istio configures it
+ * The L7 engine's per-request pipeline, shared by the HTTP/1.1 front
+ * (l7h1.c) and the HTTP/2 front (h2down.c): every request, whatever its
+ * protocol, is a struct l7_req run through the per-request flow of Envoy's router as Istio configures it
  * (istio-api.md §1.2-§1.9): route, directResponse / redirect, fault, the
  * weighted destination, circuit breakers, attempts with retries and
  * timeouts, streaming the response back, mirrors; on the server side the
- * per-request authorization. The client socket, sniffing and the engine
- * object are l7conn.c's; the upstream half is l7upstream.c.
+ * per-request authorization. The front reads the request into it and
+ * writes the response through struct l7_front; the client socket, sniffing
+ * and the engine object are l7conn.c's; the upstream half is l7upstream.c
+ * (HTTP/1.1) and h2up.c (HTTP/2). gRPC-shaped local replies and the
+ * request records are l7reply.c's.
  *
  * Request bodies: up to BM_L7_REPLAY_MAX bytes are kept until the request
  * ends, so an attempt can be replayed and mirrors get a copy; beyond that
@@ -40,10 +43,11 @@ static const char BODY_TERMINATION[] =
 static const char BODY_OVERFLOW[] =
 	"upstream connect error or disconnect/reset before headers. reset reason: overflow";
 
+
 enum { STEP_NONE, STEP_AFTER_DELAY, STEP_RETRY };
 
-static void rq_attempt(struct l7_dconn *d);
-static void outbound_route(struct l7_dconn *d);
+static void rq_attempt(struct l7_req *rq);
+static void outbound_route(struct l7_req *rq);
 
 void l7_add_flag(struct l7_req *rq, const char *f)
 {
@@ -56,16 +60,14 @@ void l7_add_flag(struct l7_req *rq, const char *f)
 
 /* ---- request completion --------------------------------------------------------- */
 
-static void attempt_end(struct l7_dconn *d, int reuse)
+static void attempt_end(struct l7_req *rq, int reuse)
 {
-	struct l7_req *rq = &d->rq;
-
-	l7_timer_cancel(d->e, &rq->t_try);
+	l7_timer_cancel(rq->d->e, &rq->t_try);
 	if (!rq->x_live)
 		return;
 	l7_x_end(&rq->x, reuse);
 	if (rq->x.active_counted)
-		l7_backend_active(d->e, &rq->x.b, -1);
+		l7_backend_active(rq->d->e, &rq->x.b, -1);
 	rq->x.active_counted = 0;
 	rq->x_live = rq->x_ready = 0;
 	if (rq->retry_held) {
@@ -74,156 +76,110 @@ static void attempt_end(struct l7_dconn *d, int reuse)
 	}
 }
 
-static void rq_record(struct l7_dconn *d)
-{
-	struct bm_l7_engine *e = d->e;
-	struct l7_req *rq = &d->rq;
-	const struct bm_h1_head *h = &d->qp.head;
-	const struct bm_http_hdr *host = bm_h1_find(h->hdr, h->n_hdr, "host");
-	const struct bm_http_hdr *ua = bm_h1_find(h->hdr, h->n_hdr, "user-agent");
-	struct bm_l7_record r = { 0 };
-
-	e->st.requests++;
-	e->st.status_class[rq->status >= 100 && rq->status < 600 ? rq->status / 100 : 0]++;
-	if (!e->ops.complete)
-		return;
-	r.reporter = d->peer.inbound ? BM_MESH_DESTINATION : BM_MESH_SOURCE;
-	r.mtls = d->peer.mtls;
-	r.src_ns = d->peer.src_ns;
-	r.src_name = d->peer.src_name;
-	r.src_principal = d->peer.src_principal;
-	r.dst_ns = d->peer.inbound ? d->peer.dst_ns : "";
-	r.dst_name = d->peer.inbound ? d->peer.dst_name : "";
-	r.dst_service = rq->c && !d->peer.inbound ? rq->c->host : "";
-	r.dst_service_ns = rq->c && !d->peer.inbound ? rq->c->ns : "";
-	r.cluster = rq->c ? rq->c->name : "";
-	r.subset = rq->c ? rq->c->subset : "";
-	r.upstream_ip = rq->n_tried ? rq->tried[rq->n_tried - 1][0] : 0;
-	r.upstream_port = rq->n_tried ? (uint16_t)rq->tried[rq->n_tried - 1][1] : 0;
-	r.dst_port = d->peer.inbound ? d->peer.dst_port : d->peer.port;
-	r.method = h->method ? h->method : "";
-	r.authority = host ? host->value : "";
-	r.path = h->target ? h->target : "";
-	r.status = rq->status;
-	r.flags = rq->flags[0] ? rq->flags : "-";
-	r.req_body_bytes = rq->body_total;
-	r.resp_body_bytes = rq->resp_bytes;
-	r.start_ms = rq->start_wall;
-	r.duration_ms = l7_now_ms() - rq->start_mono;
-	r.attempts = rq->attempts;
-	r.route_name = rq->route_name;
-	r.request_id = rq->reqid;
-	r.user_agent = ua ? ua->value : "";
-	r.svc_id = d->peer.inbound ? 0 : d->peer.svc_id;
-	r.src_ip = d->peer.src_ip;
-	if (d->peer.trace.active && d->peer.trace.report) {
-		struct bm_trace_span *s = &d->peer.trace;
-		struct timespec ts;
-
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		s->duration_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000 -
-				 s->start_mono_us;
-		r.span = s;
-	}
-	e->ops.complete(e->ops.ctx, &r);
-}
-
 /* The request is over (answered, or the client went away): account,
- * release what it held, and get ready for the next one. */
-void l7_rq_end(struct l7_dconn *d)
+ * release what it held, and hand it back to its front. */
+void l7_rq_end(struct l7_req *rq, int from_close)
 {
-	struct l7_req *rq = &d->rq;
-	struct bm_l7_engine *e = d->e;
+	struct bm_l7_engine *e = rq->d->e;
 
-	attempt_end(d, 0);
+	attempt_end(rq, 0);
 	l7_timer_cancel(e, &rq->t_route);
 	l7_timer_cancel(e, &rq->t_step);
 	if (rq->retry_held) { /* a retry was scheduled and never ran */
 		l7_cb_give(&rq->c->rt->retries);
 		rq->retry_held = 0;
 	}
-	rq_record(d);
-	d->peer.trace.active = 0;
+	l7_rq_record(rq);
+	rq->trace.active = 0;
 	if (rq->req_counted)
 		l7_cb_give(&rq->c->rt->requests);
+	rq->req_counted = 0;
 	bm_chunkq_clear(e->l, &rq->uhead);
 	bm_chunkq_clear(e->l, &rq->body);
 	rq->active = 0;
-	bm_h1_reset(&d->qp);
+	rq->fr->ended(rq, from_close);
 }
 
-static void rq_maybe_finish(struct l7_dconn *d)
+void l7_rq_maybe_finish(struct l7_req *rq)
 {
-	struct l7_req *rq = &d->rq;
-
-	if (!rq->active || !rq->resp_done || d->qp.state != BM_H1_DONE)
+	if (!rq->active || !rq->resp_done || !rq->fr->req_complete(rq))
 		return;
-	l7_rq_end(d);
-	if (d->close_after) {
-		d->closing = 1;
-		l7_dconn_flush(d);
-	}
+	l7_rq_end(rq, 0);
+}
+
+/* Cut the request (the response may be half sent): the front resets. */
+static void rq_abort(struct l7_req *rq)
+{
+	if (rq->active)
+		rq->fr->abort(rq);
 }
 
 /* ---- local responses ------------------------------------------------------------ */
 
-struct xhdr {
-	const char *name, *value;
-};
-
-static void rq_local(struct l7_dconn *d, int status, const char *body, const char *flag,
-		     const struct xhdr *xh, size_t n_xh)
+void l7_rq_local_x(struct l7_req *rq, int status, const char *body, const char *flag,
+		   const struct l7_xhdr *xh, size_t n_xh)
 {
-	struct l7_req *rq = &d->rq;
 	struct bm_h1_hlist *hl;
-	char len[24];
 	size_t blen = body ? strlen(body) : 0;
-	int head_req = d->qp.head.method && !strcmp(d->qp.head.method, "HEAD");
+	int head_req = rq->h && rq->h->method && !strcmp(rq->h->method, "HEAD");
+	int grpc = (rq->grpc && status >= 300 && !rq->upgrade) || rq->grpc_abort, err;
 
-	attempt_end(d, 0);
-	l7_timer_cancel(d->e, &rq->t_route);
-	l7_timer_cancel(d->e, &rq->t_step);
+	attempt_end(rq, 0);
+	l7_timer_cancel(rq->d->e, &rq->t_route);
+	l7_timer_cancel(rq->d->e, &rq->t_step);
 	if (flag)
 		l7_add_flag(rq, flag);
 	if (rq->resp_started) {
 		/* part of a response went out already: all we can do is cut it */
-		d->close_after = 1;
-		l7_dconn_close(d, 1);
+		rq_abort(rq);
 		return;
 	}
 	hl = malloc(sizeof(*hl));
 	if (!hl) {
-		l7_dconn_close(d, 1);
+		rq_abort(rq);
 		return;
 	}
 	bm_h1_hlist_from(hl, NULL, 0);
 	for (size_t i = 0; i < n_xh; i++)
 		bm_h1_hlist_add(hl, xh[i].name, xh[i].value, strlen(xh[i].value));
-	if (blen)
-		bm_h1_hlist_add(hl, "content-type", "text/plain", 10);
-	snprintf(len, sizeof(len), "%zu", blen);
-	bm_h1_hlist_add(hl, "content-length", len, strlen(len));
-	if (rq->rt)
-		bm_h1_hlist_apply(hl, &rq->rt->resp);
-	if (d->close_after)
-		bm_h1_hlist_set(hl, "connection", "close", 5);
-	else if (!d->qp.head.minor)
-		bm_h1_hlist_set(hl, "connection", "keep-alive", 10);
-	if (bm_h1_write_response(d->e->l, &d->out, 1, status, NULL, hl) ||
-	    (!head_req && blen && l7_out_write(d, body, blen))) {
-		free(hl);
-		l7_dconn_close(d, 1);
+	if (grpc) {
+		/* Envoy's local reply to a gRPC request: 200, trailers-only */
+		err = l7_grpc_local_headers(rq, hl, status, body);
+		rq->grpc_status = (int16_t)(rq->grpc_abort ? rq->grpc_abort - 1 :
+					     l7_grpc_from_http(status));
+		status = 200;
+		blen = 0;
+	} else {
+		err = blen ? bm_h1_hlist_add(hl, "content-type", "text/plain", 10) : 0;
+	}
+	if (!err && rq->rt)
+		err = bm_h1_hlist_apply(hl, &rq->rt->resp);
+	rq->status = (uint16_t)status;
+	rq->resp_started = 1;
+	rq->cork = 1; /* head and body leave in one write, at the end */
+	if (!err)
+		err = rq->fr->head(rq, status, NULL, hl, grpc ? -1 : (int64_t)blen,
+				   !grpc && !head_req && blen);
+	free(hl);
+	if (!err && !head_req && blen)
+		err = rq->fr->body(rq, (const uint8_t *)body, blen);
+	rq->cork = 0;
+	if (!err && rq->active)
+		err = rq->fr->end(rq, NULL, 0);
+	if (err) {
+		rq_abort(rq);
 		return;
 	}
-	free(hl);
-	rq->status = (uint16_t)status;
-	rq->resp_started = rq->resp_done = 1;
+	rq->resp_done = 1;
 	rq->resp_bytes = head_req ? 0 : blen;
 	rq->discard = 1;
-	bm_chunkq_clear(d->e->l, &rq->body);
-	l7_dconn_flush(d);
-	if (!d->closed)
-		rq_maybe_finish(d);
+	bm_chunkq_clear(rq->d->e->l, &rq->body);
+	l7_rq_maybe_finish(rq);
+}
+
+void l7_rq_local(struct l7_req *rq, int status, const char *body, const char *flag)
+{
+	l7_rq_local_x(rq, status, body, flag, NULL, 0);
 }
 
 /* ---- the upstream request ---------------------------------------------------------- */
@@ -244,10 +200,10 @@ static uint64_t rand64(struct bm_l7_engine *e)
 
 /* This hop's span (agent/tracing.h): the client pod's settings on the
  * client's side, the server pod's on the server's. */
-static void trace_begin(struct l7_dconn *d)
+static void trace_begin(struct l7_req *rq)
 {
+	struct l7_dconn *d = rq->d;
 	struct bm_l7_engine *e = d->e;
-	const struct bm_h1_head *h = &d->qp.head;
 	const struct bm_l7_podtrace *pt = d->peer.inbound ?
 		bm_trace_pod_find(d->cfg, d->peer.dst_ns, d->peer.dst_name) :
 		bm_trace_pod_find(d->cfg, d->peer.src_ns, d->peer.src_name);
@@ -257,18 +213,18 @@ static void trace_begin(struct l7_dconn *d)
 	rnd.trace_lo = rand64(e);
 	rnd.span = rand64(e);
 	rnd.sample = l7_rand(e);
-	bm_trace_start(&d->peer.trace, h->hdr, h->n_hdr,
+	bm_trace_start(&rq->trace, rq->h->hdr, rq->h->n_hdr,
 		       d->peer.inbound ? BM_TRACE_SERVER : BM_TRACE_CLIENT, pt, &rnd);
 }
 
-/* Serialize the request head for upstream into rq->uhead. */
-static int build_uhead(struct l7_dconn *d, const char *target, size_t tlen,
+/* Serialize the request head for upstream into rq->uhead (HTTP/1.1 bytes;
+ * an HTTP/2 upstream translates them, h2up.c). */
+static int build_uhead(struct l7_req *rq, const char *target, size_t tlen,
 		       const char *orig_path, const struct bm_l7_authz_res *strip)
 {
-	struct l7_req *rq = &d->rq;
-	const struct bm_h1_head *h = &d->qp.head;
+	const struct bm_h1_head *h = rq->h;
 	struct bm_h1_hlist *hl = malloc(sizeof(*hl));
-	const struct bm_http_hdr *rid;
+	const struct bm_http_hdr *rid, *up = bm_h1_find(h->hdr, h->n_hdr, "upgrade");
 	char len[24];
 	int err = 0;
 
@@ -294,27 +250,34 @@ static int build_uhead(struct l7_dconn *d, const char *target, size_t tlen,
 		err = bm_h1_hlist_set(hl, "x-request-id", rq->reqid, strlen(rq->reqid));
 	/* after the route's header operations: the trace context is ours */
 	if (!err)
-		err = bm_trace_inject(&d->peer.trace, hl);
+		err = bm_trace_inject(&rq->trace, hl);
 	if (!err)
 		err = bm_h1_hlist_set(hl, "x-forwarded-proto", "http", 4);
+	/* WebSocket: the upgrade is end to end here (Istio allows it) */
+	if (!err && rq->upgrade && up) {
+		err = bm_h1_hlist_set(hl, "upgrade", up->value, up->value_len);
+		if (!err)
+			err = bm_h1_hlist_set(hl, "connection", "upgrade", 7);
+	}
+	if (!err && rq->grpc)
+		err = bm_h1_hlist_set(hl, "te", "trailers", 8);
 	if (!err && h->chunked)
 		err = bm_h1_hlist_add(hl, "transfer-encoding", "chunked", 7);
-	else if (!err && h->content_length >= 0) {
-		snprintf(len, sizeof(len), "%lld", (long long)h->content_length);
+	else if (!err && h->content_length >= 0)
+		snprintf(len, sizeof(len), "%lld", (long long)h->content_length),
 		err = bm_h1_hlist_add(hl, "content-length", len, strlen(len));
-	}
 	if (!err)
-		err = bm_h1_write_request(d->e->l, &rq->uhead, h->method, target, tlen, hl);
+		err = bm_h1_write_request(rq->d->e->l, &rq->uhead, h->method, target, tlen, hl);
 	free(hl);
 	return err;
 }
 
 /* Queue what the current attempt has not had of the body yet. */
-static void rq_push_body(struct l7_dconn *d)
+static void rq_push_body(struct l7_req *rq)
 {
-	struct l7_req *rq = &d->rq;
+	struct bm_l7_engine *e = rq->d->e;
 	struct bm_chunkq *wq;
-	int chunked = d->qp.head.chunked, err = 0;
+	int chunked = rq->h->chunked, err = 0;
 	size_t skip;
 
 	if (!rq->x_live || !rq->x_ready || !(wq = l7_x_wq(&rq->x)))
@@ -325,21 +288,21 @@ static void rq_push_body(struct l7_dconn *d)
 			skip -= c->len;
 			continue;
 		}
-		err = bm_h1_write_body(d->e->l, wq, chunked, c->data + c->off + skip, c->len - skip);
+		err = bm_h1_write_body(e->l, wq, chunked, c->data + c->off + skip, c->len - skip);
 		skip = 0;
 	}
 	if (rq->replayable)
 		rq->body_sent = rq->body.bytes;
 	else
-		bm_chunkq_consume(d->e->l, &rq->body, rq->body.bytes);
+		bm_chunkq_consume(e->l, &rq->body, rq->body.bytes);
 	if (!err && rq->body_done && !rq->body_end_sent) {
 		if (chunked)
-			err = bm_h1_write_end(d->e->l, wq);
+			err = bm_h1_write_end_trailers(e->l, wq, rq->req_trailers, rq->n_req_trailers);
 		rq->body_end_sent = 1;
 		rq->x.req_done = 1;
 	}
 	if (err) {
-		l7_dconn_close(d, 1);
+		rq_abort(rq);
 		return;
 	}
 	l7_x_flush(&rq->x);
@@ -348,31 +311,61 @@ static void rq_push_body(struct l7_dconn *d)
 static void route_timeout(struct l7_timer *t)
 {
 	struct l7_req *rq = (struct l7_req *)((char *)t - offsetof(struct l7_req, t_route));
-	struct l7_dconn *d = RQ_D(rq);
 
-	d->e->st.timeouts++;
+	rq->d->e->st.timeouts++;
 	if (rq->x_live && rq->x_ready)
-		l7_outlier(d->e, rq->c, &rq->x.b, BM_OE_LOCAL_FAILURE);
+		l7_outlier(rq->d->e, rq->c, &rq->x.b, BM_OE_LOCAL_FAILURE);
 	/* §1.5: 504 "upstream request timeout", UT, never retried; after the
 	 * response started, the stream is cut. */
-	rq_local(d, 504, "upstream request timeout", "UT", NULL, 0);
+	l7_rq_local(rq, 504, "upstream request timeout", "UT");
 }
 
-/* The route timeout runs from the end of the downstream request (§1.5). */
-static void rq_arm_route(struct l7_dconn *d)
+/* A gRPC client's deadline (grpc-timeout: 1-8 digits and a unit H, M, S,
+ * m, u, n) in ms, rounded up; 0 when absent or malformed. */
+static uint64_t grpc_timeout_ms(const struct bm_h1_head *h)
 {
-	struct l7_req *rq = &d->rq;
+	const struct bm_http_hdr *g = bm_h1_find(h->hdr, h->n_hdr, "grpc-timeout");
+	uint64_t v = 0;
+	size_t i;
 
-	if (rq->route_armed || !rq->forwarding || !rq->body_done || rq->resp_done || !rq->rt ||
-	    !rq->rt->timeout_ms)
+	if (!g || g->value_len < 2 || g->value_len > 9)
+		return 0;
+	for (i = 0; i + 1 < g->value_len; i++) {
+		if (!isdigit((unsigned char)g->value[i]))
+			return 0;
+		v = v * 10 + (uint64_t)(g->value[i] - '0');
+	}
+	switch (g->value[i]) {
+	case 'H': return v * 3600000;
+	case 'M': return v * 60000;
+	case 'S': return v * 1000;
+	case 'm': return v;
+	case 'u': return (v + 999) / 1000;
+	case 'n': return (v + 999999) / 1000000;
+	default:  return 0;
+	}
+}
+
+/* The route timeout runs from the end of the downstream request (§1.5).
+ * gRPC: Istio sets max_grpc_timeout to the route's timeout, so a client's
+ * grpc-timeout is honoured, capped by the route timeout when there is one. */
+static void rq_arm_route(struct l7_req *rq)
+{
+	uint64_t ms = rq->rt ? rq->rt->timeout_ms : 0, g;
+
+	if (rq->route_armed || !rq->forwarding || !rq->body_done || rq->resp_done)
+		return;
+	if (rq->grpc && (g = grpc_timeout_ms(rq->h)))
+		ms = ms && ms < g ? ms : g;
+	if (!ms)
 		return;
 	rq->route_armed = 1;
-	l7_timer_arm(d->e, &rq->t_route, rq->rt->timeout_ms);
+	l7_timer_arm(rq->d->e, &rq->t_route, ms);
 }
 
-static void rq_send_mirrors(struct l7_dconn *d)
+static void rq_send_mirrors(struct l7_req *rq)
 {
-	struct l7_req *rq = &d->rq;
+	struct l7_dconn *d = rq->d;
 	uint32_t tmo = rq->rt && rq->rt->timeout_ms ? rq->rt->timeout_ms : 0;
 
 	if (rq->mirrors_sent || !rq->n_mirror || !rq->forwarding || !rq->body_done)
@@ -382,17 +375,16 @@ static void rq_send_mirrors(struct l7_dconn *d)
 		return;
 	for (unsigned i = 0; i < rq->n_mirror; i++)
 		l7_mirror_send(d->e, rq->mirror[i], d->pool_key, d->peer.user, &rq->uhead, &rq->body,
-			       d->qp.head.chunked, !strcmp(d->qp.head.method, "HEAD"), tmo);
+			       rq->h->chunked, !strcmp(rq->h->method, "HEAD"), tmo);
 }
 
 /* ---- attempts -------------------------------------------------------------------------- */
 
-static int rq_retry_want(struct l7_dconn *d, enum bm_attempt_result r, int status, int grpc)
+static int rq_retry_want(struct l7_req *rq, enum bm_attempt_result r, int status, int grpc)
 {
-	struct l7_req *rq = &d->rq;
 	struct bm_l7_retry exhausted;
 
-	if (!rq->replayable || r == BM_AR_OVERFLOW)
+	if (!rq->replayable || r == BM_AR_OVERFLOW || rq->upgrade)
 		return 0;
 	if (bm_retry_should(&rq->retry, r, status, grpc, rq->attempts)) {
 		if (l7_cb_take(&rq->c->rt->retries, rq->c->max_retries))
@@ -408,176 +400,172 @@ static int rq_retry_want(struct l7_dconn *d, enum bm_attempt_result r, int statu
 	return 0;
 }
 
-static void rq_retry(struct l7_dconn *d)
+static void rq_retry(struct l7_req *rq)
 {
-	struct l7_req *rq = &d->rq;
-	uint32_t ms = bm_retry_backoff_ms(&rq->retry, rq->attempts, l7_rand(d->e));
+	uint32_t ms = bm_retry_backoff_ms(&rq->retry, rq->attempts, l7_rand(rq->d->e));
 
-	attempt_end(d, 0);
+	attempt_end(rq, 0);
 	rq->retry_held = 1; /* the retry is in flight until its attempt ends */
-	d->e->st.retries++;
+	rq->d->e->st.retries++;
 	rq->step = STEP_RETRY;
-	l7_timer_arm(d->e, &rq->t_step, ms);
+	l7_timer_arm(rq->d->e, &rq->t_step, ms);
 }
 
-static void rq_attempt_failed(struct l7_dconn *d, enum bm_attempt_result r)
+static void rq_attempt_failed(struct l7_req *rq, enum bm_attempt_result r)
 {
-	struct l7_req *rq = &d->rq;
+	struct bm_l7_engine *e = rq->d->e;
 
 	if (rq->resp_started) {
 		/* the upstream went away in the middle of the response */
 		l7_add_flag(rq, "UC");
-		attempt_end(d, 0);
-		l7_dconn_close(d, 1);
+		attempt_end(rq, 0);
+		rq_abort(rq);
 		return;
 	}
-	l7_timer_cancel(d->e, &rq->t_try);
-	l7_outlier(d->e, rq->c, &rq->x.b, l7_outlier_ev(r, 0));
-	if (rq_retry_want(d, r, 0, -1)) {
-		rq_retry(d);
+	l7_timer_cancel(e, &rq->t_try);
+	l7_outlier(e, rq->c, &rq->x.b, l7_outlier_ev(r, 0));
+	if (rq_retry_want(rq, r, 0, -1)) {
+		rq_retry(rq);
 		return;
 	}
-	attempt_end(d, 0);
+	attempt_end(rq, 0);
 	if (rq->urx)
 		l7_add_flag(rq, "URX");
 	switch (r) {
 	case BM_AR_CONNECT_FAILURE:
-		rq_local(d, 503, BODY_CONNECT_FAILURE, "UF", NULL, 0);
+		l7_rq_local(rq, 503, BODY_CONNECT_FAILURE, "UF");
 		break;
 	case BM_AR_PER_TRY_TIMEOUT:
-		d->e->st.timeouts++;
-		rq_local(d, 504, "upstream request timeout", "UT", NULL, 0);
+		e->st.timeouts++;
+		l7_rq_local(rq, 504, "upstream request timeout", "UT");
 		break;
 	default:
-		rq_local(d, 503, BODY_TERMINATION, "UC", NULL, 0);
+		l7_rq_local(rq, 503, BODY_TERMINATION, "UC");
 		break;
 	}
 }
 
 static void att_ready(struct l7_x *x)
 {
-	struct l7_dconn *d = X_D(x);
-	struct l7_req *rq = &d->rq;
+	struct l7_req *rq = X_RQ(x);
 
 	rq->x_ready = 1;
 	rq->body_sent = 0;
 	rq->body_end_sent = 0;
 	if (l7_x_write_q(x, &rq->uhead, 0)) {
-		rq_attempt_failed(d, BM_AR_RESET_BEFORE_REQ);
+		rq_attempt_failed(rq, BM_AR_RESET_BEFORE_REQ);
 		return;
 	}
-	rq_push_body(d);
+	rq_push_body(rq);
 }
 
 static void att_writable(struct l7_x *x)
 {
-	l7_dconn_pump(X_D(x)); /* more request body may go now */
-}
+	struct l7_req *rq = X_RQ(x);
 
-static int grpc_status(const struct bm_h1_head *h)
-{
-	const struct bm_http_hdr *g = bm_h1_find(h->hdr, h->n_hdr, "grpc-status");
-
-	return g && g->value_len && isdigit((unsigned char)g->value[0]) ? atoi(g->value) : -1;
+	rq->fr->more(rq); /* more request body may go now */
 }
 
 static void att_head(struct l7_x *x, const struct bm_h1_head *h)
 {
-	struct l7_dconn *d = X_D(x);
-	struct l7_req *rq = &d->rq;
-	const struct bm_h1_head *qh = &d->qp.head;
+	struct l7_req *rq = X_RQ(x);
+	struct bm_l7_engine *e = rq->d->e;
+	const struct bm_http_hdr *up = bm_h1_find(h->hdr, h->n_hdr, "upgrade");
+	int gs = l7_grpc_status_of(h->hdr, h->n_hdr);
 	struct bm_h1_hlist *hl;
-	char len[24];
 	int err;
 
-	l7_timer_cancel(d->e, &rq->t_try);
-	l7_outlier(d->e, rq->c, &x->b, l7_outlier_ev(BM_AR_RESPONSE, h->status));
-	if (rq_retry_want(d, BM_AR_RESPONSE, h->status, grpc_status(h))) {
-		rq_retry(d);
+	l7_timer_cancel(e, &rq->t_try);
+	l7_outlier(e, rq->c, &x->b, l7_outlier_ev(BM_AR_RESPONSE, h->status));
+	/* §1.6: the gRPC tokens look at the status in the response headers */
+	if (rq_retry_want(rq, BM_AR_RESPONSE, h->status, gs)) {
+		rq_retry(rq);
 		return;
 	}
 	if (rq->urx)
 		l7_add_flag(rq, "URX");
+	rq->grpc_status = (int16_t)gs;
 	hl = malloc(sizeof(*hl));
 	if (!hl) {
-		l7_dconn_close(d, 1);
+		rq_abort(rq);
 		return;
 	}
 	bm_h1_hlist_from(hl, h->hdr, h->n_hdr);
 	bm_h1_hlist_strip_hop(hl);
-	if (rq->rt)
-		bm_h1_hlist_apply(hl, &rq->rt->resp);
-	if (rq->dest)
-		bm_h1_hlist_apply(hl, &rq->dest->resp);
-	rq->resp_chunked = 0;
-	if (h->content_length >= 0) {
-		snprintf(len, sizeof(len), "%lld", (long long)h->content_length);
-		bm_h1_hlist_add(hl, "content-length", len, strlen(len));
-	} else if (h->has_body) {
-		if (qh->minor >= 1)
-			bm_h1_hlist_add(hl, "transfer-encoding", "chunked", 7), rq->resp_chunked = 1;
-		else
-			d->close_after = 1; /* HTTP/1.0: the end of the connection delimits */
-	}
-	if (!qh->keep_alive)
-		d->close_after = 1;
-	if (d->close_after)
-		bm_h1_hlist_set(hl, "connection", "close", 5);
-	else if (!qh->minor)
-		bm_h1_hlist_set(hl, "connection", "keep-alive", 10);
-	err = bm_h1_write_response(d->e->l, &d->out, 1, h->status, h->reason, hl);
-	free(hl);
-	if (err) {
-		l7_dconn_close(d, 1);
-		return;
+	err = rq->rt ? bm_h1_hlist_apply(hl, &rq->rt->resp) : 0;
+	if (!err && rq->dest)
+		err = bm_h1_hlist_apply(hl, &rq->dest->resp);
+	if (!err && h->status == 101 && rq->upgrade && up) {
+		err = bm_h1_hlist_set(hl, "upgrade", up->value, up->value_len);
+		if (!err)
+			err = bm_h1_hlist_set(hl, "connection", "upgrade", 7);
 	}
 	rq->status = (uint16_t)h->status;
 	rq->resp_started = 1;
-	l7_dconn_flush(d);
+	if (!err)
+		err = rq->fr->head(rq, h->status, h->reason, hl, h->content_length,
+				   h->has_body || h->status == 101);
+	free(hl);
+	if (err)
+		rq_abort(rq);
 }
 
 static void att_body(struct l7_x *x, const uint8_t *p, size_t n)
 {
-	struct l7_dconn *d = X_D(x);
-	struct l7_req *rq = &d->rq;
+	struct l7_req *rq = X_RQ(x);
 
-	if (bm_h1_write_body(d->e->l, &d->out, rq->resp_chunked, p, n)) {
-		l7_dconn_close(d, 1);
+	if (rq->fr->body(rq, p, n)) {
+		rq_abort(rq);
 		return;
 	}
 	rq->resp_bytes += n;
-	if (d->out.bytes > L7_HIGH_WATER)
+	if (rq->active && rq->x_live && rq->fr->queued(rq) > rq->fr->high_water)
 		l7_x_pause(x, 1);
-	l7_dconn_flush(d);
 }
 
 static void att_done(struct l7_x *x)
 {
-	struct l7_dconn *d = X_D(x);
-	struct l7_req *rq = &d->rq;
+	struct l7_req *rq = X_RQ(x);
+	struct bm_l7_engine *e = rq->d->e;
 
-	if (rq->resp_chunked && bm_h1_write_end(d->e->l, &d->out)) {
-		l7_dconn_close(d, 1);
+	if (rq->grpc_status < 0)
+		rq->grpc_status = (int16_t)l7_grpc_status_of(x->trailers, x->n_trailers);
+	if (rq->fr->end(rq, x->trailers, x->n_trailers)) {
+		rq_abort(rq);
 		return;
 	}
 	rq->resp_done = 1;
-	l7_timer_cancel(d->e, &rq->t_route);
-	attempt_end(d, 1);
-	if (d->qp.state != BM_H1_DONE) {
+	l7_timer_cancel(e, &rq->t_route);
+	attempt_end(rq, 1);
+	if (!rq->active)
+		return;
+	if (!rq->fr->req_complete(rq)) {
 		/* answered before the request ended: drop the rest of its body */
 		rq->discard = 1;
-		bm_chunkq_clear(d->e->l, &rq->body);
+		bm_chunkq_clear(e->l, &rq->body);
 	}
-	l7_dconn_flush(d);
-	if (d->closed)
-		return;
-	rq_maybe_finish(d);
-	l7_dconn_pump(d);
+	l7_rq_maybe_finish(rq);
+	rq->fr->more(rq);
 }
 
 static void att_fail(struct l7_x *x, enum bm_attempt_result r)
 {
-	rq_attempt_failed(X_D(x), r);
+	rq_attempt_failed(X_RQ(x), r);
+}
+
+static void att_upgraded(struct l7_x *x, int fd, const uint8_t *rest, size_t n)
+{
+	struct l7_req *rq = X_RQ(x);
+
+	attempt_end(rq, 0);
+	if (!rq->fr->upgraded || !rq->active) {
+		if (fd >= 0)
+			close(fd);
+		rq_abort(rq);
+		return;
+	}
+	rq->d->e->st.upgrades++;
+	rq->fr->upgraded(rq, fd, rest, n);
 }
 
 static const struct l7_x_ops att_ops = {
@@ -587,6 +575,7 @@ static const struct l7_x_ops att_ops = {
 	.body = att_body,
 	.done = att_done,
 	.fail = att_fail,
+	.upgraded = att_upgraded,
 };
 
 static void per_try_timeout(struct l7_timer *t)
@@ -594,12 +583,26 @@ static void per_try_timeout(struct l7_timer *t)
 	struct l7_req *rq = (struct l7_req *)((char *)t - offsetof(struct l7_req, t_try));
 
 	if (rq->x_live && !rq->resp_started)
-		rq_attempt_failed(RQ_D(rq), BM_AR_PER_TRY_TIMEOUT);
+		rq_attempt_failed(rq, BM_AR_PER_TRY_TIMEOUT);
 }
 
-static void rq_attempt(struct l7_dconn *d)
+/* HTTP/2 upstream: the port says HTTP2/GRPC (or h2UpgradePolicy UPGRADE);
+ * inbound, and ports of unset protocol, use the client's protocol (Envoy's
+ * USE_DOWNSTREAM_PROTOCOL). Upgrades are HTTP/1.1 only. */
+static int rq_upstream_h2(const struct l7_req *rq)
 {
-	struct l7_req *rq = &d->rq;
+	if (rq->upgrade)
+		return 0;
+	if (rq->d->peer.inbound)
+		return rq->d->h2 != NULL;
+	if (rq->c->proto == BM_L7_UP_H2)
+		return 1;
+	return rq->c->proto == BM_L7_UP_DOWNSTREAM && rq->d->h2;
+}
+
+static void rq_attempt(struct l7_req *rq)
+{
+	struct l7_dconn *d = rq->d;
 	const struct bm_l7_backend *b;
 	int err;
 
@@ -611,7 +614,7 @@ static void rq_attempt(struct l7_dconn *d)
 			l7_cb_give(&rq->c->rt->retries);
 			rq->retry_held = 0;
 		}
-		rq_local(d, 503, "no healthy upstream", "UH", NULL, 0);
+		l7_rq_local(rq, 503, "no healthy upstream", "UH");
 		return;
 	}
 	if (rq->n_tried < MAX_TRIED) {
@@ -629,7 +632,8 @@ static void rq_attempt(struct l7_dconn *d)
 	rq->x.b = *b;
 	rq->x.pool_key = d->pool_key;
 	rq->x.user = d->peer.user;
-	rq->x.head_request = !strcmp(d->qp.head.method, "HEAD");
+	rq->x.head_request = !strcmp(rq->h->method, "HEAD");
+	rq->x.h2 = (uint8_t)rq_upstream_h2(rq);
 	rq->x_live = 1;
 	rq->x_ready = 0;
 	l7_backend_active(d->e, b, 1);
@@ -638,26 +642,25 @@ static void rq_attempt(struct l7_dconn *d)
 		l7_timer_arm(d->e, &rq->t_try, rq->retry.per_try_ms);
 	err = l7_x_start(&rq->x);
 	if (err == -EBUSY) {
-		attempt_end(d, 0);
+		attempt_end(rq, 0);
 		d->e->st.overflows++;
-		rq_local(d, 503, BODY_OVERFLOW, "UO",
-			 (const struct xhdr[]){ { "x-envoy-overloaded", "true" } }, 1);
+		l7_rq_local_x(rq, 503, BODY_OVERFLOW, "UO",
+			      (const struct l7_xhdr[]){ { "x-envoy-overloaded", "true" } }, 1);
 	} else if (err) {
-		rq_attempt_failed(d, BM_AR_CONNECT_FAILURE);
+		rq_attempt_failed(rq, BM_AR_CONNECT_FAILURE);
 	}
 }
 
 static void step_timer(struct l7_timer *t)
 {
 	struct l7_req *rq = (struct l7_req *)((char *)t - offsetof(struct l7_req, t_step));
-	struct l7_dconn *d = RQ_D(rq);
 	int step = rq->step;
 
 	rq->step = STEP_NONE;
 	if (step == STEP_RETRY)
-		rq_attempt(d);
+		rq_attempt(rq);
 	else if (step == STEP_AFTER_DELAY)
-		outbound_route(d);
+		outbound_route(rq);
 }
 
 /* ---- outbound: routing -------------------------------------------------------------------- */
@@ -668,47 +671,45 @@ static int chance(struct bm_l7_engine *e, uint32_t ppm)
 }
 
 /* Forward to the routed cluster: circuit breaker, head, attempt 1. */
-static void rq_forward(struct l7_dconn *d, const char *target, size_t tlen, const char *orig,
+static void rq_forward(struct l7_req *rq, const char *target, size_t tlen, const char *orig,
 		       const struct bm_l7_authz_res *strip)
 {
-	struct l7_req *rq = &d->rq;
 	struct bm_l7_cluster *c = rq->c;
 
 	if (!l7_cb_take(&c->rt->requests, c->max_requests)) {
 		__atomic_add_fetch(&c->rt->overflow_requests, 1, __ATOMIC_RELAXED);
-		d->e->st.overflows++;
-		rq_local(d, 503, BODY_OVERFLOW, "UO",
-			 (const struct xhdr[]){ { "x-envoy-overloaded", "true" } }, 1);
+		rq->d->e->st.overflows++;
+		l7_rq_local_x(rq, 503, BODY_OVERFLOW, "UO",
+			      (const struct l7_xhdr[]){ { "x-envoy-overloaded", "true" } }, 1);
 		return;
 	}
 	rq->req_counted = 1;
-	if (build_uhead(d, target, tlen, orig, strip)) {
-		rq_local(d, 500, "internal error", NULL, NULL, 0);
+	if (build_uhead(rq, target, tlen, orig, strip)) {
+		l7_rq_local(rq, 500, "internal error", NULL);
 		return;
 	}
 	rq->forwarding = 1;
-	rq_arm_route(d);
-	rq_send_mirrors(d);
-	rq_attempt(d);
+	rq_arm_route(rq);
+	rq_send_mirrors(rq);
+	rq_attempt(rq);
 }
 
-static void outbound_route(struct l7_dconn *d)
+static void outbound_route(struct l7_req *rq)
 {
-	struct bm_l7_engine *e = d->e;
-	struct l7_req *rq = &d->rq;
+	struct bm_l7_engine *e = rq->d->e;
 	const struct bm_l7_route *rt = rq->rt;
-	const struct bm_h1_head *h = &d->qp.head;
+	const struct bm_h1_head *h = rq->h;
 	char *target = NULL;
 	const char *orig = NULL;
 
 	/* fault: the abort happens after the delay, both before routing */
 	if (chance(e, rt->fault.abort_ppm)) {
-		rq_local(d, rt->fault.abort_status, "fault filter abort", "FI", NULL, 0);
+		l7_rq_fault_abort(rq);
 		return;
 	}
 	rq->dest = bm_l7_dest_pick(rt, l7_rand(e));
 	if (!rq->dest || !rq->dest->c) {
-		rq_local(d, 503, "no cluster", "NC", NULL, 0);
+		l7_rq_local(rq, 503, "no cluster", "NC");
 		return;
 	}
 	rq->c = rq->dest->c;
@@ -720,21 +721,21 @@ static void outbound_route(struct l7_dconn *d)
 		target = malloc(8192);
 		if (!target || bm_l7_rewrite_path(rt, rq->which, h->target, target, 8192)) {
 			free(target);
-			rq_local(d, 500, "path rewrite failed", NULL, NULL, 0);
+			l7_rq_local(rq, 500, "path rewrite failed", NULL);
 			return;
 		}
 		orig = h->target;
 	}
-	rq_forward(d, target ? target : h->target, target ? strlen(target) : h->target_len, orig,
+	rq_forward(rq, target ? target : h->target, target ? strlen(target) : h->target_len, orig,
 		   NULL);
 	free(target);
 }
 
-static void outbound_begin(struct l7_dconn *d)
+static void outbound_begin(struct l7_req *rq)
 {
+	struct l7_dconn *d = rq->d;
 	struct bm_l7_engine *e = d->e;
-	struct l7_req *rq = &d->rq;
-	const struct bm_h1_head *h = &d->qp.head;
+	const struct bm_h1_head *h = rq->h;
 	const struct bm_http_hdr *host = bm_h1_find(h->hdr, h->n_hdr, "host");
 	const struct bm_l7_service *svc;
 	const struct bm_l7_route *rt;
@@ -754,7 +755,7 @@ static void outbound_begin(struct l7_dconn *d)
 	svc = d->cfg ? bm_l7_find(d->cfg, d->peer.vip, d->peer.port) : NULL;
 	rt = svc ? bm_l7_route_select(svc, &r, &rq->which) : NULL;
 	if (!rt) {
-		rq_local(d, 404, NULL, "NR", NULL, 0);
+		l7_rq_local(rq, 404, NULL, "NR");
 		return;
 	}
 	rq->rt = rt;
@@ -770,11 +771,11 @@ static void outbound_begin(struct l7_dconn *d)
 		if (rt->direct.body && rt->direct.body_len) {
 			body = strndup(rt->direct.body, rt->direct.body_len);
 			if (!body) {
-				l7_dconn_close(d, 1);
+				rq_abort(rq);
 				return;
 			}
 		}
-		rq_local(d, rt->direct.status, body, NULL, NULL, 0);
+		l7_rq_local(rq, rt->direct.status, body, NULL);
 		free(body);
 		return;
 	}
@@ -782,11 +783,11 @@ static void outbound_begin(struct l7_dconn *d)
 		char loc[4096];
 
 		if (bm_l7_redirect_location(rt, rq->which, &r, loc, sizeof(loc))) {
-			rq_local(d, 500, "redirect too long", NULL, NULL, 0);
+			l7_rq_local(rq, 500, "redirect too long", NULL);
 			return;
 		}
-		rq_local(d, rt->redirect.code, NULL, NULL,
-			 (const struct xhdr[]){ { "location", loc } }, 1);
+		l7_rq_local_x(rq, rt->redirect.code, NULL, NULL,
+			      (const struct l7_xhdr[]){ { "location", loc } }, 1);
 		return;
 	}
 	if (chance(e, rt->fault.delay_ppm) && rt->fault.delay_ms) {
@@ -795,7 +796,7 @@ static void outbound_begin(struct l7_dconn *d)
 		l7_timer_arm(e, &rq->t_step, rt->fault.delay_ms);
 		return;
 	}
-	outbound_route(d);
+	outbound_route(rq);
 }
 
 /* ---- inbound: authorization ---------------------------------------------------------------- */
@@ -825,11 +826,11 @@ static void append_query(char *path, size_t cap, const char *q, const struct bm_
 	path[n] = 0;
 }
 
-static void inbound_begin(struct l7_dconn *d)
+static void inbound_begin(struct l7_req *rq)
 {
+	struct l7_dconn *d = rq->d;
 	struct bm_l7_engine *e = d->e;
-	struct l7_req *rq = &d->rq;
-	const struct bm_h1_head *h = &d->qp.head;
+	const struct bm_h1_head *h = rq->h;
 	const struct bm_http_hdr *host = bm_h1_find(h->hdr, h->n_hdr, "host");
 	const char *q = memchr(h->target, '?', h->target_len);
 	size_t plen = q ? (size_t)(q - h->target) : h->target_len;
@@ -839,13 +840,13 @@ static void inbound_begin(struct l7_dconn *d)
 	int rc = 0;
 
 	if (!path) {
-		l7_dconn_close(d, 1);
+		rq_abort(rq);
 		return;
 	}
 	/* §4.1: authorization and the app see the normalized path */
 	if (bm_l7_normalize_path(h->target, plen, path, 8192)) {
 		free(path);
-		rq_local(d, 400, "Bad Request", NULL, NULL, 0);
+		l7_rq_local(rq, 400, "Bad Request", NULL);
 		return;
 	}
 	az.peer = &d->peer;
@@ -859,16 +860,16 @@ static void inbound_begin(struct l7_dconn *d)
 		rc = e->ops.authorize(e->ops.ctx, &az, &res);
 	if (rc == -EPERM) {
 		free(path);
-		rq_local(d, 401, res.body[0] ? res.body : "Jwt verification fails", NULL,
-			 (const struct xhdr[]){ { "www-authenticate",
+		l7_rq_local_x(rq, 401, res.body[0] ? res.body : "Jwt verification fails", NULL,
+			      (const struct l7_xhdr[]){ { "www-authenticate",
 						  res.www_authenticate[0] ? res.www_authenticate :
 									    "Bearer realm=\"mesh\"" } },
-			 1);
+			      1);
 		return;
 	}
 	if (rc) {
 		free(path);
-		rq_local(d, 403, "RBAC: access denied", "DENY", NULL, 0);
+		l7_rq_local(rq, 403, "RBAC: access denied", "DENY");
 		return;
 	}
 	if (q)
@@ -878,55 +879,54 @@ static void inbound_begin(struct l7_dconn *d)
 	memset(&rq->retry, 0, sizeof(rq->retry));
 	rq->retry.attempts = 2;
 	rq->retry.on = BM_RETRY_RESET_BEFORE_REQ;
-	rq_forward(d, path, strlen(path), NULL, &res);
+	rq_forward(rq, path, strlen(path), NULL, &res);
 	free(path);
 }
 
 /* ---- the request's head and body ----------------------------------------------------------------- */
 
-static void rq_begin(struct l7_dconn *d)
+void l7_rq_reset(struct l7_req *rq)
 {
-	struct l7_req *rq = &d->rq;
-	const struct bm_h1_head *h = &d->qp.head;
-	const struct bm_http_hdr *ex;
+	struct bm_l7_engine *e = rq->d->e;
+	const struct bm_h1_head *h = rq->h;
+	const struct bm_http_hdr *ex, *ct;
 
-	l7_timer_cancel(d->e, &rq->t_route);
-	l7_timer_cancel(d->e, &rq->t_try);
-	l7_timer_cancel(d->e, &rq->t_step);
+	l7_timer_cancel(e, &rq->t_route);
+	l7_timer_cancel(e, &rq->t_try);
+	l7_timer_cancel(e, &rq->t_step);
 	memset(rq, 0, offsetof(struct l7_req, t_route));
 	rq->active = 1;
 	rq->replayable = 1;
 	rq->which = -1;
+	rq->grpc_status = -1;
 	rq->start_mono = l7_now_ms();
 	rq->start_wall = l7_wall_ms();
+	rq->req_trailers = NULL;
+	rq->n_req_trailers = 0;
 	ex = bm_h1_find(h->hdr, h->n_hdr, "x-request-id");
 	if (ex && ex->value_len && ex->value_len < sizeof(rq->reqid))
 		memcpy(rq->reqid, ex->value, ex->value_len + 1);
 	else
-		gen_request_id(d->e, rq->reqid);
-	trace_begin(d);
-	if (!h->keep_alive)
-		d->close_after = 1;
-	if (h->upgrade) {
-		/* WebSocket/CONNECT over the L7 path is a later step */
-		d->close_after = 1;
-		rq_local(d, 501, "upgrade not supported", NULL, NULL, 0);
-		return;
-	}
-	/* Envoy answers 100-continue itself and does not forward Expect. */
-	ex = bm_h1_find(h->hdr, h->n_hdr, "expect");
-	if (ex && h->has_body && bm_h1_has_token(ex->value, ex->value_len, "100-continue"))
-		l7_out_write(d, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-	if (d->peer.inbound)
-		inbound_begin(d);
-	else
-		outbound_begin(d);
+		gen_request_id(e, rq->reqid);
+	/* Envoy's isGrpcRequestHeaders: application/grpc, +proto, ;params
+	 * (not grpc-web, which is plain HTTP to the router) */
+	ct = bm_h1_find(h->hdr, h->n_hdr, "content-type");
+	rq->grpc = ct && ct->value_len >= 16 && !strncasecmp(ct->value, "application/grpc", 16) &&
+		   (ct->value_len == 16 || ct->value[16] == '+' || ct->value[16] == ';');
+	trace_begin(rq);
 }
 
-static int rq_body_piece(void *u, const uint8_t *p, size_t n)
+void l7_rq_route(struct l7_req *rq)
 {
-	struct l7_dconn *d = u;
-	struct l7_req *rq = &d->rq;
+	if (rq->d->peer.inbound)
+		inbound_begin(rq);
+	else
+		outbound_begin(rq);
+}
+
+int l7_rq_body(struct l7_req *rq, const uint8_t *p, size_t n)
+{
+	struct bm_l7_engine *e = rq->d->e;
 
 	rq->body_total += n;
 	if (rq->discard)
@@ -935,110 +935,47 @@ static int rq_body_piece(void *u, const uint8_t *p, size_t n)
 		/* too big to keep: stream it, no retries nor mirrors now */
 		rq->replayable = 0;
 		if (rq->x_ready)
-			bm_chunkq_consume(d->e->l, &rq->body, rq->body_sent);
+			bm_chunkq_consume(e->l, &rq->body, rq->body_sent);
 		rq->body_sent = 0;
 	}
-	if (bm_chunkq_append(d->e->l, &rq->body, p, n))
+	if (bm_chunkq_append(e->l, &rq->body, p, n))
 		return -ENOMEM;
-	rq_push_body(d);
+	rq_push_body(rq);
 	return 0;
 }
 
-static void rq_body_done(struct l7_dconn *d)
+void l7_rq_body_done(struct l7_req *rq)
 {
-	struct l7_req *rq = &d->rq;
-
 	rq->body_done = 1;
 	if (rq->discard) {
-		rq_maybe_finish(d);
+		l7_rq_maybe_finish(rq);
 		return;
 	}
-	rq_push_body(d);
-	rq_arm_route(d);
-	rq_send_mirrors(d);
-	rq_maybe_finish(d);
+	rq_push_body(rq);
+	if (!rq->active)
+		return;
+	rq_arm_route(rq);
+	rq_send_mirrors(rq);
+	l7_rq_maybe_finish(rq);
 }
 
-/* May more body be taken now? Streams wait for the upstream to drain. */
-static int rq_body_room(struct l7_dconn *d)
+int l7_rq_body_room(struct l7_req *rq)
 {
-	struct l7_req *rq = &d->rq;
-
 	if (rq->discard || rq->replayable)
 		return 1;
 	return rq->body.bytes + (rq->x_live ? l7_x_queued(&rq->x) : 0) < L7_HIGH_WATER;
 }
 
-/* Parse what was read. Returns nonzero when something was consumed. */
-int l7_dconn_process(struct l7_dconn *d)
+void l7_rq_drained(struct l7_req *rq)
 {
-	int progress = 0;
-
-	while (d->in.bytes && !d->closed && !d->closing) {
-		struct bm_chunk *c = d->in.head;
-		const uint8_t *p = c->data + c->off;
-		ssize_t r;
-
-		if (!c->len) {
-			bm_chunkq_consume(d->e->l, &d->in, 0);
-			d->in.head = c->next;
-			if (!d->in.head)
-				d->in.tail = NULL;
-			bm_chunk_put(d->e->l, c);
-			continue;
-		}
-		if (!d->rq.active) {
-			r = bm_h1_parse_head(&d->qp, p, c->len);
-			if (r < 0) {
-				int st = d->qp.err == BM_H1_ETOOBIG ? 431 : 400;
-
-				bm_chunkq_clear(d->e->l, &d->in);
-				d->rq.active = 1;
-				memset(&d->rq, 0, offsetof(struct l7_req, t_route));
-				d->rq.active = 1;
-				d->rq.start_mono = l7_now_ms();
-				d->rq.start_wall = l7_wall_ms();
-				d->close_after = 1;
-				d->qp.state = BM_H1_DONE; /* nothing more is read */
-				rq_local(d, st, st == 431 ? "Request Header Fields Too Large" :
-							    "Bad Request", "DPE", NULL, 0);
-				return 1;
-			}
-			if (!r && d->qp.state == BM_H1_HEAD)
-				break; /* nothing taken: wait for more */
-			bm_chunkq_consume(d->e->l, &d->in, (size_t)r);
-			progress = 1;
-			if (d->qp.state == BM_H1_BODY)
-				rq_begin(d);
-			continue;
-		}
-		if (d->qp.state != BM_H1_BODY || !rq_body_room(d))
-			break;
-		r = bm_h1_parse_body(&d->qp, p, c->len, rq_body_piece, d);
-		if (r < 0) {
-			bm_chunkq_clear(d->e->l, &d->in);
-			d->close_after = 1;
-			l7_add_flag(&d->rq, "DPE");
-			if (!d->rq.resp_started) {
-				d->qp.state = BM_H1_DONE;
-				rq_local(d, 400, "Bad Request", NULL, NULL, 0);
-			} else {
-				l7_dconn_close(d, 1);
-			}
-			return 1;
-		}
-		if (!r && d->qp.state == BM_H1_BODY)
-			break;
-		bm_chunkq_consume(d->e->l, &d->in, (size_t)r);
-		progress = 1;
-		if (d->qp.state == BM_H1_DONE)
-			rq_body_done(d);
-	}
-	return progress;
+	if (rq->active && rq->x_live && rq->x.paused)
+		l7_x_pause(&rq->x, 0);
 }
 
-void l7_req_timers_init(struct l7_req *rq)
+void l7_rq_init(struct l7_req *rq, struct l7_dconn *d, const struct l7_front *fr)
 {
+	rq->d = d;
+	rq->fr = fr;
 	l7_timer_init(&rq->t_route, route_timeout);
 	l7_timer_init(&rq->t_try, per_try_timeout);
 	l7_timer_init(&rq->t_step, step_timer);

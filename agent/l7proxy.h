@@ -1,6 +1,8 @@
-/* The HTTP/1.1 proxy engine (agent/l7proxy.c, agent/l7upstream.c): one
- * engine per worker loop, carrying HTTP requests one at a time per
- * downstream connection, following Envoy's router as Istio configures it
+/* The HTTP proxy engine (agent/l7proxy.c, agent/l7upstream.c, the fronts
+ * agent/l7h1.c and agent/h2down.c, HTTP/2 upstreams agent/h2up.c): one
+ * engine per worker loop, carrying HTTP/1.1 requests one at a time per
+ * downstream connection and HTTP/2 (h2c prior knowledge, gRPC) streams
+ * concurrently, following Envoy's router as Istio configures it
  * (../shared/docs/reference/istio-api.md §1, §2.4, §2.5, §7.3).
  *
  *   outbound (client side): a connection captured for an L7 service
@@ -35,6 +37,9 @@ struct bm_l7_engine;
 #define BM_L7_MIRRORS_MAX  256           /* mirror requests in flight per engine */
 #define BM_L7_SNIFF_BYTES  24            /* the HTTP/2 client preface's length */
 
+/* bm_l7_record.protocol: Istio's request_protocol label ("http" / "grpc"). */
+enum { BM_L7_PROTO_HTTP = 0, BM_L7_PROTO_GRPC = 1 };
+
 /* One finished request, for metrics and access logs (ops.complete). Every
  * pointer is valid only during the call; strings are never NULL ("" when
  * unknown). */
@@ -65,6 +70,9 @@ struct bm_l7_record {
 	const char *user_agent;
 	uint32_t svc_id;            /* the kernel's service id from orig_dst (outbound); 0 */
 	uint32_t src_ip;            /* the client's address (network order); 0 unknown */
+	uint8_t protocol;           /* BM_L7_PROTO_HTTP / BM_L7_PROTO_GRPC (Istio request_protocol) */
+	uint8_t downstream_h2;      /* the client spoke HTTP/2 (access log %PROTOCOL%) */
+	int16_t grpc_status;        /* gRPC status from response headers or trailers; -1 none */
 	/* Tracing (agent/tracing.h): this hop's span when the request was
 	 * sampled and its span is to be reported (bm_trace_report), else NULL. */
 	const struct bm_trace_span *span;
@@ -89,8 +97,7 @@ struct bm_l7_peer {
 	uint32_t src_ip, dst_ip;    /* network order */
 	uint16_t dst_port;          /* host order: the pod's port */
 	char dst_ns[64], dst_name[128];
-	/* The engine's own (callers leave it zeroed): the trace state of the
-	 * request in progress; a connection carries one request at a time. */
+	/* Unused (requests keep their own span now); callers leave it zeroed. */
 	struct bm_trace_span trace;
 };
 
@@ -160,6 +167,8 @@ struct bm_l7_stats {
 	uint64_t l4_fallbacks;
 	uint64_t upstream_cx, upstream_cx_reused;  /* connections made / requests on a pooled one */
 	uint64_t downstream_cx;                     /* open now */
+	uint64_t h2_downstream_cx, h2_upstream_cx;  /* HTTP/2 connections made */
+	uint64_t upgrades;                          /* 101 relayed (WebSocket) */
 };
 const struct bm_l7_stats *bm_l7_engine_stats(const struct bm_l7_engine *e);
 

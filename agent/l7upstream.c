@@ -1,12 +1,16 @@
 /*
  * The upstream half of the L7 engine: timers, upstream HTTP/1.1
  * connections and their keep-alive pools, circuit breakers, load balancing
- * over a cluster's hosts, outlier reports, and mirrors.
+ * over a cluster's hosts and outlier reports (mirrors: l7mirror.c).
  *
  * Pools are per (pool key = source pod, cluster, backend ip:port), like
  * Envoy's per-cluster connection pools, so connectionPool limits and
  * keep-alive settings of one cluster never leak into another. A connection
  * serves one exchange at a time (HTTP/1.1 without pipelining upstream).
+ *
+ * An exchange with x->h2 set goes to agent/h2up.c instead (multiplexed
+ * HTTP/2 connections); the l7_x_* calls below dispatch on it, so owners
+ * never know which protocol carries them.
  *
  * Callbacks into the exchange's owner never come from inside a write: a
  * write error is noticed later (a zero-delay timer), so an owner writing
@@ -40,6 +44,7 @@ struct l7_uconn {
 	uint64_t idle_since_ms;       /* when it last went idle */
 	struct bm_chunkq wq;
 	struct bm_h1_parser rp;
+	struct bm_http_hdr tr[BM_H1_TRAILERS_MAX]; /* the response's trailers (views into rp) */
 	struct l7_x *x;
 	struct l7_timer t;           /* connect timeout, idle timeout, write error */
 };
@@ -250,7 +255,8 @@ static void uconn_close(struct l7_uconn *uc)
 		e->uconns = uc->next;
 	if (uc->next)
 		uc->next->prev = uc->prev;
-	close(uc->ev.fd);
+	if (uc->ev.fd >= 0)
+		close(uc->ev.fd);
 	bm_chunkq_clear(e->l, &uc->wq);
 	bm_h1_fini(&uc->rp);
 	if (rt)
@@ -370,10 +376,15 @@ int l7_x_start(struct l7_x *x)
 {
 	struct bm_l7_engine *e = x->e;
 	struct bm_l7_cluster *c = x->c;
-	struct l7_uconn *uc = pool_take(e, x);
+	struct l7_uconn *uc;
 	int err;
 
 	x->got_bytes = x->req_done = x->resp_done = x->paused = 0;
+	x->trailers = NULL;
+	x->n_trailers = 0;
+	if (x->h2)
+		return l7_h2u_start(x);
+	uc = pool_take(e, x);
 	if (uc) {
 		attach(uc, x);
 		e->st.upstream_cx_reused++;
@@ -490,6 +501,10 @@ void l7_x_end(struct l7_x *x, int reuse)
 	struct bm_l7_engine *e = x->e;
 	struct l7_uconn *uc = x->uc;
 
+	if (x->h2) {
+		l7_h2u_end(x, reuse);
+		return;
+	}
 	waiters_remove(e, x);
 	give_pending(x);
 	if (!uc)
@@ -518,6 +533,7 @@ void l7_x_end(struct l7_x *x, int reuse)
 
 void l7_pool_drop(struct bm_l7_engine *e, uint64_t pool_key)
 {
+	l7_h2u_pool_drop(e, pool_key);
 	for (struct l7_uconn *uc = e->uconns, *next; uc; uc = next) {
 		next = uc->next;
 		if (uc->idle && uc->pool_key == pool_key)
@@ -527,6 +543,7 @@ void l7_pool_drop(struct bm_l7_engine *e, uint64_t pool_key)
 
 void l7_upstream_shutdown(struct bm_l7_engine *e)
 {
+	l7_h2u_shutdown(e);
 	while (e->waiters) {
 		struct l7_x *x = e->waiters;
 
@@ -580,6 +597,12 @@ int l7_x_write(struct l7_x *x, const uint8_t *d, size_t n)
 	struct l7_uconn *uc = x->uc;
 	int err;
 
+	if (x->h2) {
+		err = bm_chunkq_append(x->e->l, l7_h2u_wq(x), d, n);
+		if (!err)
+			l7_h2u_flush(x);
+		return err;
+	}
 	if (!uc)
 		return -ENOTCONN;
 	err = bm_chunkq_append(x->e->l, &uc->wq, d, n);
@@ -590,37 +613,43 @@ int l7_x_write(struct l7_x *x, const uint8_t *d, size_t n)
 
 int l7_x_write_q(struct l7_x *x, const struct bm_chunkq *q, size_t from)
 {
-	struct l7_uconn *uc = x->uc;
+	struct bm_chunkq *wq = l7_x_wq(x);
 	int err = 0;
 
-	if (!uc)
+	if (!wq)
 		return -ENOTCONN;
 	for (const struct bm_chunk *c = q->head; c && !err; c = c->next) {
 		if (from >= c->len) {
 			from -= c->len;
 			continue;
 		}
-		err = bm_chunkq_append(x->e->l, &uc->wq, c->data + c->off + from, c->len - from);
+		err = bm_chunkq_append(x->e->l, wq, c->data + c->off + from, c->len - from);
 		from = 0;
 	}
 	if (!err)
-		uconn_flush(uc);
+		l7_x_flush(x);
 	return err;
 }
 
 struct bm_chunkq *l7_x_wq(struct l7_x *x)
 {
+	if (x->h2)
+		return l7_h2u_wq(x);
 	return x->uc ? &x->uc->wq : NULL;
 }
 
 void l7_x_flush(struct l7_x *x)
 {
-	if (x->uc)
+	if (x->h2)
+		l7_h2u_flush(x);
+	else if (x->uc)
 		uconn_flush(x->uc);
 }
 
 size_t l7_x_queued(const struct l7_x *x)
 {
+	if (x->h2)
+		return l7_h2u_queued(x);
 	return x->uc ? x->uc->wq.bytes : 0;
 }
 
@@ -629,6 +658,10 @@ static void uconn_read(struct l7_uconn *uc);
 void l7_x_pause(struct l7_x *x, int paused)
 {
 	x->paused = paused ? 1 : 0;
+	if (x->h2) {
+		l7_h2u_pause(x, paused);
+		return;
+	}
 	if (!paused && x->uc && x->uc->readable && !x->uc->connecting)
 		uconn_read(x->uc);
 }
@@ -670,6 +703,26 @@ static int feed_body(void *u, const uint8_t *d, size_t n)
 	return uc->x == x ? 0 : -ECANCELED;
 }
 
+/* 101 Switching Protocols: the socket leaves the pool for the owner's
+ * relay, with whatever followed the head. */
+static void uconn_upgraded(struct l7_uconn *uc, const uint8_t *rest, size_t n)
+{
+	struct l7_x *x = uc->x;
+	int fd = uc->ev.fd;
+
+	if (!x->ops->upgraded) {
+		uconn_fail(uc, BM_AR_RESET);
+		return;
+	}
+	bm_loop_del(uc->e->l, &uc->ev);
+	uc->ev.fd = -1;
+	uc->x = NULL;
+	x->uc = NULL;
+	x->resp_done = 1;
+	uconn_close(uc);
+	x->ops->upgraded(x, fd, rest, n);
+}
+
 /* Response bytes for the current exchange. */
 static void uconn_feed(struct l7_uconn *uc, const uint8_t *d, size_t n)
 {
@@ -703,6 +756,10 @@ static void uconn_feed(struct l7_uconn *uc, const uint8_t *d, size_t n)
 			if (!uc->rp.head.keep_alive || uc->rp.head.status == 101)
 				uc->keep = 0;
 			x->ops->head(x, &uc->rp.head);
+			if (uc->rp.head.status == 101 && uc->x == x) {
+				uconn_upgraded(uc, d, n);
+				return;
+			}
 			continue;
 		}
 		if (uc->rp.state == BM_H1_BODY) {
@@ -719,6 +776,8 @@ static void uconn_feed(struct l7_uconn *uc, const uint8_t *d, size_t n)
 				if (n)
 					uc->keep = 0; /* bytes after the response: not reusable */
 				x->resp_done = 1;
+				x->n_trailers = bm_h1_trailers(&uc->rp, uc->tr, BM_H1_TRAILERS_MAX);
+				x->trailers = uc->tr;
 				x->ops->done(x);
 				return;
 			}
@@ -965,117 +1024,4 @@ void l7_outlier(struct bm_l7_engine *e, const struct bm_l7_cluster *c,
 		if (e->ops.ejected)
 			e->ops.ejected(e->ops.ctx, c, b);
 	}
-}
-
-/* ---- mirrors ------------------------------------------------------------------------ */
-
-struct l7_mirror {
-	struct l7_x x;
-	struct bm_chunkq q;
-	struct l7_timer t;
-	uint8_t counted;
-};
-
-static void mirror_free_mem(void *obj)
-{
-	free(obj);
-}
-
-static void mirror_end(struct l7_mirror *m, int reuse)
-{
-	struct bm_l7_engine *e = m->x.e;
-
-	l7_x_end(&m->x, reuse);
-	l7_timer_cancel(e, &m->t);
-	bm_chunkq_clear(e->l, &m->q);
-	if (m->counted)
-		l7_cb_give(&m->x.c->rt->requests);
-	e->n_mirrors--;
-	bm_loop_defer_free(e->l, m, mirror_free_mem);
-}
-
-static void mirror_ready(struct l7_x *x)
-{
-	struct l7_mirror *m = (struct l7_mirror *)x;
-
-	x->req_done = 1;
-	if (l7_x_write_q(x, &m->q, 0))
-		mirror_end(m, 0);
-}
-
-static void mirror_head(struct l7_x *x, const struct bm_h1_head *h)
-{
-}
-
-static void mirror_body(struct l7_x *x, const uint8_t *d, size_t n)
-{
-}
-
-static void mirror_done(struct l7_x *x)
-{
-	mirror_end((struct l7_mirror *)x, 1);
-}
-
-static void mirror_fail(struct l7_x *x, enum bm_attempt_result r)
-{
-	mirror_end((struct l7_mirror *)x, 0);
-}
-
-static void mirror_timeout(struct l7_timer *t)
-{
-	mirror_end((struct l7_mirror *)((char *)t - offsetof(struct l7_mirror, t)), 0);
-}
-
-static const struct l7_x_ops mirror_ops = {
-	.ready = mirror_ready,
-	.head = mirror_head,
-	.body = mirror_body,
-	.done = mirror_done,
-	.fail = mirror_fail,
-};
-
-void l7_mirror_send(struct bm_l7_engine *e, struct bm_l7_cluster *c, uint64_t pool_key,
-		    void *user, const struct bm_chunkq *head, const struct bm_chunkq *body,
-		    int chunked, int head_request, uint32_t timeout_ms)
-{
-	const struct bm_l7_backend *b;
-	struct l7_mirror *m;
-	int err = 0;
-
-	if (!c || e->n_mirrors >= BM_L7_MIRRORS_MAX) {
-		e->st.mirrors_dropped++;
-		return;
-	}
-	b = l7_lb_pick(e, c, NULL, 0, 0);
-	m = b ? calloc(1, sizeof(*m)) : NULL;
-	if (!m) {
-		e->st.mirrors_dropped++;
-		return;
-	}
-	e->n_mirrors++;
-	e->st.mirrors++;
-	m->x.e = e;
-	m->x.ops = &mirror_ops;
-	m->x.c = c;
-	m->x.b = *b;
-	m->x.pool_key = pool_key;
-	m->x.user = user;
-	m->x.head_request = (uint8_t)head_request;
-	l7_timer_init(&m->t, mirror_timeout);
-	for (const struct bm_chunk *k = head->head; k && !err; k = k->next)
-		err = bm_chunkq_append(e->l, &m->q, k->data + k->off, k->len);
-	for (const struct bm_chunk *k = body->head; k && !err; k = k->next)
-		err = bm_h1_write_body(e->l, &m->q, chunked, k->data + k->off, k->len);
-	if (!err && chunked)
-		err = bm_h1_write_end(e->l, &m->q);
-	if (err || !l7_cb_take(&c->rt->requests, c->max_requests)) {
-		e->st.mirrors_dropped++;
-		mirror_end(m, 0);
-		return;
-	}
-	m->counted = 1;
-	l7_timer_arm(e, &m->t, timeout_ms ? timeout_ms : 10000);
-	err = l7_x_start(&m->x);
-	if (err)
-		mirror_end(m, 0);
 }

@@ -1,5 +1,7 @@
 /* Internals of the L7 engine shared by agent/l7conn.c (client sockets,
- * sniffing, the engine object), agent/l7proxy.c (per-request flow) and
+ * sniffing, the engine object), agent/l7proxy.c (per-request flow), the
+ * fronts agent/l7h1.c and agent/h2down.c, agent/l7reply.c (local replies,
+ * records), agent/h2up.c (HTTP/2 upstreams) and
  * agent/l7upstream.c (timers, upstream connections
  * and their pools, circuit breakers, load balancing, outlier reports,
  * mirrors). Not an API: see l7proxy.h. */
@@ -9,6 +11,7 @@
 #include "bpfmesh/abi.h"
 #include "http1.h"
 #include "l7proxy.h"
+#include "tracing.h"
 
 /* ---- timers: a min-heap per engine on one timerfd -------------------------- */
 
@@ -36,8 +39,12 @@ struct l7_x_ops {
 	void (*writable)(struct l7_x *x);   /* the upstream queue drained below the mark */
 	void (*head)(struct l7_x *x, const struct bm_h1_head *h);
 	void (*body)(struct l7_x *x, const uint8_t *d, size_t n);
-	void (*done)(struct l7_x *x);       /* the response ended */
+	void (*done)(struct l7_x *x);       /* the response ended (x->trailers set) */
 	void (*fail)(struct l7_x *x, enum bm_attempt_result r);
+	/* 101 Switching Protocols was relayed (head): the connection's socket
+	 * is the owner's now, with the bytes that followed the head (may be
+	 * NULL: then the socket is closed). */
+	void (*upgraded)(struct l7_x *x, int fd, const uint8_t *rest, size_t n);
 };
 
 /* One request's use of one upstream connection (an attempt or a mirror). */
@@ -57,7 +64,14 @@ struct l7_x {
 	uint8_t resp_done;
 	uint8_t paused;             /* stop reading the response (client back-pressure) */
 	uint8_t active_counted;     /* in the backend's in-flight count */
+	uint8_t h2;                 /* speak HTTP/2 upstream (x->c->proto, or the downstream's) */
 	struct l7_x *wnext, *wprev; /* engine's waiters */
+	/* HTTP/2 upstream (agent/h2up.c): the stream, and the HTTP/1.1 bytes
+	 * the owner writes (l7_x_wq), translated into frames as they come. */
+	struct l7_h2us *hs;
+	/* the response's trailers, valid during ops->done */
+	const struct bm_http_hdr *trailers;
+	size_t n_trailers;
 };
 
 #define L7_HIGH_WATER (256 * 1024)  /* stop producing into a queue above this */
@@ -139,6 +153,7 @@ struct bm_l7_engine {
 	size_t n_heap, cap_heap;
 	struct l7_dconn *dconns;
 	struct l7_uconn *uconns;     /* every upstream connection (idle and busy) */
+	struct l7_h2uc *h2uconns;    /* HTTP/2 upstream connections (h2up.c) */
 	struct l7_x *waiters, *waiters_tail;
 	struct l7_timer t_waiters;   /* re-try queued requests: slots free up on other workers */
 	struct l7_bact *bact;        /* L7_BACT_SLOTS */
@@ -158,6 +173,11 @@ struct bm_l7_engine {
 #define MAX_MIRRORS 4
 #define OUT_LOW (64 * 1024)
 
+struct l7_front;
+
+/* One request, whatever the downstream protocol: l7proxy.c runs it,
+ * its front (HTTP/1.1 in l7h1.c, HTTP/2 in h2down.c) reads it and writes
+ * the response. Everything before t_route is reset per request. */
 struct l7_req {
 	uint8_t active;             /* a head was parsed; the request is not finished */
 	uint8_t forwarding;         /* routed to a cluster: attempts may run */
@@ -169,6 +189,11 @@ struct l7_req {
 	uint8_t req_counted, retry_held, route_armed, mirrors_sent;
 	uint8_t step;
 	uint8_t urx;
+	uint8_t grpc;               /* content-type application/grpc*: gRPC-shaped local replies */
+	uint8_t upgrade;            /* HTTP/1.1 Upgrade (WebSocket) request */
+	uint8_t grpc_abort;         /* fault abort with grpcStatus: the code + 1 */
+	uint8_t cork;               /* a local reply is being written: fronts flush at its end */
+	int16_t grpc_status;        /* from response headers or trailers; -1 none */
 	const struct bm_l7_route *rt;
 	int which;
 	const struct bm_l7_dest *dest;
@@ -178,8 +203,8 @@ struct l7_req {
 	uint32_t tried[MAX_TRIED][2];
 	unsigned n_tried;
 	struct l7_x x;
-	struct bm_chunkq uhead;     /* the request head as sent upstream */
-	struct bm_chunkq body;      /* see above */
+	struct bm_chunkq uhead;     /* the request head as sent upstream (HTTP/1.1 bytes) */
+	struct bm_chunkq body;      /* see l7proxy.c */
 	uint64_t body_total;        /* decoded body bytes read */
 	size_t body_sent;           /* replayable: bytes of body queued to this attempt */
 	uint64_t start_mono, start_wall;
@@ -190,8 +215,47 @@ struct l7_req {
 	char route_name[160];
 	struct bm_l7_cluster *mirror[MAX_MIRRORS];
 	unsigned n_mirror;
+	struct bm_trace_span trace; /* this hop's span (tracing.h) */
 	struct l7_timer t_route, t_try, t_step;
+	/* set once by the front */
+	struct l7_dconn *d;
+	const struct l7_front *fr;
+	const struct bm_h1_head *h; /* the request head (HTTP/2: synthesized by h2down.c) */
+	/* request trailers (HTTP/2 front), forwarded at the body's end */
+	const struct bm_http_hdr *req_trailers;
+	size_t n_req_trailers;
 };
+
+/* What the pipeline asks of a downstream protocol. Writers return 0 or
+ * -errno (then the pipeline aborts the request). */
+struct l7_front {
+	/* Response head; hl has hop-by-hop headers stripped and header
+	 * operations applied; clen -1 unknown; has_body 0: nothing follows
+	 * (not even trailers). */
+	int (*head)(struct l7_req *rq, int status, const char *reason, struct bm_h1_hlist *hl,
+		    int64_t clen, int has_body);
+	int (*body)(struct l7_req *rq, const uint8_t *p, size_t n);
+	/* The response's end, with trailers (n may be 0). */
+	int (*end)(struct l7_req *rq, const struct bm_http_hdr *t, size_t n);
+	/* Response bytes waiting for the client (back-pressure). */
+	size_t (*queued)(struct l7_req *rq);
+	/* Cut the request short (reset); the request ends (l7_rq_end) here. */
+	void (*abort)(struct l7_req *rq);
+	/* More request body may be taken now. */
+	void (*more)(struct l7_req *rq);
+	/* Has the whole request (head, body) been read? */
+	int (*req_complete)(struct l7_req *rq);
+	/* After l7_rq_end: the front's bookkeeping (h1: next request; h2:
+	 * the stream's memory). from_close: the connection is closing. */
+	void (*ended)(struct l7_req *rq, int from_close);
+	/* HTTP/1.1 only: the upstream socket after a 101 (NULL elsewhere). */
+	void (*upgraded)(struct l7_req *rq, int ufd, const uint8_t *rest, size_t n);
+	/* Response bytes queued for the client above which the upstream is
+	 * no longer read (HTTP/2: per stream, many streams share a client). */
+	size_t high_water;
+};
+
+struct l7_h2conn;
 
 struct l7_dconn {
 	struct bm_ev ev;
@@ -205,7 +269,8 @@ struct l7_dconn {
 	uint8_t read_to_end;          /* the peer hung up: read to EOF, no short-read shortcut */
 	uint8_t fd_given;
 	struct bm_h1_parser qp;
-	struct l7_req rq;
+	struct l7_req rq;             /* HTTP/1.1: the request in progress */
+	struct l7_h2conn *h2;         /* HTTP/2 (h2down.c), NULL for HTTP/1.1 */
 	struct l7_timer t_sniff;
 	/* inbound: the app as a one-host cluster of this connection */
 	struct bm_l7_cluster icl;
@@ -213,8 +278,7 @@ struct l7_dconn {
 	struct bm_l7_backend ib;
 };
 
-#define RQ_D(p_) ((struct l7_dconn *)((char *)(p_) - offsetof(struct l7_dconn, rq)))
-#define X_D(p_) RQ_D((char *)(p_) - offsetof(struct l7_req, x))
+#define X_RQ(p_) ((struct l7_req *)((char *)(p_) - offsetof(struct l7_req, x)))
 
 /* l7conn.c: the client socket */
 void l7_dconn_flush(struct l7_dconn *d);
@@ -222,10 +286,72 @@ void l7_dconn_close(struct l7_dconn *d, int reset);
 /* Read and parse what can be, then handle the client's end. */
 void l7_dconn_pump(struct l7_dconn *d);
 int l7_out_write(struct l7_dconn *d, const void *p, size_t n);
-/* l7proxy.c: requests */
-int l7_dconn_process(struct l7_dconn *d);
-void l7_rq_end(struct l7_dconn *d);
+
+/* l7proxy.c: the per-request pipeline, shared by both fronts */
+void l7_rq_init(struct l7_req *rq, struct l7_dconn *d, const struct l7_front *fr);
+/* A new request whose head is rq->h: reset, request id, span, gRPC-ness. */
+void l7_rq_reset(struct l7_req *rq);
+/* Route it (outbound) or authorize it (inbound), then forward. */
+void l7_rq_route(struct l7_req *rq);
+/* Request body pieces and end; 0 or -ENOMEM. */
+int l7_rq_body(struct l7_req *rq, const uint8_t *p, size_t n);
+void l7_rq_body_done(struct l7_req *rq);
+/* May more body be taken now? Streams wait for the upstream to drain. */
+int l7_rq_body_room(struct l7_req *rq);
+/* A local response (status, body text, response flag or NULL). */
+void l7_rq_local(struct l7_req *rq, int status, const char *body, const char *flag);
+/* The client's side is gone or broke the protocol: end the request. */
+void l7_rq_end(struct l7_req *rq, int from_close);
+/* Response and request both done: end it. */
+void l7_rq_maybe_finish(struct l7_req *rq);
+/* The response queue drained: resume reading the upstream. */
+void l7_rq_drained(struct l7_req *rq);
 void l7_add_flag(struct l7_req *rq, const char *f);
-void l7_req_timers_init(struct l7_req *rq);
+
+/* l7reply.c: local replies, gRPC shapes, the request's record */
+struct l7_xhdr {
+	const char *name, *value;
+};
+/* A local response with extra headers (xh). gRPC requests get Envoy's
+ * gRPC-shaped reply: 200, trailers-only, grpc-status from the HTTP status. */
+void l7_rq_local_x(struct l7_req *rq, int status, const char *body, const char *flag,
+		   const struct l7_xhdr *xh, size_t n_xh);
+void l7_rq_fault_abort(struct l7_req *rq);
+int l7_grpc_from_http(int status);
+/* grpc-status of a header block, -1 when none. */
+int l7_grpc_status_of(const struct bm_http_hdr *h, size_t n);
+int l7_grpc_local_headers(struct l7_req *rq, struct bm_h1_hlist *hl, int status, const char *msg);
+void l7_rq_record(struct l7_req *rq);
+
+/* l7h1.c: the HTTP/1.1 front */
+extern const struct l7_front l7_h1_front;
+int l7_dconn_process(struct l7_dconn *d);
+
+/* h2down.c: the HTTP/2 front. Start serving d (its first bytes, the
+ * preface, are still in the socket); 0 or -errno. */
+int l7_h2_start(struct l7_dconn *d);
+/* Feed d->in to the session, write what it has to say. */
+int l7_h2_process(struct l7_dconn *d);
+/* d->out drained below the mark: more DATA may go. */
+void l7_h2_drained(struct l7_dconn *d);
+/* The connection is closing: end every stream. */
+void l7_h2_close(struct l7_dconn *d);
+/* Peer went away (EOF): 1 if it may close now. */
+int l7_h2_idle(const struct l7_dconn *d);
+
+/* h2up.c: HTTP/2 upstream connections (prior knowledge h2c) */
+int l7_h2u_start(struct l7_x *x);
+void l7_h2u_end(struct l7_x *x, int reuse);
+struct bm_chunkq *l7_h2u_wq(struct l7_x *x);
+void l7_h2u_flush(struct l7_x *x);
+size_t l7_h2u_queued(const struct l7_x *x);
+void l7_h2u_pause(struct l7_x *x, int paused);
+void l7_h2u_pool_drop(struct bm_l7_engine *e, uint64_t pool_key);
+void l7_h2u_shutdown(struct bm_l7_engine *e);
+/* Stream memory (h2up.c): zeroed objects from a per-thread cache, given
+ * back through the loop's deferred free; kind: an L7_OBJ_*. */
+enum { L7_OBJ_H2S, L7_OBJ_H2US, L7_OBJ_KINDS };
+void *l7_obj_get(int kind, size_t size);
+void l7_obj_put(int kind, void *obj);
 
 #endif

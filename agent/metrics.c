@@ -31,6 +31,7 @@
 #include "relay.h"
 #include "reqmetrics.h"
 #include "l7.h"
+#include "l7proxy.h"
 #include <openssl/x509.h>
 
 #define TRUST_DOMAIN     "cluster.local"   /* meshConfig.trustDomain default */
@@ -688,11 +689,13 @@ int bm_metrics_render_mesh_rows(struct bm_agent *a, FILE *f, const struct bm_mes
 /* ------------------------------------------------------------ istio_request* */
 
 /* One series of the four request families: the istio_tcp_* label set with
- * request_protocol "http", plus response_code (grpc_response_status is ""
- * until the proxy speaks gRPC), and the three histograms. */
+ * request_protocol "http" or "grpc", plus response_code and
+ * grpc_response_status ("" for a request that is not gRPC, or a gRPC one
+ * that ended without a status), and the three histograms. */
 struct req_series {
 	struct bm_tcp_series l;
 	char code[8];
+	char grpc[8];
 	struct bm_req_hist h[BM_REQ_HISTS];
 };
 
@@ -739,8 +742,10 @@ static int req_row_series(struct bm_agent *a, const struct lookups *lk,
 		return err;
 	if (r->k.reporter != BM_MESH_SOURCE)
 		s->l.v[BM_L_REPORTER] = "destination";
-	s->l.v[BM_L_REQUEST_PROTOCOL] = "http";
+	s->l.v[BM_L_REQUEST_PROTOCOL] = r->k.protocol == BM_L7_PROTO_GRPC ? "grpc" : "http";
 	snprintf(s->code, sizeof(s->code), "%u", r->k.code);
+	if (r->k.grpc_status >= 0)
+		snprintf(s->grpc, sizeof(s->grpc), "%d", r->k.grpc_status);
 	memcpy(s->h, r->h, sizeof(s->h));
 	return 0;
 }
@@ -750,7 +755,9 @@ static int cmp_req_series(const void *x, const void *y)
 	const struct req_series *a = x, *b = y;
 	int c = cmp_series(&a->l, &b->l);
 
-	return c ? c : strcmp(a->code, b->code);
+	if (!c)
+		c = strcmp(a->code, b->code);
+	return c ? c : strcmp(a->grpc, b->grpc);
 }
 
 static void hist_merge(struct bm_req_hist *into, const struct bm_req_hist *h)
@@ -770,7 +777,7 @@ static size_t req_labels(const struct req_series *s, struct bm_prom_label *l)
 		l[n++] = (struct bm_prom_label){ bm_istio_label_names[k], s->l.v[k] };
 		if (k == BM_L_REQUEST_PROTOCOL) {
 			l[n++] = (struct bm_prom_label){ "response_code", s->code };
-			l[n++] = (struct bm_prom_label){ "grpc_response_status", "" };
+			l[n++] = (struct bm_prom_label){ "grpc_response_status", s->grpc };
 		}
 	}
 	return n;

@@ -80,6 +80,8 @@ static void key_of(const struct bm_l7_record *r, struct bm_req_key *k)
 	k->mtls = r->mtls ? 1 : 0;
 	k->code = r->status;
 	k->dst_port = r->dst_port;
+	k->protocol = r->protocol;
+	k->grpc_status = r->protocol == BM_L7_PROTO_GRPC ? r->grpc_status : -1;
 	copy_str(k->flags, sizeof(k->flags), r->flags && *r->flags ? r->flags : "-");
 	if (r->reporter == BM_MESH_SOURCE) {
 		k->upstream_ip = r->upstream_ip;
@@ -122,6 +124,8 @@ static uint32_t key_hash(const struct bm_req_key *k)
 	h = (h ^ k->dst_port) * 16777619u;
 	h = (h ^ k->upstream_port) * 16777619u;
 	h = (h ^ k->upstream_ip) * 16777619u;
+	h = (h ^ k->protocol) * 16777619u;
+	h = (h ^ (uint16_t)k->grpc_status) * 16777619u;
 	h = fnv_str(h, k->flags);
 	h = fnv_str(h, k->src);
 	h = fnv_str(h, k->dst);

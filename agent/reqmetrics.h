@@ -11,7 +11,8 @@
  *     spiffe:// ("" for plaintext), dst = the server pod "ns/name",
  *     upstream ip:port = 0 (the client's address is not a label);
  *   both: mtls, response code, response flags, destination service host
- *     and namespace, destination port.
+ *     and namespace, destination port, request protocol (http / grpc) and
+ *     gRPC status (-1: none, rendered "").
  *
  * Concurrency is relay.h's bm_mesh_table discipline: one writer (the owning
  * worker), readers on the metrics thread. A row's key is written once and
@@ -49,6 +50,9 @@ struct bm_req_key {
 	uint16_t dst_port;          /* service port (source) / pod port (destination), host order */
 	uint16_t upstream_port;     /* reporter source: backend port, network order; else 0 */
 	uint32_t upstream_ip;       /* reporter source: backend IP, network order; else 0 */
+	uint8_t protocol;           /* request_protocol: BM_L7_PROTO_HTTP "http",
+				     * BM_L7_PROTO_GRPC "grpc" (l7proxy.h) */
+	int16_t grpc_status;        /* grpc_response_status: 0..16 as a number; -1 renders "" */
 	char flags[32];             /* Envoy response flags, "-" for none */
 	char src[BM_REQ_NAME];
 	char dst[BM_REQ_NAME];

@@ -625,7 +625,7 @@ size_t bm_trace_span_format(const struct bm_l7_record *r, const char *node, char
 		snprintf(url + n, sizeof(url) - (size_t)n, "%.1500s", r->path);
 		put_kv(&b, &first, "http.url", url, 1536);
 	}
-	put_kv(&b, &first, "http.protocol", "HTTP/1.1", 16);
+	put_kv(&b, &first, "http.protocol", r->downstream_h2 ? "HTTP/2" : "HTTP/1.1", 16);
 	snprintf(tmp, sizeof(tmp), "%u", r->status);
 	put_kv(&b, &first, "http.status_code", tmp, 8);
 	put_kv(&b, &first, "response_flags", r->flags && *r->flags ? r->flags : "-", 64);

@@ -25,7 +25,10 @@
 
 /* ---- upstream servers ------------------------------------------------------ */
 
-enum { M_OK, M_RESET, M_ECHO };
+/* M_TRAILERS: chunked with a trailer; M_UPGRADE: 101 then echo bytes;
+ * M_GRPC (HTTP/2 only): gRPC-shaped answers, the first fail_first with
+ * grpc-status fail_status as trailers-only responses. */
+enum { M_OK, M_RESET, M_ECHO, M_TRAILERS, M_UPGRADE, M_GRPC };
 
 struct usrv {
 	int lfd;
@@ -36,6 +39,7 @@ struct usrv {
 	int fail_first, fail_status; /* the first fail_first requests get fail_status */
 	int delay_ms, delay_first; /* delay every request (delay_first: only the first) */
 	int conns, reqs;           /* atomics */
+	int h2_conns;              /* connections that spoke HTTP/2 (atomic) */
 	char last_head[4096];
 	pthread_mutex_t mu;
 	pthread_t th;
@@ -174,8 +178,10 @@ static int read_msg(struct rd *r, char *first, size_t fcap, char *head, size_t h
 				return -1;
 			*blen += n;
 		}
+		/* trailers: kept with the head lines, marked */
 		while (!rd_line(r, line, sizeof(line)) && line[0])
-			;
+			if (hn + strlen(line) + 12 < hcap)
+				hn += (size_t)snprintf(head + hn, hcap - hn, "trailer %s\n", line);
 	} else if (cl > 0) {
 		*body = malloc((size_t)cl + 1);
 		if (rd_bytes(r, *body, (size_t)cl))
@@ -224,6 +230,9 @@ struct sconn {
 	int fd;
 };
 
+static void srv_h2(struct sconn *sc);
+static void srv_upgrade(struct sconn *sc, struct rd *r);
+
 static void *srv_conn(void *arg)
 {
 	struct sconn *sc = arg;
@@ -233,6 +242,15 @@ static void *srv_conn(void *arg)
 
 	r->fd = sc->fd;
 	set_timeout(sc->fd, 5000);
+	{
+		char pk[3];
+
+		if (recv(sc->fd, pk, 3, MSG_PEEK) == 3 && !memcmp(pk, "PRI", 3)) {
+			__atomic_add_fetch(&s->h2_conns, 1, __ATOMIC_SEQ_CST);
+			srv_h2(sc);
+			goto out;
+		}
+	}
 	for (;;) {
 		char *body, resp[512];
 		size_t blen;
@@ -252,6 +270,20 @@ static void *srv_conn(void *arg)
 			setsockopt(sc->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 			free(body);
 			break;
+		}
+		if (s->mode == M_UPGRADE) {
+			free(body);
+			srv_upgrade(sc, r);
+			break;
+		}
+		if (s->mode == M_TRAILERS) {
+			snprintf(resp, sizeof(resp),
+				 "HTTP/1.1 200 OK\r\nx-upstream: %s\r\ntransfer-encoding: chunked\r\n\r\n"
+				 "%zx\r\n%s\r\n0\r\nx-trailer: %s-t\r\ngrpc-status: 0\r\n\r\n",
+				 s->id, strlen(s->id), s->id, s->id);
+			send_all(sc->fd, resp, strlen(resp));
+			free(body);
+			continue;
 		}
 		if (s->mode == M_ECHO) {
 			snprintf(resp, sizeof(resp),
@@ -276,6 +308,7 @@ static void *srv_conn(void *arg)
 		send_all(sc->fd, resp, strlen(resp));
 		free(body);
 	}
+out:
 	close(sc->fd);
 	free(r);
 	free(sc);
@@ -364,6 +397,8 @@ static void srv_stop_all(void)
 /* ---- the engine in a thread ------------------------------------------------------ */
 
 struct rec {
+	uint8_t protocol, downstream_h2;
+	int16_t grpc_status;
 	uint16_t status;
 	char flags[64];
 	uint32_t attempts;
@@ -411,6 +446,9 @@ static void t_complete(void *ctx, const struct bm_l7_record *r)
 		struct rec *x = &T.recs[T.n_recs++];
 
 		x->status = r->status;
+		x->protocol = r->protocol;
+		x->downstream_h2 = r->downstream_h2;
+		x->grpc_status = r->grpc_status;
 		snprintf(x->flags, sizeof(x->flags), "%s", r->flags);
 		x->attempts = r->attempts;
 		snprintf(x->request_id, sizeof(x->request_id), "%s", r->request_id);
@@ -1183,6 +1221,9 @@ static void test_l7_teardown(void)
 {
 	alarm(0);
 }
+
+/* HTTP/2, gRPC, trailers and upgrades: the same harness. */
+#include "l7h2_cases.inc"
 
 BM_SUITE(l7proxy,
 	 BM_CASE(test_l7_setup),

@@ -454,9 +454,67 @@ static void test_whole_exposition(void)
 	free(a);
 }
 
+static void test_grpc_rows(void)
+{
+	/* request_protocol and grpc_response_status are labels: gRPC requests
+	 * with different statuses are rows of their own, HTTP ones carry no
+	 * gRPC status whatever the record says. */
+	struct bm_req_table *t = bm_req_table_new();
+	struct bm_req_row *out = NULL;
+	size_t n = 0, cap = 0;
+	struct bm_l7_record x;
+	int seen_http = 0, seen_ok = 0, seen_14 = 0;
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(t);
+	x = rec(BM_MESH_SOURCE, 200, 1);
+	x.grpc_status = 3; /* not gRPC: ignored */
+	bm_req_record(t, &x);
+	for (int i = 0; i < 2; i++) {
+		x = rec(BM_MESH_SOURCE, 200, 1);
+		x.protocol = BM_L7_PROTO_GRPC;
+		x.grpc_status = 0;
+		bm_req_record(t, &x);
+	}
+	x.grpc_status = 14;
+	bm_req_record(t, &x);
+	CU_ASSERT_EQUAL(bm_req_collect(t, &out, &n, &cap), 0);
+	CU_ASSERT_EQUAL(n, 3);
+	for (size_t i = 0; i < n; i++) {
+		uint64_t c = bm_req_hist_count(&out[i].h[BM_REQ_DURATION]);
+
+		if (out[i].k.protocol == BM_L7_PROTO_HTTP && out[i].k.grpc_status == -1 && c == 1)
+			seen_http = 1;
+		if (out[i].k.protocol == BM_L7_PROTO_GRPC && out[i].k.grpc_status == 0 && c == 2)
+			seen_ok = 1;
+		if (out[i].k.protocol == BM_L7_PROTO_GRPC && out[i].k.grpc_status == 14 && c == 1)
+			seen_14 = 1;
+	}
+	CU_ASSERT(seen_http && seen_ok && seen_14);
+	/* Rendered: three series, Istio's label values, valid exposition. */
+	{
+		struct bm_pod pods[2];
+		struct bm_agent *a = agent_with_workloads(pods);
+		char *text = render_rows(a, out, n);
+
+		CU_ASSERT_EQUAL(count(text, "\nistio_requests_total{"), 3);
+		CU_ASSERT_PTR_NOT_NULL(strstr(text, "request_protocol=\"http\",response_code=\"200\","
+						    "grpc_response_status=\"\""));
+		CU_ASSERT_PTR_NOT_NULL(strstr(text, "request_protocol=\"grpc\",response_code=\"200\","
+						    "grpc_response_status=\"0\""));
+		CU_ASSERT_PTR_NOT_NULL(strstr(text, "request_protocol=\"grpc\",response_code=\"200\","
+						    "grpc_response_status=\"14\""));
+		promtool_check(text);
+		free(text);
+		agent_free(a);
+	}
+	free(out);
+	bm_req_table_free(t);
+}
+
 BM_SUITE(reqmetrics,
 	 BM_CASE(test_bucket_bounds),
 	 BM_CASE(test_record_collect_merge),
+	 BM_CASE(test_grpc_rows),
 	 BM_CASE(test_table_bounded),
 	 BM_CASE(test_buckets_rendered),
 	 BM_CASE(test_labels_rendered),

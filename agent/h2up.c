@@ -1,0 +1,897 @@
+/*
+ * HTTP/2 upstream connections of the L7 engine (h2c with prior
+ * knowledge): for clusters whose port speaks HTTP2/GRPC, inbound requests
+ * that came as HTTP/2, and ports of unset protocol when the client spoke
+ * HTTP/2 (Envoy's USE_DOWNSTREAM_PROTOCOL).
+ *
+ * Pools are per (pool key, cluster, backend) like the HTTP/1.1 ones, but a
+ * connection multiplexes: a new exchange takes an existing connection
+ * while it has stream room by the peer's SETTINGS_MAX_CONCURRENT_STREAMS
+ * (nghttp2 queues the excess itself when every connection is full and no
+ * other may be opened), maxRequestsPerConnection drains a connection,
+ * idleTimeout closes one without streams, tcp.maxConnections bounds them.
+ *
+ * The owner of an exchange writes HTTP/1.1 bytes (l7_x_wq), the same it
+ * writes to an HTTP/1.1 upstream; a per-stream request parser turns them
+ * into HEADERS, DATA and trailers. The response comes back as a
+ * synthesized struct bm_h1_head, body pieces and trailers, so the pipeline
+ * (l7proxy.c) does not know which protocol carried its attempt.
+ *
+ * nghttp2 is never re-entered: sending waits while the session is inside
+ * mem_recv, and connections are freed at the end of the loop's batch.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <pthread.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <nghttp2/nghttp2.h>
+#include "l7upstream.h"
+
+#define H2U_TRAILERS 16
+#define H2U_WQ_MAX (256 * 1024)   /* frames queued to the socket before we stop producing */
+
+struct l7_h2us;
+
+struct l7_h2uc {
+	struct bm_ev ev;
+	struct bm_l7_engine *e;
+	struct l7_h2uc *next, *prev;
+	nghttp2_session *s;
+	uint64_t pool_key;
+	struct bm_l7_cluster_rt *rt;  /* counted in rt->connections */
+	uint32_t ip;
+	uint16_t port;
+	uint32_t max_reqs, n_reqs, idle_ms;
+	unsigned n_streams;
+	uint8_t connecting, readable, writable, closed, draining, in_recv, in_send, again;
+	struct bm_chunkq wq;
+	struct l7_h2us *streams;
+	struct l7_timer t;            /* connect timeout, idle timeout, deferred close */
+	uint8_t close_pending, failing;
+};
+
+/* One exchange's stream. */
+struct l7_h2us {
+	struct l7_x *x;               /* NULL once the owner let go */
+	struct l7_h2uc *uc;
+	struct l7_h2us *next, *prev;
+	int32_t id;                   /* 0 until submitted */
+	struct bm_chunkq in;          /* HTTP/1.1 request bytes from the owner */
+	struct bm_h1_parser qp;
+	struct bm_chunkq body;        /* decoded request body for DATA */
+	uint8_t req_end, deferred, closed, got_head, done, resp_end, unlinked;
+	size_t unconsumed;
+	struct bm_http_hdr qtr[BM_H1_TRAILERS_MAX];
+	nghttp2_nv tnv[BM_H1_TRAILERS_MAX];
+	size_t n_tnv;
+	/* response head and trailers: strings in hb (never moved once a view
+	 * was made: the head's are made at END_HEADERS, trailers' at the end) */
+	char hb[16384];
+	size_t hlen;
+	struct bm_h1_head head;
+	struct bm_http_hdr tr[H2U_TRAILERS];
+	size_t n_tr;
+	uint8_t in_trailers;
+};
+
+static void uc_send(struct l7_h2uc *uc);
+static void uc_close(struct l7_h2uc *uc);
+static void uc_on_event(struct bm_ev *ev, uint32_t events);
+
+/* ---- stream memory --------------------------------------------------------------------- */
+
+/* A stream is one request: its 10-30 KiB come from a cache of the loop's
+ * thread (which is also where the deferred frees run) rather than from
+ * malloc per request. Bounded; emptied when the thread exits. */
+#define OBJ_CACHE_MAX 64
+
+static __thread struct {
+	void *head;
+	unsigned n;
+} obj_cache[L7_OBJ_KINDS];
+static pthread_key_t obj_key;
+static pthread_once_t obj_once = PTHREAD_ONCE_INIT;
+
+static void obj_drain(void *unused)
+{
+	for (int k = 0; k < L7_OBJ_KINDS; k++) {
+		while (obj_cache[k].head) {
+			void *o = obj_cache[k].head;
+
+			obj_cache[k].head = *(void **)o;
+			free(o);
+		}
+		obj_cache[k].n = 0;
+	}
+}
+
+static void obj_key_init(void)
+{
+	pthread_key_create(&obj_key, obj_drain);
+}
+
+void *l7_obj_get(int kind, size_t size)
+{
+	void *o = obj_cache[kind].head;
+
+	if (!o)
+		return calloc(1, size);
+	obj_cache[kind].head = *(void **)o;
+	obj_cache[kind].n--;
+	memset(o, 0, size);
+	return o;
+}
+
+void l7_obj_put(int kind, void *o)
+{
+	if (obj_cache[kind].n >= OBJ_CACHE_MAX) {
+		free(o);
+		return;
+	}
+	pthread_once(&obj_once, obj_key_init);
+	pthread_setspecific(obj_key, obj_cache); /* non-NULL: obj_drain runs at exit */
+	*(void **)o = obj_cache[kind].head;
+	obj_cache[kind].head = o;
+	obj_cache[kind].n++;
+}
+
+/* ---- streams -------------------------------------------------------------------------- */
+
+static void hs_free_mem(void *obj)
+{
+	struct l7_h2us *hs = obj;
+
+	bm_h1_fini(&hs->qp);
+	l7_obj_put(L7_OBJ_H2US, hs);
+}
+
+static void hs_unlink(struct l7_h2us *hs)
+{
+	struct l7_h2uc *uc = hs->uc;
+	struct bm_l7_engine *e = uc->e;
+
+	if (hs->unlinked)
+		return;
+	hs->unlinked = 1;
+	if (hs->prev)
+		hs->prev->next = hs->next;
+	else
+		uc->streams = hs->next;
+	if (hs->next)
+		hs->next->prev = hs->prev;
+	uc->n_streams--;
+	bm_chunkq_clear(e->l, &hs->in);
+	bm_chunkq_clear(e->l, &hs->body);
+	bm_loop_defer_free(e->l, hs, hs_free_mem);
+	if (uc->closed || uc->connecting) /* the connect timeout stays */
+		return;
+	if (!uc->n_streams && uc->draining) {
+		uc->close_pending = 1;
+		l7_timer_arm(e, &uc->t, 0);
+	} else if (!uc->n_streams) {
+		l7_timer_arm(e, &uc->t, uc->idle_ms);
+	}
+}
+
+/* The stream failed before its response ended: tell the owner. */
+static void hs_fail(struct l7_h2us *hs, enum bm_attempt_result r)
+{
+	struct l7_x *x = hs->x;
+
+	if (!x || hs->done)
+		return;
+	hs->done = 1;
+	x->ops->fail(x, r);
+}
+
+static void hs_add_nv(nghttp2_nv *nv, size_t *n, const char *name, size_t nl, const char *v,
+		      size_t vl)
+{
+	nv[*n].name = (uint8_t *)(uintptr_t)name;
+	nv[*n].namelen = nl;
+	nv[*n].value = (uint8_t *)(uintptr_t)v;
+	nv[*n].valuelen = vl;
+	nv[*n].flags = NGHTTP2_NV_FLAG_NONE;
+	(*n)++;
+}
+
+static int h1_only(const struct bm_http_hdr *h)
+{
+	static const char *const no[] = { "connection", "keep-alive", "proxy-connection",
+					  "transfer-encoding", "upgrade", "host", "content-length" };
+
+	for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+		if (h->name_len == strlen(no[i]) && !strncasecmp(h->name, no[i], h->name_len))
+			return 1;
+	/* TE: only "trailers" may cross into HTTP/2 (RFC 9113 §8.2.2) */
+	if (h->name_len == 2 && !strncasecmp(h->name, "te", 2))
+		return !(h->value_len == 8 && !strncasecmp(h->value, "trailers", 8));
+	return 0;
+}
+
+static ssize_t hs_data_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len,
+			    uint32_t *flags, nghttp2_data_source *src, void *u)
+{
+	struct l7_h2us *hs = src->ptr;
+	struct l7_h2uc *uc = u;
+	size_t n = 0;
+
+	while (n < len && hs->body.head) {
+		struct bm_chunk *c = hs->body.head;
+		size_t k = c->len < len - n ? c->len : len - n;
+
+		memcpy(buf + n, c->data + c->off, k);
+		n += k;
+		bm_chunkq_consume(uc->e->l, &hs->body, k);
+	}
+	if (!hs->body.bytes && hs->req_end) {
+		*flags |= NGHTTP2_DATA_FLAG_EOF;
+		if (hs->n_tnv) {
+			*flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+			if (nghttp2_submit_trailer(s, id, hs->tnv, hs->n_tnv))
+				return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+		}
+		return (ssize_t)n;
+	}
+	if (!n) {
+		hs->deferred = 1;
+		return NGHTTP2_ERR_DEFERRED;
+	}
+	return (ssize_t)n;
+}
+
+/* The request head parsed from the owner's bytes: HEADERS. */
+static int hs_submit(struct l7_h2us *hs)
+{
+	const struct bm_h1_head *h = &hs->qp.head;
+	const struct bm_http_hdr *host = bm_h1_find(h->hdr, h->n_hdr, "host");
+	nghttp2_data_provider prd = { .source.ptr = hs, .read_callback = hs_data_read };
+	nghttp2_nv snv[48], *nv = snv;  /* on the stack for usual heads */
+	char clen[24];
+	size_t n = 0;
+	int32_t id;
+
+	if (h->n_hdr + 5 > sizeof(snv) / sizeof(snv[0]) &&
+	    !(nv = malloc((h->n_hdr + 5) * sizeof(*nv))))
+		return -ENOMEM;
+	hs_add_nv(nv, &n, ":method", 7, h->method, strlen(h->method));
+	hs_add_nv(nv, &n, ":scheme", 7, "http", 4);
+	if (host)
+		hs_add_nv(nv, &n, ":authority", 10, host->value, host->value_len);
+	hs_add_nv(nv, &n, ":path", 5, h->target, h->target_len);
+	for (size_t i = 0; i < h->n_hdr; i++)
+		if (!h1_only(&h->hdr[i]))
+			hs_add_nv(nv, &n, h->hdr[i].name, h->hdr[i].name_len, h->hdr[i].value,
+				  h->hdr[i].value_len);
+	if (h->content_length > 0) {
+		snprintf(clen, sizeof(clen), "%lld", (long long)h->content_length);
+		hs_add_nv(nv, &n, "content-length", 14, clen, strlen(clen));
+	}
+	id = nghttp2_submit_request(hs->uc->s, NULL, nv, n, h->has_body ? &prd : NULL, hs);
+	if (nv != snv)
+		free(nv);
+	if (id < 0)
+		return -EPROTO;
+	hs->id = id;
+	if (!h->has_body)
+		hs->req_end = 1;
+	return 0;
+}
+
+static int hs_body_piece(void *u, const uint8_t *p, size_t n)
+{
+	struct l7_h2us *hs = u;
+
+	return bm_chunkq_append(hs->uc->e->l, &hs->body, p, n);
+}
+
+/* Translate what the owner wrote so far. */
+static int hs_translate(struct l7_h2us *hs)
+{
+	struct bm_l7_engine *e = hs->uc->e;
+
+	while (hs->in.bytes && hs->qp.state != BM_H1_DONE) {
+		struct bm_chunk *c = hs->in.head;
+		ssize_t r;
+
+		if (!c->len) {
+			bm_chunkq_consume(e->l, &hs->in, 0);
+			hs->in.head = c->next;
+			if (!hs->in.head)
+				hs->in.tail = NULL;
+			bm_chunk_put(e->l, c);
+			continue;
+		}
+		if (hs->qp.state == BM_H1_HEAD) {
+			r = bm_h1_parse_head(&hs->qp, c->data + c->off, c->len);
+			if (r < 0)
+				return -EPROTO;
+			bm_chunkq_consume(e->l, &hs->in, (size_t)r);
+			if (hs->qp.state == BM_H1_BODY && hs_submit(hs))
+				return -EPROTO;
+			continue;
+		}
+		r = bm_h1_parse_body(&hs->qp, c->data + c->off, c->len, hs_body_piece, hs);
+		if (r < 0)
+			return -EPROTO;
+		bm_chunkq_consume(e->l, &hs->in, (size_t)r);
+		if (hs->qp.state == BM_H1_DONE && !hs->req_end) {
+			size_t nt = bm_h1_trailers(&hs->qp, hs->qtr, BM_H1_TRAILERS_MAX);
+
+			hs->n_tnv = 0;
+			for (size_t i = 0; i < nt; i++)
+				if (!h1_only(&hs->qtr[i]))
+					hs_add_nv(hs->tnv, &hs->n_tnv, hs->qtr[i].name,
+						  hs->qtr[i].name_len, hs->qtr[i].value,
+						  hs->qtr[i].value_len);
+			hs->req_end = 1;
+		}
+	}
+	if (hs->id && hs->deferred && (hs->body.bytes || hs->req_end)) {
+		hs->deferred = 0;
+		nghttp2_session_resume_data(hs->uc->s, hs->id);
+	}
+	return 0;
+}
+
+/* ---- nghttp2 callbacks (client) ------------------------------------------------------------ */
+
+static int hb_put(struct l7_h2us *hs, const uint8_t *p, size_t n, const char **out)
+{
+	if (hs->hlen + n + 1 > sizeof(hs->hb))
+		return -E2BIG;
+	memcpy(hs->hb + hs->hlen, p, n);
+	hs->hb[hs->hlen + n] = 0;
+	*out = hs->hb + hs->hlen;
+	hs->hlen += n + 1;
+	return 0;
+}
+
+static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *u)
+{
+	struct l7_h2us *hs = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+
+	if (hs && hs->got_head)
+		hs->in_trailers = 1;
+	return 0;
+}
+
+static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
+		     size_t nl, const uint8_t *value, size_t vl, uint8_t flags, void *u)
+{
+	struct l7_h2us *hs = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+	struct bm_http_hdr *x;
+	const char *n, *v;
+
+	if (!hs || f->hd.type != NGHTTP2_HEADERS)
+		return 0;
+	if (nl == 7 && !memcmp(name, ":status", 7)) {
+		/* a new head: what an interim (1xx) one left goes */
+		hs->head.status = atoi((const char *)value);
+		hs->head.n_hdr = 0;
+		hs->hlen = 0;
+		return 0;
+	}
+	if (nl && name[0] == ':')
+		return 0;
+	if (hb_put(hs, name, nl, &n) || hb_put(hs, value, vl, &v))
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets the stream */
+	if (hs->in_trailers) {
+		if (hs->n_tr == H2U_TRAILERS)
+			return 0;
+		x = &hs->tr[hs->n_tr++];
+	} else {
+		if (hs->head.n_hdr == BM_H1_MAX_HDRS)
+			return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+		x = &hs->head.hdr[hs->head.n_hdr++];
+	}
+	x->name = n;
+	x->name_len = nl;
+	x->value = v;
+	x->value_len = vl;
+	return 0;
+}
+
+static void hs_done(struct l7_h2us *hs)
+{
+	struct l7_x *x = hs->x;
+
+	if (!x || hs->done)
+		return;
+	hs->done = 1;
+	x->resp_done = 1;
+	x->trailers = hs->tr;
+	x->n_trailers = hs->n_tr;
+	x->ops->done(x);
+}
+
+static void hs_head(struct l7_h2us *hs, int end)
+{
+	struct bm_h1_head *h = &hs->head;
+	const struct bm_http_hdr *cl = bm_h1_find(h->hdr, h->n_hdr, "content-length");
+
+	hs->got_head = 1;
+	h->major = 2;
+	h->minor = 0;
+	h->reason = "";
+	h->keep_alive = 1;
+	h->content_length = cl ? strtoll(cl->value, NULL, 10) : -1;
+	h->has_body = !end && !hs->x->head_request;
+	if (h->has_body && h->content_length == 0)
+		h->content_length = -1; /* trailers may still come: not "no body" */
+	hs->x->ops->head(hs->x, h);
+}
+
+static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *u)
+{
+	struct l7_h2us *hs;
+	int end = f->hd.flags & NGHTTP2_FLAG_END_STREAM;
+
+	if (!f->hd.stream_id)
+		return 0;
+	hs = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+	if (!hs || !hs->x || hs->done)
+		return 0;
+	if (end)
+		hs->resp_end = 1;
+	if (f->hd.type == NGHTTP2_HEADERS && !hs->got_head) {
+		if (hs->head.status / 100 == 1)
+			return 0; /* interim */
+		hs->x->got_bytes = 1;
+		hs_head(hs, end);
+		if (!hs->x || hs->done)
+			return 0;
+	}
+	if (end && (f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA))
+		hs_done(hs);
+	return 0;
+}
+
+static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data,
+			 size_t len, void *u)
+{
+	struct l7_h2us *hs = nghttp2_session_get_stream_user_data(s, id);
+
+	if (!hs || !hs->x || hs->done) {
+		nghttp2_session_consume(s, id, len);
+		return 0;
+	}
+	hs->x->got_bytes = 1;
+	hs->x->ops->body(hs->x, data, len);
+	/* back-pressure: a paused owner gets its credit back on resume */
+	if (hs->x && hs->x->paused)
+		hs->unconsumed += len;
+	else
+		nghttp2_session_consume(s, id, len);
+	return 0;
+}
+
+static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *u)
+{
+	struct l7_h2us *hs = nghttp2_session_get_stream_user_data(s, id);
+
+	if (!hs)
+		return 0;
+	hs->closed = 1;
+	if (hs->x && !hs->done)
+		hs_fail(hs, code == NGHTTP2_REFUSED_STREAM ? BM_AR_REFUSED_STREAM : BM_AR_RESET);
+	if (!hs->x)
+		hs_unlink(hs);
+	return 0;
+}
+
+static nghttp2_session_callbacks *cbs;
+static nghttp2_option *opt;
+static pthread_once_t cbs_once = PTHREAD_ONCE_INIT;
+
+static void cbs_init(void)
+{
+	if (nghttp2_session_callbacks_new(&cbs) || nghttp2_option_new(&opt)) {
+		cbs = NULL;
+		return;
+	}
+	nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
+	nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+	nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
+	nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+	nghttp2_option_set_no_auto_window_update(opt, 1);
+}
+
+/* ---- connections ------------------------------------------------------------------------------- */
+
+static void uc_free_mem(void *obj)
+{
+	struct l7_h2uc *uc = obj;
+
+	if (uc->s)
+		nghttp2_session_del(uc->s);
+	free(uc);
+}
+
+/* Every stream fails with r, then the connection goes. */
+static void uc_fail(struct l7_h2uc *uc, enum bm_attempt_result r)
+{
+	uc->draining = 1;
+	uc->failing = 1;
+	for (struct l7_h2us *hs = uc->streams; hs; hs = hs->next)
+		if (hs->x && !hs->done) {
+			enum bm_attempt_result rr = r;
+
+			if (r == BM_AR_RESET && !hs->got_head && !hs->x->got_bytes && !hs->id)
+				rr = BM_AR_RESET_BEFORE_REQ;
+			hs_fail(hs, rr);
+		}
+	uc_close(uc);
+}
+
+static void uc_close(struct l7_h2uc *uc)
+{
+	struct bm_l7_engine *e = uc->e;
+
+	if (uc->closed)
+		return;
+	uc->closed = 1;
+	uc->ev.dead = 1;
+	l7_timer_cancel(e, &uc->t);
+	while (uc->streams) {
+		struct l7_h2us *hs = uc->streams;
+
+		if (hs->x) {
+			hs->x->hs = NULL;
+			hs->x->uc = NULL;
+			hs->x = NULL;
+		}
+		hs_unlink(hs);
+	}
+	if (uc->prev)
+		uc->prev->next = uc->next;
+	else
+		e->h2uconns = uc->next;
+	if (uc->next)
+		uc->next->prev = uc->prev;
+	close(uc->ev.fd);
+	bm_chunkq_clear(e->l, &uc->wq);
+	if (uc->rt)
+		l7_cb_give(&uc->rt->connections);
+	bm_loop_defer_free(e->l, uc, uc_free_mem);
+}
+
+static void uc_timer(struct l7_timer *t)
+{
+	struct l7_h2uc *uc = (struct l7_h2uc *)((char *)t - offsetof(struct l7_h2uc, t));
+
+	if (uc->connecting)
+		uc_fail(uc, BM_AR_CONNECT_FAILURE);
+	else if (uc->close_pending && uc->n_streams)
+		uc_fail(uc, BM_AR_RESET);
+	else if (!uc->n_streams)
+		uc_close(uc);
+}
+
+static void uc_flush(struct l7_h2uc *uc)
+{
+	while (uc->wq.bytes && uc->writable && !uc->connecting && !uc->closed) {
+		struct iovec iov[16];
+		int n = 0;
+		ssize_t w;
+
+		for (struct bm_chunk *c = uc->wq.head; c && n < 16; c = c->next) {
+			if (!c->len)
+				continue;
+			iov[n].iov_base = c->data + c->off;
+			iov[n].iov_len = c->len;
+			n++;
+		}
+		w = sendmsg(uc->ev.fd, &(struct msghdr){ .msg_iov = iov, .msg_iovlen = (size_t)n },
+			    MSG_NOSIGNAL);
+		if (w < 0) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				uc->writable = 0;
+			else /* noticed on the next loop turn, never inside a write */
+				uc->close_pending = 1, l7_timer_arm(uc->e, &uc->t, 0);
+			return;
+		}
+		bm_chunkq_consume(uc->e->l, &uc->wq, (size_t)w);
+	}
+}
+
+/* Frames out while the socket keeps up; owners whose request body drained
+ * may write more. */
+static void uc_send(struct l7_h2uc *uc)
+{
+	if (uc->closed || uc->connecting)
+		return;
+	if (uc->in_recv || uc->in_send) {
+		uc->again = 1;
+		return;
+	}
+	uc->in_send = 1;
+	do {
+		uc->again = 0;
+		while (uc->wq.bytes < H2U_WQ_MAX) {
+			const uint8_t *p;
+			ssize_t n = nghttp2_session_mem_send(uc->s, &p);
+
+			if (n < 0 || (n > 0 && bm_chunkq_append(uc->e->l, &uc->wq, p, (size_t)n))) {
+				uc->in_send = 0;
+				uc_fail(uc, BM_AR_RESET);
+				return;
+			}
+			if (!n)
+				break;
+		}
+		uc_flush(uc);
+		for (struct l7_h2us *hs = uc->streams; hs && !uc->closed; hs = hs->next)
+			if (hs->x && !hs->done && hs->body.bytes + hs->in.bytes < L7_HIGH_WATER &&
+			    !hs->req_end && hs->x->ops->writable)
+				hs->x->ops->writable(hs->x);
+	} while (uc->again && !uc->closed);
+	uc->in_send = 0;
+	if (!uc->closed && !nghttp2_session_want_read(uc->s) &&
+	    !nghttp2_session_want_write(uc->s) && !uc->wq.bytes)
+		uc_fail(uc, BM_AR_RESET); /* GOAWAY: nothing more on this one */
+}
+
+static void uc_read(struct l7_h2uc *uc)
+{
+	struct bm_l7_engine *e = uc->e;
+
+	while (uc->readable && !uc->closed) {
+		ssize_t n = recv(uc->ev.fd, e->l->scratch, BM_SCRATCH, 0), r;
+
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				uc->readable = 0;
+				break;
+			}
+			uc_fail(uc, BM_AR_RESET);
+			return;
+		}
+		if (!n) {
+			uc_fail(uc, BM_AR_RESET);
+			return;
+		}
+		uc->in_recv = 1;
+		r = nghttp2_session_mem_recv(uc->s, e->l->scratch, (size_t)n);
+		uc->in_recv = 0;
+		if (uc->closed)
+			return;
+		if (r < 0) {
+			uc_fail(uc, BM_AR_RESET);
+			return;
+		}
+	}
+	uc_send(uc);
+}
+
+static void uc_on_event(struct bm_ev *ev, uint32_t events)
+{
+	struct l7_h2uc *uc = (struct l7_h2uc *)ev;
+
+	if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+		uc->writable = 1;
+	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		uc->readable = 1;
+	if (uc->connecting) {
+		if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+			return;
+		if (bm_sock_connect_result(ev->fd)) {
+			uc_fail(uc, BM_AR_CONNECT_FAILURE);
+			return;
+		}
+		uc->connecting = 0;
+		l7_timer_cancel(uc->e, &uc->t);
+		/* the owners waited for the connection: their heads go now */
+		for (struct l7_h2us *hs = uc->streams, *next; hs && !uc->closed; hs = next) {
+			next = hs->next;
+			if (hs->x && !hs->done)
+				hs->x->ops->ready(hs->x);
+		}
+		if (uc->closed)
+			return;
+		if (!uc->n_streams) /* its requests gave up while it connected */
+			l7_timer_arm(uc->e, &uc->t, uc->draining ? 0 : uc->idle_ms);
+	}
+	uc_send(uc);
+	if (!uc->closed)
+		uc_read(uc);
+}
+
+static struct l7_h2uc *uc_dial(struct l7_x *x)
+{
+	struct bm_l7_engine *e = x->e;
+	struct l7_h2uc *uc;
+	nghttp2_settings_entry iv[] = { { NGHTTP2_SETTINGS_ENABLE_PUSH, 0 } };
+	int fd = -1, err;
+
+	if (!l7_cb_take(&x->c->rt->connections, x->c->max_connections)) {
+		errno = EBUSY;
+		return NULL;
+	}
+	err = e->ops.connect(x->user, &x->b, &fd);
+	if (err >= 0 && fd < 0)
+		err = -ECONNREFUSED;
+	if (err < 0)
+		goto err_give;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
+	uc = calloc(1, sizeof(*uc));
+	if (!uc || nghttp2_session_client_new2(&uc->s, cbs, uc, opt)) {
+		free(uc);
+		close(fd);
+		err = -ENOMEM;
+		goto err_give;
+	}
+	uc->e = e;
+	uc->ev.fn = uc_on_event;
+	uc->ev.fd = fd;
+	uc->pool_key = x->pool_key;
+	uc->rt = x->c->rt;
+	uc->ip = x->b.ip;
+	uc->port = x->b.port;
+	uc->max_reqs = x->c->max_requests_per_conn;
+	uc->idle_ms = x->c->idle_timeout_ms ? x->c->idle_timeout_ms : 3600000;
+	uc->connecting = 1;
+	l7_timer_init(&uc->t, uc_timer);
+	nghttp2_submit_settings(uc->s, NGHTTP2_FLAG_NONE, iv, 1);
+	nghttp2_session_set_local_window_size(uc->s, NGHTTP2_FLAG_NONE, 0, 1 << 20);
+	if (bm_loop_add(e->l, &uc->ev, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)) {
+		err = -errno;
+		nghttp2_session_del(uc->s);
+		close(fd);
+		free(uc);
+		goto err_give;
+	}
+	uc->next = e->h2uconns;
+	if (e->h2uconns)
+		e->h2uconns->prev = uc;
+	e->h2uconns = uc;
+	e->st.upstream_cx++;
+	e->st.h2_upstream_cx++;
+	l7_timer_arm(e, &uc->t, x->c->connect_timeout_ms ? x->c->connect_timeout_ms : 10000);
+	return uc;
+err_give:
+	l7_cb_give(&x->c->rt->connections);
+	errno = -err;
+	return NULL;
+}
+
+/* A connection of x's pool with stream room, else a new one, else the
+ * least busy (nghttp2 queues beyond the peer's limit). */
+static struct l7_h2uc *uc_pick(struct l7_x *x)
+{
+	struct l7_h2uc *best = NULL, *uc;
+
+	for (uc = x->e->h2uconns; uc; uc = uc->next) {
+		uint32_t room;
+
+		if (uc->closed || uc->draining || !nghttp2_session_check_request_allowed(uc->s) ||
+		    uc->pool_key != x->pool_key ||
+		    uc->rt != x->c->rt || uc->ip != x->b.ip || uc->port != x->b.port)
+			continue;
+		room = nghttp2_session_get_remote_settings(uc->s,
+							  NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+		if (uc->n_streams < room)
+			return uc;
+		if (!best || uc->n_streams < best->n_streams)
+			best = uc;
+	}
+	uc = uc_dial(x);
+	if (!uc && errno == EBUSY && best)
+		return best;
+	return uc;
+}
+
+int l7_h2u_start(struct l7_x *x)
+{
+	struct l7_h2uc *uc;
+	struct l7_h2us *hs;
+
+	pthread_once(&cbs_once, cbs_init);
+	if (!cbs)
+		return -ENOMEM;
+	uc = uc_pick(x);
+	if (!uc)
+		return errno == EBUSY ? -EBUSY : -(errno ? errno : ECONNREFUSED);
+	hs = l7_obj_get(L7_OBJ_H2US, sizeof(*hs));
+	if (!hs)
+		return -ENOMEM;
+	bm_h1_init(&hs->qp, 0);
+	hs->x = x;
+	hs->uc = uc;
+	hs->next = uc->streams;
+	if (uc->streams)
+		uc->streams->prev = hs;
+	uc->streams = hs;
+	uc->n_streams++;
+	x->hs = hs;
+	x->uc = NULL;
+	if (++uc->n_reqs >= uc->max_reqs && uc->max_reqs)
+		uc->draining = 1; /* maxRequestsPerConnection */
+	if (!uc->connecting) {
+		l7_timer_cancel(x->e, &uc->t);
+		x->e->st.upstream_cx_reused++;
+		x->ops->ready(x);
+	}
+	return 0;
+}
+
+void l7_h2u_end(struct l7_x *x, int reuse)
+{
+	struct l7_h2us *hs = x->hs;
+	struct l7_h2uc *uc;
+
+	if (!hs)
+		return;
+	uc = hs->uc;
+	x->hs = NULL;
+	hs->x = NULL;
+	if (!hs->id || hs->closed || uc->failing || uc->closed) {
+		hs->closed = 1;
+		hs_unlink(hs);
+		return;
+	}
+	if (hs->resp_end && hs->req_end)
+		return; /* ends by itself: on_stream_close unlinks it */
+	/* the owner gave up before the stream ended: cancel it */
+	nghttp2_submit_rst_stream(uc->s, NGHTTP2_FLAG_NONE, hs->id, NGHTTP2_CANCEL);
+	uc_send(uc);
+}
+
+struct bm_chunkq *l7_h2u_wq(struct l7_x *x)
+{
+	return x->hs ? &x->hs->in : NULL;
+}
+
+void l7_h2u_flush(struct l7_x *x)
+{
+	struct l7_h2us *hs = x->hs;
+
+	if (!hs || hs->uc->connecting)
+		return;
+	/* our own HTTP/1.1 bytes do not parse: a bug; the stream is reset
+	 * and its owner hears of it from on_stream_close */
+	if (hs_translate(hs) && hs->id)
+		nghttp2_submit_rst_stream(hs->uc->s, NGHTTP2_FLAG_NONE, hs->id, NGHTTP2_INTERNAL_ERROR);
+	uc_send(hs->uc);
+}
+
+size_t l7_h2u_queued(const struct l7_x *x)
+{
+	return x->hs ? x->hs->in.bytes + x->hs->body.bytes : 0;
+}
+
+void l7_h2u_pause(struct l7_x *x, int paused)
+{
+	struct l7_h2us *hs = x->hs;
+
+	if (!hs || paused || !hs->unconsumed || hs->closed)
+		return;
+	nghttp2_session_consume(hs->uc->s, hs->id, hs->unconsumed);
+	hs->unconsumed = 0;
+	uc_send(hs->uc);
+}
+
+void l7_h2u_pool_drop(struct bm_l7_engine *e, uint64_t pool_key)
+{
+	for (struct l7_h2uc *uc = e->h2uconns, *next; uc; uc = next) {
+		next = uc->next;
+		if (uc->pool_key == pool_key && !uc->n_streams)
+			uc_close(uc);
+		else if (uc->pool_key == pool_key)
+			uc->draining = 1;
+	}
+}
+
+void l7_h2u_shutdown(struct bm_l7_engine *e)
+{
+	while (e->h2uconns)
+		uc_fail(e->h2uconns, BM_AR_RESET);
+}
