@@ -32,6 +32,8 @@ static struct {
 	struct seen *s;
 	size_t n, cap;
 	uint64_t last_ms;
+	uint32_t *pos;           /* backend id -> 1 + index in s: a scan per backend
+				  * made every tick O(backends^2) */
 } kseen;
 
 #define KERNEL_HEALTH_EVERY_MS 500
@@ -46,6 +48,7 @@ int bm_l7_agent_init(struct bm_agent *a)
 void bm_l7_agent_free(struct bm_agent *a)
 {
 	free(kseen.s);
+	free(kseen.pos);
 	memset(&kseen, 0, sizeof(kseen));
 	if (a->l7)
 		bm_l7_put(a->l7);
@@ -199,9 +202,12 @@ static struct seen *seen_of(uint32_t id, int *fresh)
 	struct seen *n;
 
 	*fresh = 0;
-	for (size_t i = 0; i < kseen.n; i++)
-		if (kseen.s[i].id == id)
-			return &kseen.s[i];
+	if (id >= BM_MAX_BACKEND_IDS)
+		return NULL;
+	if (!kseen.pos && !(kseen.pos = calloc(BM_MAX_BACKEND_IDS, sizeof(*kseen.pos))))
+		return NULL;
+	if (kseen.pos[id])
+		return &kseen.s[kseen.pos[id] - 1];
 	if (kseen.n == kseen.cap) {
 		size_t cap = kseen.cap ? kseen.cap * 2 : 64;
 
@@ -215,6 +221,7 @@ static struct seen *seen_of(uint32_t id, int *fresh)
 	n = &kseen.s[kseen.n++];
 	memset(n, 0, sizeof(*n));
 	n->id = id;
+	kseen.pos[id] = (uint32_t)kseen.n;
 	return n;
 }
 

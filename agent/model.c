@@ -18,10 +18,9 @@
 #include <string.h>
 #include "duration.h"
 #include "model.h"
+#include "modelix.h"
 #include "resutil.h"
 #include "strmap.h"
-
-#define ROOT_NS "istio-system"
 
 static const char *jstr(const json_t *o, const char *k)
 {
@@ -30,16 +29,43 @@ static const char *jstr(const json_t *o, const char *k)
 	return s ? s : "";
 }
 
+/* Appends src to out (at *at, truncating at len - 1). */
+static void append(char *out, size_t len, size_t *at, const char *src)
+{
+	size_t n = strlen(src);
+
+	if (*at + n >= len)
+		n = len - 1 - *at;
+	memcpy(out + *at, src, n);
+	*at += n;
+}
+
+/* snprintf(out, len, "%s", src) without the printf machinery. */
+static void copy_str(char *out, size_t len, const char *src)
+{
+	size_t at = 0;
+
+	append(out, len, &at, src);
+	out[at] = 0;
+}
+
+/* On every lookup of every build: no printf machinery. */
 void bm_fqdn(const char *host, const char *ns, char *out, size_t len)
 {
-	size_t i;
+	size_t i, at = 0;
 
-	if (strchr(host, '.') || !strcmp(host, "*"))
-		snprintf(out, len, "%s", host);
-	else
-		snprintf(out, len, "%s.%s.svc.cluster.local", host, ns && *ns ? ns : "default");
+	if (!len)
+		return;
+	append(out, len, &at, host);
+	if (!strchr(host, '.') && strcmp(host, "*")) {
+		append(out, len, &at, ".");
+		append(out, len, &at, ns && *ns ? ns : "default");
+		append(out, len, &at, ".svc.cluster.local");
+	}
+	out[at] = 0;
 	for (i = 0; out[i]; i++)
-		out[i] = tolower((unsigned char)out[i]);
+		if (out[i] >= 'A' && out[i] <= 'Z')
+			out[i] += 'a' - 'A';
 }
 
 int bm_host_matches(const char *pattern, const char *host)
@@ -65,6 +91,202 @@ static int res_cmp(const void *a, const void *b)
 		return c;
 	c = strcmp(x->ns, y->ns);
 	return c ? c : strcmp(x->name, y->name);
+}
+
+static const char *const model_kinds[] = { "ServiceEntry", "WorkloadEntry", "DestinationRule",
+					    "VirtualService" };
+
+/* What a build reads of each resource, kept per object for the next build:
+ * the store's parse cache hands out the same objects for unchanged files,
+ * so only changed resources are read through jansson and their hosts
+ * expanded again. */
+struct rinfo {
+	const json_t *obj;
+	int kind;                /* index in model_kinds, -1 another kind */
+	const char *name, *ns, *created;
+	const json_t *spec;
+	char **fq;               /* see bm_m_res; one block, refcounted */
+	size_t n_fq;
+};
+
+struct bm_m_rcache {
+	struct rinfo *e;
+	size_t n;
+	size_t *slot;            /* open addressing on obj: 1 + index, 0 empty */
+	size_t cap;              /* power of two */
+};
+
+static size_t ptr_hash(const void *p, size_t cap)
+{
+	return (size_t)(((uintptr_t)p >> 4) * 0x9E3779B97F4A7C15ULL) & (cap - 1);
+}
+
+static const struct rinfo *rc_find(const struct bm_m_rcache *rc, const json_t *o)
+{
+	if (!rc || !rc->cap)
+		return NULL;
+	for (size_t h = ptr_hash(o, rc->cap);; h = (h + 1) & (rc->cap - 1)) {
+		if (!rc->slot[h])
+			return NULL;
+		if (rc->e[rc->slot[h] - 1].obj == o)
+			return &rc->e[rc->slot[h] - 1];
+	}
+}
+
+/* The block: a reference count, then n pointers, then the strings. */
+static void fq_unref(char **fq)
+{
+	if (fq && !--((size_t *)fq)[-1])
+		free((size_t *)fq - 1);
+}
+
+static char **fq_block(char (*names)[256], size_t n)
+{
+	size_t len = sizeof(size_t) + n * sizeof(char *), at;
+	size_t *blk;
+	char **fq;
+
+	for (size_t i = 0; i < n; i++)
+		len += strlen(names[i]) + 1;
+	blk = malloc(len);
+	if (!blk)
+		return NULL;
+	blk[0] = 1;
+	fq = (char **)(blk + 1);
+	at = sizeof(size_t) + n * sizeof(char *);
+	for (size_t i = 0; i < n; i++) {
+		fq[i] = (char *)blk + at;
+		memcpy(fq[i], names[i], strlen(names[i]) + 1);
+		at += strlen(names[i]) + 1;
+	}
+	return fq;
+}
+
+/* The hosts as bm_hix_build() would expand them. */
+static int rinfo_hosts(struct rinfo *e)
+{
+	const json_t *v = json_object_get(e->spec, e->kind == 2 ? "host" : "hosts");
+	char (*names)[256];
+	size_t n = 1, j;
+	json_t *h;
+
+	if (e->kind == 1 || (e->kind != 2 && !json_is_array(v)))
+		return 0; /* WorkloadEntries have none; odd shapes: computed when needed */
+	if (e->kind != 2)
+		n = json_array_size(v);
+	names = malloc((n ? n : 1) * sizeof(*names));
+	if (!names)
+		return -ENOMEM;
+	if (e->kind == 2)
+		bm_fqdn(json_string_value(v) ? json_string_value(v) : "", e->ns, names[0], 256);
+	else
+		json_array_foreach(v, j, h)
+			bm_fqdn(json_string_value(h) ? json_string_value(h) : "", e->ns, names[j], 256);
+	e->fq = fq_block(names, n);
+	e->n_fq = n;
+	free(names);
+	return e->fq ? 0 : -ENOMEM;
+}
+
+static int rinfo_make(const json_t *o, struct rinfo *e)
+{
+	const char *kind = jstr(o, "kind");
+	const json_t *md;
+
+	memset(e, 0, sizeof(*e));
+	e->obj = o;
+	for (e->kind = 0; e->kind < 4 && strcmp(kind, model_kinds[e->kind]); e->kind++)
+		;
+	if (e->kind == 4) {
+		e->kind = -1;
+		return 0;
+	}
+	md = json_object_get(o, "metadata");
+	e->name = jstr(md, "name");
+	e->ns = jstr(md, "namespace");
+	if (!*e->ns)
+		e->ns = "default";
+	e->created = jstr(md, "creationTimestamp");
+	e->spec = json_object_get(o, "spec");
+	return rinfo_hosts(e);
+}
+
+static void rc_free(struct bm_m_rcache *rc)
+{
+	if (!rc)
+		return;
+	for (size_t i = 0; i < rc->n; i++)
+		fq_unref(rc->e[i].fq);
+	free(rc->e);
+	free(rc->slot);
+	free(rc);
+}
+
+/* Every resource's rinfo, taken from prev's cache when the object is the same. */
+static int rc_build(const json_t *resources, const struct bm_m_rcache *prev,
+		    struct bm_m_rcache **out)
+{
+	struct bm_m_rcache *rc = calloc(1, sizeof(*rc));
+	size_t n = json_array_size(resources), i;
+	json_t *o;
+
+	*out = rc;
+	if (!rc)
+		return -ENOMEM;
+	for (rc->cap = 16; rc->cap < 2 * n; rc->cap *= 2)
+		;
+	rc->e = malloc((n ? n : 1) * sizeof(*rc->e));
+	rc->slot = calloc(rc->cap, sizeof(*rc->slot));
+	if (!rc->e || !rc->slot)
+		return -ENOMEM;
+	json_array_foreach(resources, i, o) {
+		const struct rinfo *p = rc_find(prev, o);
+		struct rinfo *e = &rc->e[rc->n];
+		size_t h;
+
+		if (p) {
+			*e = *p;
+			if (e->fq)
+				((size_t *)e->fq)[-1]++;
+		} else if (rinfo_make(o, e)) {
+			return -ENOMEM;
+		}
+		rc->n++;
+		for (h = ptr_hash(o, rc->cap); rc->slot[h]; h = (h + 1) & (rc->cap - 1))
+			;
+		rc->slot[h] = rc->n;
+	}
+	return 0;
+}
+
+/* The four registries the model needs, from the resource cache. */
+static int collect4(const struct bm_m_rcache *rc, struct bm_m_registry reg[4])
+{
+	for (int k = 0; k < 4; k++) {
+		reg[k].n = 0;
+		reg[k].r = malloc((rc->n + 1) * sizeof(*reg[k].r));
+		if (!reg[k].r)
+			return -ENOMEM;
+	}
+	for (size_t i = 0; i < rc->n; i++) {
+		const struct rinfo *e = &rc->e[i];
+		struct bm_m_res *r;
+
+		if (e->kind < 0)
+			continue;
+		r = &reg[e->kind].r[reg[e->kind].n++];
+		r->obj = e->obj;
+		r->kind = model_kinds[e->kind];
+		r->name = e->name;
+		r->ns = e->ns;
+		r->created = e->created;
+		r->spec = e->spec;
+		r->fq = e->fq;
+		r->n_fq = e->n_fq;
+	}
+	for (int k = 0; k < 4; k++)
+		qsort(reg[k].r, reg[k].n, sizeof(*reg[k].r), res_cmp);
+	return 0;
 }
 
 static int collect(const json_t *resources, const char *kind, struct bm_m_registry *reg)
@@ -114,55 +336,6 @@ static int parse_ip(const char *s, uint32_t *ip)
 	return 0;
 }
 
-/* Does service entry se (namespace ns) have fqdn among its hosts? */
-static int se_has_host(const struct bm_m_res *se, const char *fqdn)
-{
-	size_t i;
-	json_t *h;
-	char buf[256];
-
-	json_array_foreach(json_object_get(se->spec, "hosts"), i, h) {
-		bm_fqdn(json_string_value(h) ? json_string_value(h) : "", se->ns, buf, sizeof(buf));
-		if (!strcmp(buf, fqdn))
-			return 1;
-	}
-	return 0;
-}
-
-static const struct bm_m_res *find_se(const struct bm_m_registry *ses, const char *fqdn)
-{
-	for (size_t i = 0; i < ses->n; i++)
-		if (se_has_host(&ses->r[i], fqdn))
-			return &ses->r[i];
-	return NULL;
-}
-
-/* DestinationRule lookup for a service host: the service's namespace first,
- * then the root namespace, then any other; an exact host beats a wildcard. */
-static const struct bm_m_res *find_dr(const struct bm_m_registry *drs, const char *fqdn, const char *svc_ns)
-{
-	const struct bm_m_res *best = NULL;
-	int best_rank = 1000;
-
-	for (size_t i = 0; i < drs->n; i++) {
-		const struct bm_m_res *d = &drs->r[i];
-		char h[256];
-		int rank;
-
-		bm_fqdn(jstr(d->spec, "host"), d->ns, h, sizeof(h));
-		if (!bm_host_matches(h, fqdn))
-			continue;
-		rank = !strcmp(d->ns, svc_ns) ? 0 : !strcmp(d->ns, ROOT_NS) ? 2 : 4;
-		if (strcmp(h, fqdn))
-			rank++; /* wildcard */
-		if (rank < best_rank) {
-			best = d;
-			best_rank = rank;
-		}
-	}
-	return best;
-}
-
 static const json_t *find_subset(const struct bm_m_res *dr, const char *subset)
 {
 	size_t i;
@@ -174,174 +347,6 @@ static const json_t *find_subset(const struct bm_m_res *dr, const char *subset)
 		if (!strcmp(jstr(s, "name"), subset))
 			return s;
 	return NULL;
-}
-
-/* Host indexes for one bm_model_build(). Resolving every destination by
- * scanning all ServiceEntries, DestinationRules and VirtualServices (and
- * expanding each of their hosts again) made a rebuild O(services^2): 10,000
- * services took seconds per change. The indexes give the same answers as
- * find_se(), find_dr() and find_vs() above: exact hosts through a hash,
- * wildcard hosts (few) by scan, and the oldest resource (lowest index) wins. */
-struct hix_entry {
-	size_t res;      /* index in the registry */
-	size_t next;     /* 1 + next entry of the same host, 0 = end */
-};
-
-struct hix_wild {
-	size_t res;
-	char host[256];  /* FQDN pattern, "*" or "*.suffix" */
-};
-
-struct host_index {
-	struct bm_strmap head;   /* FQDN -> 1 + first entry */
-	struct hix_entry *e;
-	size_t n_e, cap_e;
-	struct hix_wild *w;
-	size_t n_w, cap_w;
-};
-
-static int hix_add(struct host_index *x, const char *fqdn, size_t res, int wild_apart)
-{
-	uint64_t head = 0;
-
-	if (wild_apart && fqdn[0] == '*') {
-		if (x->n_w == x->cap_w) {
-			size_t cap = x->cap_w ? 2 * x->cap_w : 16;
-			struct hix_wild *w = realloc(x->w, cap * sizeof(*w));
-
-			if (!w)
-				return -ENOMEM;
-			x->w = w;
-			x->cap_w = cap;
-		}
-		x->w[x->n_w].res = res;
-		snprintf(x->w[x->n_w].host, sizeof(x->w[0].host), "%s", fqdn);
-		x->n_w++;
-		return 0;
-	}
-	if (x->n_e == x->cap_e) {
-		size_t cap = x->cap_e ? 2 * x->cap_e : 256;
-		struct hix_entry *e = realloc(x->e, cap * sizeof(*e));
-
-		if (!e)
-			return -ENOMEM;
-		x->e = e;
-		x->cap_e = cap;
-	}
-	bm_strmap_get(&x->head, fqdn, &head);
-	x->e[x->n_e] = (struct hix_entry){ res, (size_t)head };
-	x->n_e++;
-	return bm_strmap_set(&x->head, fqdn, x->n_e);
-}
-
-static void hix_free(struct host_index *x)
-{
-	bm_strmap_free(&x->head);
-	free(x->e);
-	free(x->w);
-	memset(x, 0, sizeof(*x));
-}
-
-/* Index the hosts of reg: field "hosts" (array) or "host" (string). */
-static int hix_build(struct host_index *x, const struct bm_m_registry *reg, const char *field,
-		     int wild_apart)
-{
-	char fq[256];
-	size_t j;
-	json_t *h;
-	int err = 0;
-
-	for (size_t i = 0; i < reg->n && !err; i++) {
-		const json_t *v = json_object_get(reg->r[i].spec, field);
-
-		if (json_is_array(v)) {
-			json_array_foreach(v, j, h) {
-				bm_fqdn(json_string_value(h) ? json_string_value(h) : "", reg->r[i].ns,
-					fq, sizeof(fq));
-				if ((err = hix_add(x, fq, i, wild_apart)))
-					break;
-			}
-		} else {
-			bm_fqdn(json_string_value(v) ? json_string_value(v) : "", reg->r[i].ns, fq, sizeof(fq));
-			err = hix_add(x, fq, i, wild_apart);
-		}
-	}
-	return err;
-}
-
-/* The lowest index among the exact entries of fqdn; SIZE_MAX if none. */
-static size_t hix_first(const struct host_index *x, const char *fqdn)
-{
-	uint64_t e = 0;
-	size_t best = SIZE_MAX;
-
-	bm_strmap_get(&x->head, fqdn, &e);
-	for (; e; e = x->e[e - 1].next)
-		if (x->e[e - 1].res < best)
-			best = x->e[e - 1].res;
-	return best;
-}
-
-struct model_index {
-	struct host_index se, dr, vs;
-};
-
-static const struct bm_m_res *ix_find_se(const struct model_index *ix,
-					 const struct bm_m_registry *ses, const char *fqdn)
-{
-	size_t i = hix_first(&ix->se, fqdn);
-
-	return i == SIZE_MAX ? NULL : &ses->r[i];
-}
-
-/* find_dr(): rank by namespace and exactness, then the oldest. */
-static const struct bm_m_res *ix_find_dr(const struct model_index *ix,
-					 const struct bm_m_registry *drs, const char *fqdn,
-					 const char *svc_ns)
-{
-	size_t best = SIZE_MAX;
-	int best_rank = 1000;
-	uint64_t e = 0;
-
-#define CONSIDER(idx, exact) do {							\
-		const struct bm_m_res *d_ = &drs->r[(idx)];				\
-		int r_ = !strcmp(d_->ns, svc_ns) ? 0 : !strcmp(d_->ns, ROOT_NS) ? 2 : 4;	\
-											\
-		r_ += !(exact);								\
-		if (r_ < best_rank || (r_ == best_rank && (idx) < best)) {		\
-			best = (idx);							\
-			best_rank = r_;							\
-		}									\
-	} while (0)
-	bm_strmap_get(&ix->dr.head, fqdn, &e);
-	for (; e; e = ix->dr.e[e - 1].next)
-		CONSIDER(ix->dr.e[e - 1].res, 1);
-	for (size_t w = 0; w < ix->dr.n_w; w++)
-		if (bm_host_matches(ix->dr.w[w].host, fqdn))
-			CONSIDER(ix->dr.w[w].res, !strcmp(ix->dr.w[w].host, fqdn));
-#undef CONSIDER
-	return best == SIZE_MAX ? NULL : &drs->r[best];
-}
-
-static const struct bm_m_res *ix_find_vs(const struct model_index *ix,
-					 const struct bm_m_registry *vss, const struct bm_m_res *se)
-{
-	size_t best = SIZE_MAX, k;
-	json_t *sh;
-
-	json_array_foreach(json_object_get(se->spec, "hosts"), k, sh) {
-		char sfq[256];
-		size_t i;
-
-		bm_fqdn(json_string_value(sh) ? json_string_value(sh) : "", se->ns, sfq, sizeof(sfq));
-		i = hix_first(&ix->vs, sfq);
-		if (i < best)
-			best = i;
-		for (size_t w = 0; w < ix->vs.n_w; w++)
-			if (ix->vs.w[w].res < best && bm_host_matches(ix->vs.w[w].host, sfq))
-				best = ix->vs.w[w].res;
-	}
-	return best == SIZE_MAX ? NULL : &vss->r[best];
 }
 
 static uint8_t lb_from(const char *simple)
@@ -484,26 +489,58 @@ static void add_endpoint(struct bm_m_cluster *c, const json_t *ep, const json_t 
 	c->n++;
 }
 
+/* The previous model's cluster built from the same inputs, if any. */
+static struct bm_m_cluster *reuse(const struct bm_m_service *prev, const struct bm_m_ckey *k)
+{
+	for (uint32_t d = 0; prev && d < prev->n_dests; d++) {
+		struct bm_m_cluster *c = prev->d[d].c;
+
+		if (c->key.ok && c->key.dest == k->dest && c->key.self == k->self &&
+		    c->key.self_port == k->self_port && c->key.target == k->target &&
+		    c->key.dr == k->dr && c->key.we == k->we && !strcmp(c->key.rule_ns, k->rule_ns)) {
+			c->refs++;
+			return c;
+		}
+	}
+	return NULL;
+}
+
+/* dest NULL: the service itself (no route), host self_host. */
 static struct bm_m_cluster *build_cluster(const struct model_index *ix,
 					  const struct bm_m_registry *ses, const struct bm_m_registry *wes,
 					  const struct bm_m_registry *drs, const struct bm_m_res *self,
 					  const json_t *self_port, const json_t *dest,
-					  const char *rule_ns, struct bm_model *m, FILE *log)
+					  const char *self_host, const char *rule_ns,
+					  const struct bm_m_service *prev, struct bm_model *m, FILE *log)
 {
 	char fqdn[256];
 	const char *subset = jstr(dest, "subset");
 	json_int_t want = json_integer_value(json_object_get(json_object_get(dest, "port"), "number"));
-	const struct bm_m_res *target, *dr;
+	const struct bm_m_res *target, *dr = NULL;
 	const json_t *port, *sub = NULL, *sub_labels = NULL;
-	struct bm_m_cluster *c = calloc(1, sizeof(*c));
+	struct bm_m_ckey key = { .dest = dest, .self = self->obj, .self_port = self_port };
+	struct bm_m_cluster *c;
+	unsigned warnings = m->warnings;
 	size_t i;
 	json_t *ep;
 
+	bm_fqdn(dest ? jstr(dest, "host") : self_host, rule_ns, fqdn, sizeof(fqdn));
+	target = bm_ix_find_se(ix, ses, fqdn);
+	port = target ? dest_port(target, self, self_port, want) : NULL;
+	if (target && port) {
+		dr = bm_ix_find_dr(ix, drs, fqdn, target->ns);
+		key.target = target->obj;
+		key.dr = dr ? dr->obj : NULL;
+		if (json_object_get(target->spec, "workloadSelector"))
+			bm_strmap_get(&ix->we, target->ns, &key.we);
+		snprintf(key.rule_ns, sizeof(key.rule_ns), "%s", rule_ns);
+		if ((c = reuse(prev, &key)))
+			return c;
+	}
+	c = calloc(1, sizeof(*c));
 	if (!c)
 		return NULL;
-	bm_fqdn(jstr(dest, "host"), rule_ns, fqdn, sizeof(fqdn));
-	target = ix_find_se(ix, ses, fqdn);
-	port = target ? dest_port(target, self, self_port, want) : NULL;
+	c->refs = 1;
 	snprintf(c->name, sizeof(c->name), "outbound|%lld|%s|%s",
 		 (long long)(port ? json_integer_value(json_object_get(port, "number")) : want),
 		 subset, fqdn);
@@ -515,7 +552,6 @@ static struct bm_m_cluster *build_cluster(const struct model_index *ix,
 		m->warnings++;
 		return c;
 	}
-	dr = ix_find_dr(ix, drs, fqdn, target->ns);
 	if (*subset) {
 		sub = find_subset(dr, subset);
 		if (!sub) {
@@ -541,34 +577,12 @@ static struct bm_m_cluster *build_cluster(const struct model_index *ix,
 	}
 	json_array_foreach(json_object_get(target->spec, "endpoints"), i, ep)
 		add_endpoint(c, ep, port, sub_labels, log);
+	/* A warning (here or in add_endpoint, at the backend limit) is logged
+	 * on every build, as it always was: such a cluster is built anew. */
+	key.ok = m->warnings == warnings && c->n < BM_MAX_BACKENDS;
+	c->key = key;
 	return c;
 }
-
-/* The first VirtualService (oldest) whose hosts include one of se's hosts. */
-static const struct bm_m_res *find_vs(const struct bm_m_registry *vss, const struct bm_m_res *se)
-{
-	for (size_t i = 0; i < vss->n; i++) {
-		size_t j;
-		json_t *h;
-
-		json_array_foreach(json_object_get(vss->r[i].spec, "hosts"), j, h) {
-			char fq[256];
-			size_t k;
-			json_t *sh;
-
-			bm_fqdn(json_string_value(h) ? json_string_value(h) : "", vss->r[i].ns, fq, sizeof(fq));
-			json_array_foreach(json_object_get(se->spec, "hosts"), k, sh) {
-				char sfq[256];
-
-				bm_fqdn(json_string_value(sh) ? json_string_value(sh) : "", se->ns, sfq, sizeof(sfq));
-				if (bm_host_matches(fq, sfq))
-					return &vss->r[i];
-			}
-		}
-	}
-	return NULL;
-}
-
 
 /* TCP routes: first rule whose match (port, destinationSubnets) fits. */
 static const json_t *pick_tcp_rule(const json_t *tcp, uint32_t vip, json_int_t port)
@@ -612,16 +626,28 @@ static const json_t *pick_http_rule(const json_t *http)
 	return NULL;
 }
 
+/* Same VIP:port, names, weights and cluster objects as prev. */
+static int same_service(const struct bm_m_service *s, const struct bm_m_service *prev)
+{
+	if (!prev || s->vip != prev->vip || s->port != prev->port || s->n_dests != prev->n_dests ||
+	    strcmp(s->host, prev->host) || strcmp(s->ns, prev->ns))
+		return 0;
+	for (uint32_t d = 0; d < s->n_dests; d++)
+		if (s->d[d].weight != prev->d[d].weight || s->d[d].c != prev->d[d].c)
+			return 0;
+	return 1;
+}
+
 static int build_service(struct bm_m_service *s, const struct model_index *ix,
 			 const struct bm_m_registry *ses,
 			 const struct bm_m_registry *wes, const struct bm_m_registry *drs,
 			 const struct bm_m_registry *vss, const struct bm_m_res *se,
-			 const json_t *port, uint32_t vip, struct bm_model *m, FILE *log)
+			 const json_t *port, uint32_t vip, const struct bm_m_service *prev,
+			 struct bm_model *m, FILE *log)
 {
 	json_int_t pnum = json_integer_value(json_object_get(port, "number"));
-	const struct bm_m_res *vs = ix_find_vs(ix, vss, se);
+	const struct bm_m_res *vs = bm_ix_find_vs(ix, vss, se);
 	const json_t *rule = NULL, *route = NULL;
-	json_t *self_dest = NULL;
 	const char *rule_ns = se->ns, *h0;
 	size_t i, n_nonzero = 0;
 	json_t *d;
@@ -631,7 +657,7 @@ static int build_service(struct bm_m_service *s, const struct model_index *ix,
 	s->port = htons((uint16_t)pnum);
 	h0 = json_string_value(json_array_get(json_object_get(se->spec, "hosts"), 0));
 	bm_fqdn(h0 ? h0 : "", se->ns, s->host, sizeof(s->host));
-	snprintf(s->ns, sizeof(s->ns), "%s", se->ns);
+	copy_str(s->ns, sizeof(s->ns), se->ns);
 
 	if (vs) {
 		rule = pick_tcp_rule(json_object_get(vs->spec, "tcp"), vip, pnum);
@@ -643,12 +669,16 @@ static int build_service(struct bm_m_service *s, const struct model_index *ix,
 		}
 	}
 	if (!json_array_size(route)) {
-		/* No route: the whole service, default policy of its DR. */
-		self_dest = json_pack("[{s:{s:s}}]", "destination", "host", s->host);
-		if (!self_dest)
+		/* No route: the whole service, default policy of its DR (a
+		 * destination without an object of its own: dest NULL). */
+		s->d[0].weight = 1;
+		s->d[0].c = build_cluster(ix, ses, wes, drs, se, port, NULL, s->host, se->ns, prev,
+					  m, log);
+		if (!s->d[0].c)
 			return -ENOMEM;
-		route = self_dest;
-		rule_ns = se->ns;
+		s->n_dests = 1;
+		s->same = (uint8_t)same_service(s, prev);
+		return 0;
 	}
 
 	json_array_foreach(route, i, d)
@@ -671,16 +701,14 @@ static int build_service(struct bm_m_service *s, const struct model_index *ix,
 			break;
 		}
 		c = build_cluster(ix, ses, wes, drs, se, port, json_object_get(d, "destination"),
-				  rule_ns, m, log);
-		if (!c) {
-			json_decref(self_dest);
+				  s->host, rule_ns, prev, m, log);
+		if (!c)
 			return -ENOMEM;
-		}
 		s->d[s->n_dests].weight = w;
 		s->d[s->n_dests].c = c;
 		s->n_dests++;
 	}
-	json_decref(self_dest);
+	s->same = (uint8_t)same_service(s, prev);
 	return 0;
 }
 
@@ -690,37 +718,66 @@ static int add_names(struct bm_model *m, const struct bm_m_res *se, uint32_t vip
 	json_t *h;
 
 	json_array_foreach(json_object_get(se->spec, "hosts"), i, h) {
-		char fq[256];
+		char buf[256];
+		const char *fq = buf;
 		struct bm_m_name *nn;
 
-		bm_fqdn(json_string_value(h) ? json_string_value(h) : "", se->ns, fq, sizeof(fq));
-		nn = realloc(m->names, (m->n_names + 1) * sizeof(*nn));
-		if (!nn)
-			return -ENOMEM;
-		m->names = nn;
+		if (se->fq && i < se->n_fq)
+			fq = se->fq[i];
+		else
+			bm_fqdn(json_string_value(h) ? json_string_value(h) : "", se->ns, buf, sizeof(buf));
+		/* Capacity doubles: the array is sized by powers of two. */
+		if (!(m->n_names & (m->n_names - 1))) {
+			nn = realloc(m->names, (m->n_names ? 2 * m->n_names : 1) * sizeof(*nn));
+			if (!nn)
+				return -ENOMEM;
+			m->names = nn;
+		}
 		nn = &m->names[m->n_names++];
 		nn->vip = vip;
-		snprintf(nn->ns, sizeof(nn->ns), "%s", se->ns);
-		snprintf(nn->name, sizeof(nn->name), "%s", fq);
+		copy_str(nn->ns, sizeof(nn->ns), se->ns);
+		copy_str(nn->name, sizeof(nn->name), fq);
 	}
 	return 0;
 }
 
 int bm_model_build(const json_t *resources, struct bm_model *m, FILE *log)
 {
-	struct bm_m_registry ses = {}, wes = {}, drs = {}, vss = {};
+	return bm_model_build_inc(resources, NULL, m, log);
+}
+
+/* The previous model's service at vip:port (key), if any. */
+static const struct bm_m_service *prev_service(const struct bm_model *prev, const char *key)
+{
+	uint64_t i;
+
+	if (!prev || bm_strmap_get(&prev->by_key, key, &i) || !i || i > prev->n_svc)
+		return NULL;
+	return &prev->svc[i - 1];
+}
+
+int bm_model_build_inc(const json_t *resources, const struct bm_model *prev,
+		       struct bm_model *m, FILE *log)
+{
+	struct bm_m_registry reg[4] = {}, ses, wes, drs, vss;
 	struct model_index ix = {};
-	struct bm_strmap taken = {}; /* VIP:port already built: O(1) duplicate check */
+	struct bm_strmap *taken = &m->by_key; /* VIP:port already built: O(1) duplicate check */
+	size_t cap_svc = 0;
 	int err;
 
 	memset(m, 0, sizeof(*m));
-	if ((err = collect(resources, "ServiceEntry", &ses)) ||
-	    (err = collect(resources, "WorkloadEntry", &wes)) ||
-	    (err = collect(resources, "DestinationRule", &drs)) ||
-	    (err = collect(resources, "VirtualService", &vss)) ||
-	    (err = hix_build(&ix.se, &ses, "hosts", 0)) ||
-	    (err = hix_build(&ix.dr, &drs, "host", 1)) ||
-	    (err = hix_build(&ix.vs, &vss, "hosts", 1)))
+	err = rc_build(resources, prev ? prev->rc : NULL, &m->rc);
+	if (!err)
+		err = collect4(m->rc, reg);
+	ses = reg[0];
+	wes = reg[1];
+	drs = reg[2];
+	vss = reg[3];
+	if (err ||
+	    (err = bm_hix_build(&ix.se, &ses, "hosts", 0)) ||
+	    (err = bm_hix_build(&ix.dr, &drs, "host", 1)) ||
+	    (err = bm_hix_build(&ix.vs, &vss, "hosts", 1)) ||
+	    (err = bm_we_hash_build(&ix.we, &wes)))
 		goto out;
 
 	for (size_t i = 0; i < ses.n; i++) {
@@ -741,22 +798,25 @@ int bm_model_build(const json_t *resources, struct bm_model *m, FILE *log)
 				char key[16];
 
 				snprintf(key, sizeof(key), "%08x:%04x", vip, pn);
-				if (!bm_strmap_get(&taken, key, NULL)) {
+				if (!bm_strmap_get(taken, key, NULL)) {
 					fprintf(log, "model: ServiceEntry %s/%s: %s:%u is already taken by an older ServiceEntry; ignored\n",
 						se->ns, se->name, json_string_value(addr), ntohs(pn));
 					m->warnings++;
 					continue;
 				}
-				if ((err = bm_strmap_set(&taken, key, 1)))
+				if ((err = bm_strmap_set(taken, key, m->n_svc + 1)))
 					goto out;
-				ns = realloc(m->svc, (m->n_svc + 1) * sizeof(*ns));
-				if (!ns) {
-					err = -ENOMEM;
-					goto out;
+				if (m->n_svc == cap_svc) {
+					cap_svc = cap_svc ? 2 * cap_svc : 64;
+					ns = realloc(m->svc, cap_svc * sizeof(*ns));
+					if (!ns) {
+						err = -ENOMEM;
+						goto out;
+					}
+					m->svc = ns;
 				}
-				m->svc = ns;
 				err = build_service(&m->svc[m->n_svc], &ix, &ses, &wes, &drs, &vss, se, port,
-						    vip, m, log);
+						    vip, prev_service(prev, key), m, log);
 				m->n_svc++;
 				if (err)
 					goto out;
@@ -764,14 +824,12 @@ int bm_model_build(const json_t *resources, struct bm_model *m, FILE *log)
 		}
 	}
 out:
-	hix_free(&ix.se);
-	hix_free(&ix.dr);
-	hix_free(&ix.vs);
-	bm_strmap_free(&taken);
-	free(ses.r);
-	free(wes.r);
-	free(drs.r);
-	free(vss.r);
+	bm_hix_free(&ix.se);
+	bm_hix_free(&ix.dr);
+	bm_hix_free(&ix.vs);
+	bm_strmap_free(&ix.we);
+	for (int k = 0; k < 4; k++)
+		free(reg[k].r);
 	if (err)
 		bm_model_free(m);
 	return err;
@@ -781,9 +839,12 @@ void bm_model_free(struct bm_model *m)
 {
 	for (size_t i = 0; i < m->n_svc; i++)
 		for (uint32_t j = 0; j < m->svc[i].n_dests; j++)
-			free(m->svc[i].d[j].c);
+			if (!--m->svc[i].d[j].c->refs)
+				free(m->svc[i].d[j].c);
 	free(m->svc);
 	free(m->names);
+	bm_strmap_free(&m->by_key);
+	rc_free(m->rc);
 	memset(m, 0, sizeof(*m));
 }
 
@@ -805,9 +866,14 @@ void bm_model_svc_value(const struct bm_m_service *s, uint32_t svc_id, uint32_t 
 
 /* ---- shared with the L7 compiler (agent/l7model.c) ---------------------- */
 
+static uint64_t collect_stamp;
+
 int bm_m_collect(const json_t *resources, const char *kind, struct bm_m_registry *reg)
 {
-	return collect(resources, kind, reg);
+	int err = collect(resources, kind, reg);
+
+	reg->stamp = err ? 0 : ++collect_stamp;
+	return err;
 }
 
 int bm_m_parse_ip(const char *s, uint32_t *ip)
@@ -815,25 +881,9 @@ int bm_m_parse_ip(const char *s, uint32_t *ip)
 	return parse_ip(s, ip);
 }
 
-const struct bm_m_res *bm_m_find_se(const struct bm_m_registry *ses, const char *fqdn)
-{
-	return find_se(ses, fqdn);
-}
-
-const struct bm_m_res *bm_m_find_dr(const struct bm_m_registry *drs, const char *fqdn,
-				    const char *svc_ns)
-{
-	return find_dr(drs, fqdn, svc_ns);
-}
-
 const json_t *bm_m_find_subset(const struct bm_m_res *dr, const char *subset)
 {
 	return find_subset(dr, subset);
-}
-
-const struct bm_m_res *bm_m_find_vs(const struct bm_m_registry *vss, const struct bm_m_res *se)
-{
-	return find_vs(vss, se);
 }
 
 const json_t *bm_m_dest_port(const struct bm_m_res *target, const struct bm_m_res *self,

@@ -8,6 +8,7 @@
 #include <jansson.h>
 #include "bpfmesh/abi.h"
 #include "l7.h"
+#include "strmap.h"
 
 struct bm_m_backend {
 	uint32_t ip;     /* network order */
@@ -19,6 +20,17 @@ struct bm_m_backend {
 #define BM_DATAPLANE_LABEL "istio.io/dataplane-mode"
 #define BM_DATAPLANE_MESH  "ambient"
 
+/* What a cluster was built from, for reuse by the next build: the resources
+ * (json objects, by identity) its lookups found. Equal keys give equal
+ * clusters while those objects are alive and unchanged: the store's parse
+ * cache hands out the same object for an unchanged file. */
+struct bm_m_ckey {
+	const void *dest, *self, *self_port, *target, *dr;
+	uint64_t we;             /* WorkloadEntries of target's namespace (hash), if selected */
+	char rule_ns[64];
+	uint8_t ok;              /* reusable: built without a warning */
+};
+
 /* One upstream cluster: service x port x subset, with its merged policy. */
 struct bm_m_cluster {
 	char name[320];          /* outbound|PORT|SUBSET|HOST, Envoy's naming */
@@ -27,6 +39,8 @@ struct bm_m_cluster {
 	uint32_t max_conns;      /* 0 = unlimited */
 	int8_t tls;              /* DR tls.mode: 1 ISTIO_MUTUAL, 0 DISABLE, -1 unset (auto mTLS) */
 	struct bm_outlier_cfg od;/* outlierDetection: meshd also ejects on kernel-path connect failures */
+	uint32_t refs;           /* models holding it (a cluster can outlive its first model) */
+	struct bm_m_ckey key;
 	uint32_t n;
 	struct bm_m_backend b[BM_MAX_BACKENDS];
 };
@@ -36,12 +50,15 @@ struct bm_m_dest {
 	struct bm_m_cluster *c;
 };
 
+struct bm_m_rcache;
+
 struct bm_m_service {
 	uint32_t vip;            /* network order */
 	uint16_t port;           /* network order */
 	char host[256];          /* the ServiceEntry's first host, as FQDN */
 	char ns[64];
 	uint8_t l7;              /* meshd routes its HTTP requests (set by the agent) */
+	uint8_t same;            /* equal to the previous model's entry for vip:port */
 	uint32_t n_dests;
 	struct bm_m_dest d[BM_MAX_DESTS];
 };
@@ -59,12 +76,19 @@ struct bm_model {
 	struct bm_m_name *names;
 	size_t n_names;
 	unsigned warnings;
+	struct bm_strmap by_key;     /* "vip:port" (hex) -> 1 + index in svc */
+	struct bm_m_rcache *rc;      /* what the build read of each resource (model.c) */
 };
 
 /* Build the model from an array of canonical resources. Problems that make a
  * service unusable (missing subset, unknown destination) are logged to log,
  * counted in m->warnings, and the rest still builds. */
 int bm_model_build(const json_t *resources, struct bm_model *m, FILE *log);
+/* The same, reusing prev's clusters whose inputs are unchanged (prev NULL:
+ * a full build) and setting svc[].same. The result equals a full build's.
+ * prev's resources must still be alive: reuse compares object identities. */
+int bm_model_build_inc(const json_t *resources, const struct bm_model *prev,
+		       struct bm_model *m, FILE *log);
 void bm_model_free(struct bm_model *m);
 
 /* "reviews" in namespace ns -> "reviews.ns.svc.cluster.local"; FQDNs unchanged. */
@@ -83,15 +107,24 @@ struct bm_m_res {
 	const json_t *obj;
 	const char *kind, *name, *ns, *created; /* ns "default" when unset */
 	const json_t *spec;
+	/* Its hosts as FQDNs, when the model computed them (bm_m_collect does
+	 * not): "hosts" of a ServiceEntry or VirtualService (set only when an
+	 * array), "host" of a DestinationRule. */
+	char *const *fq;
+	size_t n_fq;
 };
 
 /* The resources of one kind, oldest first (creationTimestamp, ns, name). */
 struct bm_m_registry {
 	struct bm_m_res *r;      /* free() it */
 	size_t n;
+	uint64_t stamp;          /* which bm_m_collect() filled it (0: none) */
 };
 
 int bm_m_collect(const json_t *resources, const char *kind, struct bm_m_registry *reg);
+/* The finders below index a collected registry's hosts on first use (one
+ * index per finder, kept until a newer registry is searched): lookups in
+ * O(1) rather than a scan of every resource. Main thread only. */
 /* "a.b.c.d" or "a.b.c.d/32" -> network order. */
 int bm_m_parse_ip(const char *s, uint32_t *ip);
 /* The (oldest) ServiceEntry with fqdn among its hosts. */

@@ -34,6 +34,18 @@ int bm_reconcile_init(struct bm_reconciler *r, const struct bm_maps *fd, const c
 	err = bm_ids_init(&r->ids, ids_path);
 	if (err)
 		return err;
+	for (int k = 0; k < BM_ID_POD; k++) {
+		r->mark[k] = calloc(r->ids.limit[k], sizeof(*r->mark[k]));
+		if (!r->mark[k]) {
+			bm_reconcile_free(r);
+			return -ENOMEM;
+		}
+	}
+	r->uses = calloc(r->ids.limit[BM_ID_SVC], sizeof(*r->uses));
+	if (!r->uses) {
+		bm_reconcile_free(r);
+		return -ENOMEM;
+	}
 	/* Adopt what a previous meshd left live: its revisions are the base for
 	 * ours, and its services are removed if the store no longer has them. */
 	for (int e = bpf_map_get_next_key(fd->svc, NULL, &next); !e;
@@ -52,6 +64,11 @@ int bm_reconcile_init(struct bm_reconciler *r, const struct bm_maps *fd, const c
 
 void bm_reconcile_free(struct bm_reconciler *r)
 {
+	for (int k = 0; k < BM_ID_POD; k++)
+		free(r->mark[k]);
+	for (uint32_t i = 0; r->uses && i < r->ids.limit[BM_ID_SVC]; i++)
+		free(r->uses[i].ids);
+	free(r->uses);
 	bm_ids_free(&r->ids);
 	bm_strmap_free(&r->applied);
 	bm_strmap_free(&r->live);
@@ -74,9 +91,18 @@ static int retire(struct bm_reconciler *r, uint32_t svc_id, uint32_t rev, uint32
 	return 0;
 }
 
+/* This apply uses id (of kind k): it is not released. */
+static void mark_used(struct bm_reconciler *r, int k, uint32_t id)
+{
+	if (id < r->ids.limit[k] && r->mark[k][id] != r->epoch) {
+		r->mark[k][id] = r->epoch;
+		r->n_mark[k]++;
+	}
+}
+
 /* Fill a cluster value; ids are allocated for the cluster and its backends. */
 static int cluster_value(struct bm_reconciler *r, const struct bm_m_cluster *mc, int l7,
-			 struct bm_cluster *out, struct bm_strmap *seen)
+			 struct bm_cluster *out)
 {
 	uint32_t cid;
 	int err;
@@ -85,7 +111,7 @@ static int cluster_value(struct bm_reconciler *r, const struct bm_m_cluster *mc,
 	err = bm_ids_get(&r->ids, BM_ID_CLUSTER, mc->name, &cid);
 	if (err)
 		return err;
-	bm_strmap_set(&seen[BM_ID_CLUSTER], mc->name, 1);
+	mark_used(r, BM_ID_CLUSTER, cid);
 	out->cluster_id = cid;
 	out->max_conns = mc->max_conns;
 	out->lb = mc->lb;
@@ -100,7 +126,7 @@ static int cluster_value(struct bm_reconciler *r, const struct bm_m_cluster *mc,
 		err = bm_ids_get(&r->ids, BM_ID_BACKEND, name, &bid);
 		if (err)
 			return err;
-		bm_strmap_set(&seen[BM_ID_BACKEND], name, 1);
+		mark_used(r, BM_ID_BACKEND, bid);
 		out->backends[i].id = bid;
 		out->backends[i].ip = mc->b[i].ip;
 		out->backends[i].port = mc->b[i].port;
@@ -109,10 +135,51 @@ static int cluster_value(struct bm_reconciler *r, const struct bm_m_cluster *mc,
 	return 0;
 }
 
-static int apply_service(struct bm_reconciler *r, const struct bm_m_service *s,
-			 struct bm_strmap *seen, uint64_t now_ms)
+/* Remembers the ids service svc_id's clusters (cl[0..n)) use. */
+static void record_uses(struct bm_reconciler *r, uint32_t svc_id, const struct bm_cluster *cl,
+			uint32_t n, int l7)
 {
-	struct bm_cluster *cl = calloc(BM_MAX_DESTS, sizeof(*cl));
+	struct bm_svc_uses *u = &r->uses[svc_id];
+	uint32_t total = n;
+	uint32_t *ids;
+
+	for (uint32_t d = 0; d < n; d++)
+		total += cl[d].n_backends;
+	ids = realloc(u->ids, (total ? total : 1) * sizeof(*ids));
+	if (!ids) {
+		u->synced = 0; /* hashed again next time */
+		return;
+	}
+	u->ids = ids;
+	u->n_cl = n;
+	u->n = total;
+	for (uint32_t d = 0; d < n; d++)
+		*ids++ = cl[d].cluster_id;
+	for (uint32_t d = 0; d < n; d++)
+		for (uint32_t i = 0; i < cl[d].n_backends; i++)
+			*ids++ = cl[d].backends[i].id;
+	u->l7 = (uint8_t)l7;
+	u->synced = r->epoch;
+}
+
+/* Unchanged in the model since the previous apply, which left it in sync:
+ * nothing to compare, only its ids to keep. */
+static int still_synced(struct bm_reconciler *r, const struct bm_m_service *s, uint32_t svc_id)
+{
+	struct bm_svc_uses *u = &r->uses[svc_id];
+
+	if (!s->same || !u->synced || u->synced != r->epoch - 1 || u->l7 != s->l7)
+		return 0;
+	for (uint32_t i = 0; i < u->n; i++)
+		mark_used(r, i < u->n_cl ? BM_ID_CLUSTER : BM_ID_BACKEND, u->ids[i]);
+	u->synced = r->epoch;
+	r->skipped++;
+	return 1;
+}
+
+static int apply_service(struct bm_reconciler *r, const struct bm_m_service *s, uint64_t now_ms)
+{
+	struct bm_cluster *cl;
 	struct bm_svc_key key = { .vip = s->vip, .port = s->port, .proto = BM_PROTO_TCP };
 	uint64_t h = 1469598103934665603ULL, old_h, old_live = 0;
 	uint32_t svc_id, rev;
@@ -120,15 +187,19 @@ static int apply_service(struct bm_reconciler *r, const struct bm_m_service *s,
 	char name[64];
 	int err, had_live;
 
-	if (!cl)
-		return -ENOMEM;
 	svc_name(s->vip, s->port, name, sizeof(name));
 	err = bm_ids_get(&r->ids, BM_ID_SVC, name, &svc_id);
 	if (err)
-		goto out;
-	bm_strmap_set(&seen[BM_ID_SVC], name, 1);
+		return err;
+	mark_used(r, BM_ID_SVC, svc_id);
+	if (still_synced(r, s, svc_id))
+		return 0;
+	r->uses[svc_id].synced = 0;
+	cl = calloc(BM_MAX_DESTS, sizeof(*cl));
+	if (!cl)
+		return -ENOMEM;
 	for (uint32_t d = 0; d < s->n_dests; d++) {
-		err = cluster_value(r, s->d[d].c, s->l7, &cl[d], seen);
+		err = cluster_value(r, s->d[d].c, s->l7, &cl[d]);
 		if (err)
 			goto out;
 		h = fnv(h, &cl[d], sizeof(cl[d]));
@@ -137,8 +208,10 @@ static int apply_service(struct bm_reconciler *r, const struct bm_m_service *s,
 	h = fnv(h, &val, sizeof(val));
 
 	had_live = !bm_strmap_get(&r->live, name, &old_live);
-	if (had_live && !bm_strmap_get(&r->applied, name, &old_h) && old_h == h)
+	if (had_live && !bm_strmap_get(&r->applied, name, &old_h) && old_h == h) {
+		record_uses(r, svc_id, cl, s->n_dests, s->l7);
 		goto out; /* unchanged */
+	}
 
 	rev = had_live ? (uint32_t)old_live + 1 : 1;
 	for (uint32_t d = 0; d < s->n_dests; d++) {
@@ -160,6 +233,7 @@ static int apply_service(struct bm_reconciler *r, const struct bm_m_service *s,
 		retire(r, svc_id, (uint32_t)old_live, (uint32_t)(old_live >> 32), now_ms + BM_GC_GRACE_MS);
 	bm_strmap_set(&r->live, name, rev | ((uint64_t)s->n_dests << 32));
 	bm_strmap_set(&r->applied, name, h);
+	record_uses(r, svc_id, cl, s->n_dests, s->l7);
 	r->writes++;
 out:
 	free(cl);
@@ -190,15 +264,16 @@ static int svc_retiring(const struct bm_reconciler *r, uint32_t svc_id)
 	return 0;
 }
 
-/* Release ids the model no longer uses (and that hold no live connection). */
-static void release_unused(struct bm_reconciler *r, struct bm_strmap *seen)
+/* Release ids the model no longer uses (and that hold no live connection).
+ * Pod ids are not the model's: mesh.c takes and releases them. */
+static void release_unused(struct bm_reconciler *r)
 {
 	uint8_t *dead_svc = calloc(BM_MAX_SERVICES, 1), *dead_be = calloc(BM_MAX_BACKEND_IDS, 1);
 	int any = 0;
 
 	if (!dead_svc || !dead_be)
 		goto out;
-	for (int k = 0; k < BM_ID_KINDS; k++) {
+	for (int k = 0; k < BM_ID_POD; k++) {
 		const char *key;
 		uint64_t id;
 		size_t it = 0;
@@ -209,7 +284,7 @@ static void release_unused(struct bm_reconciler *r, struct bm_strmap *seen)
 			uint32_t idx = (uint32_t)id, active = 0;
 			char **nd;
 
-			if (!bm_strmap_get(&seen[k], key, NULL))
+			if (idx < r->ids.limit[k] && r->mark[k][idx] == r->epoch)
 				continue;
 			if (k == BM_ID_SVC && svc_retiring(r, idx))
 				continue; /* its old clusters are still queued for deletion */
@@ -259,7 +334,6 @@ out:
 
 int bm_reconcile_apply(struct bm_reconciler *r, const struct bm_model *m, uint64_t now_ms)
 {
-	struct bm_strmap seen[BM_ID_KINDS] = {};
 	const char *key;
 	uint64_t v;
 	char **gone = NULL;
@@ -267,17 +341,29 @@ int bm_reconcile_apply(struct bm_reconciler *r, const struct bm_model *m, uint64
 	int err = 0;
 
 	r->writes = 0;
+	r->skipped = 0;
+	if (++r->epoch == 0) { /* wrapped: no mark may look current */
+		for (int k = 0; k < BM_ID_POD; k++)
+			memset(r->mark[k], 0, r->ids.limit[k] * sizeof(*r->mark[k]));
+		for (uint32_t i = 0; i < r->ids.limit[BM_ID_SVC]; i++)
+			r->uses[i].synced = 0;
+		r->epoch = 2;
+	}
+	for (int k = 0; k < BM_ID_POD; k++)
+		r->n_mark[k] = 0;
 	for (size_t i = 0; i < m->n_svc; i++) {
-		int e = apply_service(r, &m->svc[i], seen, now_ms);
+		int e = apply_service(r, &m->svc[i], now_ms);
 
 		if (e && !err)
 			err = e; /* keep going: one bad service must not block the rest */
 	}
 	/* Services that left the model: unpublish, then retire their clusters. */
 	while (bm_strmap_next(&r->live, &it, &key, &v)) {
+		uint32_t id;
 		char **ng;
 
-		if (!bm_strmap_get(&seen[BM_ID_SVC], key, NULL))
+		if (!bm_ids_lookup(&r->ids, BM_ID_SVC, key, &id) && id < r->ids.limit[BM_ID_SVC] &&
+		    r->mark[BM_ID_SVC][id] == r->epoch)
 			continue;
 		ng = realloc(gone, (n_gone + 1) * sizeof(*gone));
 		if (!ng)
@@ -298,8 +384,11 @@ int bm_reconcile_apply(struct bm_reconciler *r, const struct bm_model *m, uint64
 			bpf_map_delete_elem(r->fd->svc, &k);
 		}
 		bm_strmap_get(&r->live, gone[i], &v);
-		if (!bm_ids_lookup(&r->ids, BM_ID_SVC, gone[i], &svc_id))
+		if (!bm_ids_lookup(&r->ids, BM_ID_SVC, gone[i], &svc_id)) {
 			retire(r, svc_id, (uint32_t)v, (uint32_t)(v >> 32), now_ms + BM_GC_GRACE_MS);
+			if (svc_id < r->ids.limit[BM_ID_SVC])
+				r->uses[svc_id].synced = 0;
+		}
 		bm_strmap_del(&r->live, gone[i]);
 		bm_strmap_del(&r->applied, gone[i]);
 		r->writes++;
@@ -307,12 +396,10 @@ int bm_reconcile_apply(struct bm_reconciler *r, const struct bm_model *m, uint64
 	}
 	free(gone);
 
-	release_unused(r, seen);
-	r->n_services = (unsigned)seen[BM_ID_SVC].len;
-	r->n_clusters = (unsigned)seen[BM_ID_CLUSTER].len;
-	r->n_backends = (unsigned)seen[BM_ID_BACKEND].len;
-	for (int k = 0; k < BM_ID_KINDS; k++)
-		bm_strmap_free(&seen[k]);
+	release_unused(r);
+	r->n_services = r->n_mark[BM_ID_SVC];
+	r->n_clusters = r->n_mark[BM_ID_CLUSTER];
+	r->n_backends = r->n_mark[BM_ID_BACKEND];
 	if (r->sweep_due_ms == 1)
 		r->sweep_due_ms = now_ms + BM_GC_GRACE_MS;
 	bm_ids_save(&r->ids);

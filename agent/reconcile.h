@@ -16,9 +16,25 @@ struct bm_gc_entry {
 	uint64_t due_ms;
 };
 
+/* The ids one service's clusters and backends use, as last applied. */
+struct bm_svc_uses {
+	uint32_t *ids;              /* n_cl cluster ids, then backend ids */
+	uint32_t n_cl, n;
+	uint32_t synced;            /* apply (epoch) that found it in the maps as modelled */
+	uint8_t l7;
+};
+
 struct bm_reconciler {
 	const struct bm_maps *fd;
 	struct bm_ids ids;
+	/* Incremental apply: a service the model marks unchanged (svc.same) and
+	 * that the previous apply left in sync is not hashed again; its ids are
+	 * marked in use from uses[] instead of by name. */
+	uint32_t epoch;
+	uint32_t *mark[BM_ID_POD];  /* id -> epoch of the last apply that used it */
+	unsigned n_mark[BM_ID_POD];
+	struct bm_svc_uses *uses;   /* by service id */
+	unsigned skipped;           /* services the last apply did not hash */
 	struct bm_strmap applied;   /* "vip:port" -> content hash of what is live */
 	struct bm_strmap live;      /* "vip:port" -> rev | n_dests << 32 */
 	struct bm_gc_entry *gc;

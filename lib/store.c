@@ -19,6 +19,7 @@
 #include "resource.h"
 #include "schema.h"
 #include "store.h"
+#include "store_cache.h"
 #include "store_etcd.h"
 
 /* Reader retries: 1 ms doubling to 100 ms, about 5 s in all, which covers an
@@ -33,6 +34,7 @@ struct bm_store {
 	char *genpath;
 	char *lockpath;
 	int watch_fd;         /* inotify on dir, -1 until bm_store_watch_fd() */
+	struct bm_fcache *cache; /* full listings: parse only changed files */
 };
 
 static int sys_err(const char *what, const char *path)
@@ -160,6 +162,7 @@ void bm_store_close(struct bm_store *s)
 	if (!s)
 		return;
 	bm_etcd_close(s->etcd);
+	bm_fcache_free(s->cache);
 	if (s->watch_fd >= 0)
 		close(s->watch_fd);
 	free(s->dir);
@@ -755,9 +758,48 @@ static json_t *load_resource(const char *path, const char *kind, const char *ns,
 	return res;
 }
 
+/* load_resource() through the parse cache: a file whose identity (inode,
+ * size, times) is unchanged since the last listing is not read again. The
+ * stat goes through the namespace directory's descriptor (dfd): no path
+ * walk per file. *res NULL: left out (reported, or gone meanwhile). */
+static int load_cached(struct bm_fcache *fc, int dfd, const char *nsdir, int kidx,
+		       const char *kind, const char *ns, const char *fname,
+		       struct bm_errlist *skipped, json_t **res)
+{
+	struct bm_errlist mine = { 0 };
+	char *buf = NULL, *path = NULL, *name = NULL;
+	struct stat st;
+	size_t len = 0;
+	int r, have_st;
+
+	*res = NULL;
+	have_st = dfd >= 0 && !fstatat(dfd, fname, &st, 0);
+	if (have_st && bm_fcache_lookup(fc, kidx, ns, fname, &st, res, skipped)) {
+		json_incref(*res);
+		return 0;
+	}
+	if (asprintf(&path, "%s/%s", nsdir, fname) < 0)
+		return -ENOMEM;
+	name = strndup(fname, strlen(fname) - 5); /* without ".json" */
+	r = name ? 0 : -ENOMEM;
+	if (name && (!have_st || read_all(path, &buf, &len))) {
+		/* gone meanwhile (the retry sorts it out), or load_resource reports */
+		*res = load_resource(path, kind, ns, name, skipped);
+	} else if (name) {
+		*res = bm_store_load_text(buf, len, path, kind, ns, name, &mine);
+		bm_fcache_add(fc, kidx, ns, fname, &st, *res, &mine);
+		bm_errlist_splice(skipped, &mine);
+		bm_errlist_free(&mine);
+	}
+	free(buf);
+	free(path);
+	free(name);
+	return r;
+}
+
 static int list_kind(struct bm_store *s, const struct bm_kind *k, const char *ns,
 		     const char *name, json_t *out, uint64_t *maxgen,
-		     struct bm_errlist *skipped)
+		     struct bm_errlist *skipped, struct bm_fcache *fc)
 {
 	char *kdir = NULL, **nss = NULL;
 	size_t nns = 0;
@@ -780,6 +822,7 @@ static int list_kind(struct bm_store *s, const struct bm_kind *k, const char *ns
 	for (size_t i = 0; !r && i < nns; i++) {
 		char *nsdir = NULL, **files = NULL;
 		size_t nfiles = 0;
+		int dfd;
 
 		if (!bm_is_dns1123_label(nss[i]))
 			continue;
@@ -788,19 +831,28 @@ static int list_kind(struct bm_store *s, const struct bm_kind *k, const char *ns
 			break;
 		}
 		r = list_dir(nsdir, false, &files, &nfiles);
+		dfd = fc ? open(nsdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
 		for (size_t j = 0; !r && j < nfiles; j++) {
 			char *path = NULL;
 			json_t *res;
 
-			files[j][strlen(files[j]) - 5] = '\0'; /* drop ".json" */
-			if (name && strcmp(files[j], name))
-				continue;
-			if (asprintf(&path, "%s/%s.json", nsdir, files[j]) < 0) {
-				r = -ENOMEM;
-				break;
+			if (fc) {
+				/* The cache keys on the whole file name: the listing's order. */
+				r = load_cached(fc, dfd, nsdir, (int)(k - bm_kinds), k->kind, nss[i],
+						files[j], skipped, &res);
+				if (r)
+					break;
+			} else {
+				files[j][strlen(files[j]) - 5] = '\0'; /* drop ".json" */
+				if (name && strcmp(files[j], name))
+					continue;
+				if (asprintf(&path, "%s/%s.json", nsdir, files[j]) < 0) {
+					r = -ENOMEM;
+					break;
+				}
+				res = load_resource(path, k->kind, nss[i], files[j], skipped);
+				free(path);
 			}
-			res = load_resource(path, k->kind, nss[i], files[j], skipped);
-			free(path);
 			if (!res)
 				continue;
 			{
@@ -813,6 +865,8 @@ static int list_kind(struct bm_store *s, const struct bm_kind *k, const char *ns
 			if (json_array_append_new(out, res))
 				r = -ENOMEM;
 		}
+		if (dfd >= 0)
+			close(dfd);
 		free_names(files, nfiles);
 		free(nsdir);
 	}
@@ -825,6 +879,7 @@ static int store_list(struct bm_store *s, const char *kind, const char *ns, cons
 		      json_t **out_array, uint64_t *generation)
 {
 	const struct bm_kind *only = NULL;
+	struct bm_fcache *fc;
 	unsigned delay_ms = 1;
 	int r = -EAGAIN;
 
@@ -838,6 +893,10 @@ static int store_list(struct bm_store *s, const char *kind, const char *ns, cons
 		return -EINVAL;
 	if (s->etcd)
 		return bm_etcd_list(s->etcd, only, ns, name, out_array, generation);
+	/* Only whole-store listings (meshd's) use the parse cache. */
+	if (!only && !ns && !name && !s->cache)
+		s->cache = bm_fcache_new();
+	fc = !only && !ns && !name ? s->cache : NULL;
 	for (int attempt = 0; attempt < LIST_ATTEMPTS; attempt++) {
 		struct bm_errlist skipped = { 0 };
 		uint64_t g1, g2, maxgen = 0;
@@ -846,21 +905,30 @@ static int store_list(struct bm_store *s, const char *kind, const char *ns, cons
 		if (!arr)
 			return -ENOMEM;
 		r = bm_store_generation(s, &g1);
+		/* A store reset (restored, recreated): trust nothing from before. */
+		if (!r && fc && g1 < bm_fcache_generation(fc))
+			bm_fcache_clear(fc);
+		if (fc)
+			bm_fcache_begin(fc);
 		for (const struct bm_kind *k = bm_kinds; !r && k->kind; k++) {
 			if ((only && k != only) || !k->spec)
 				continue;
-			r = list_kind(s, k, ns, name, arr, &maxgen, &skipped);
+			r = list_kind(s, k, ns, name, arr, &maxgen, &skipped, fc);
 		}
 		if (!r)
 			r = bm_store_generation(s, &g2);
 		if (!r && g1 == g2 && (maxgen <= g1 || !writer_active(s))) {
 			bm_errlist_print(&skipped, stderr);
 			bm_errlist_free(&skipped);
+			if (fc)
+				bm_fcache_commit(fc, g1);
 			*out_array = arr;
 			if (generation)
 				*generation = g1;
 			return 0;
 		}
+		if (fc)
+			bm_fcache_abort(fc);
 		bm_errlist_free(&skipped);
 		json_decref(arr);
 		if (r)
@@ -877,6 +945,11 @@ int bm_store_list(struct bm_store *s, const char *kind, const char *ns, json_t *
 		  uint64_t *generation)
 {
 	return store_list(s, kind, ns, NULL, out_array, generation);
+}
+
+size_t bm_store_list_parsed(const struct bm_store *s)
+{
+	return s->cache ? bm_fcache_parsed(s->cache) : 0;
 }
 
 int bm_store_get(struct bm_store *s, const char *kind, const char *ns, const char *name,

@@ -93,6 +93,11 @@ int bm_store_delete(struct bm_store *s, const char *kind, const char *ns, const 
  * skipped. -EAGAIN when writers kept changing the store. */
 int bm_store_list(struct bm_store *s, const char *kind, const char *ns, json_t **out_array,
 		  uint64_t *generation);
+/* Whole-store listings (kind and ns NULL) of a file store parse only the
+ * files that changed since the previous one (same inode, size and times:
+ * the parse is reused); see store_cache.h. This says how many files the
+ * last such listing parsed (0 for etcd). */
+size_t bm_store_list_parsed(const struct bm_store *s);
 /* One resource (*out a new reference); -ENOENT when absent or unreadable. */
 int bm_store_get(struct bm_store *s, const char *kind, const char *ns, const char *name,
 		 json_t **out);

@@ -14,7 +14,13 @@
 #            "generation N applied" (meshd's log, written after the maps hold
 #            it), then the weights read back from the pinned svc_v1;
 #   burst    SCALE_BURST changes as back-to-back applies, and as one apply;
+#   connect  connect() latency through one VIP whose backend is a real
+#            listener (loopback, in a netns of its own), from the pod cgroup
+#            of this node (N services) and of a second node, scale0, holding
+#            10 services, in alternating batches (SCALE_CONNECTS per side,
+#            2000; 0 skips the phase); and each node's BPF map memory;
 #   restart  meshd restarted on its pins: adopt and compare, nothing rewritten.
+# meshd logs each reload's phase times (BPFMESH_RELOAD_TIMES=1).
 # meshd runs on its own (not the sandbox): node scale1, cgroup
 # <cgroup2>/bpfmesh/scale1/pods, pins /sys/fs/bpf/bpfmesh/scale1, run dir
 # /run/bpfmesh-scale, store in a temp dir; all removed by the EXIT trap.
@@ -56,6 +62,7 @@ mkdir -p "$RESULTS"
 CG2=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)
 [ -n "$CG2" ] || die "cgroup v2 is not mounted (no cgroup2 entry in /proc/self/mounts)"
 CG=$CG2/bpfmesh/$NODE/pods
+CG0=$CG2/bpfmesh/scale0/pods
 
 # A leftover of a run killed before its trap: only if no meshd of ours runs.
 if [ -e "$RUN/meshd.pid" ] && kill -0 "$(cat "$RUN/meshd.pid")" 2>/dev/null; then
@@ -76,6 +83,25 @@ MESHD_PID=
 MOUNTED_BPFFS=0
 MADE_PIN_ROOT=0
 MADE_CG_ROOT=0
+# The connect-latency phase's own things: a second, small node (scale0), a
+# netns with the listener, the clients' cgroups. Safe to call twice.
+CONN_NS=bm-scale-conn
+NODE0=scale0
+PIN0=$PIN_ROOT/$NODE0
+CONN_SRV_PID=
+MESHD0_PID=
+conn_cleanup() {
+  [ -n "$CONN_SRV_PID" ] && { kill "$CONN_SRV_PID" 2>/dev/null; wait "$CONN_SRV_PID" 2>/dev/null; CONN_SRV_PID=; }
+  if [ -n "$MESHD0_PID" ]; then
+    kill "$MESHD0_PID" 2>/dev/null
+    for _ in $(seq 50); do kill -0 "$MESHD0_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$MESHD0_PID" 2>/dev/null; wait "$MESHD0_PID" 2>/dev/null; MESHD0_PID=
+  fi
+  [ -d "$PIN0" ] && { "$MESHD" --cleanup --bpffs "$PIN0" >/dev/null 2>&1 || log "meshd --cleanup --bpffs $PIN0 failed"; }
+  rmdir "$CG/connlat" "$CG0/connlat" "$CG0" "$CG2/bpfmesh/$NODE0" 2>/dev/null
+  ip netns list 2>/dev/null | grep -q "^$CONN_NS\b" && ip netns del "$CONN_NS" 2>/dev/null
+  return 0
+}
 cleanup() {
   local rc=$?
   if [ -n "$MESHD_PID" ] && kill -0 "$MESHD_PID" 2>/dev/null; then
@@ -85,6 +111,7 @@ cleanup() {
     wait "$MESHD_PID" 2>/dev/null
   fi
   [ -s "$TMP/meshd.log" ] && cp "$TMP/meshd.log" "$RESULTS/scale-meshd.log"
+  conn_cleanup
   [ -d "$PIN" ] && { "$MESHD" --cleanup --bpffs "$PIN" >/dev/null 2>&1 || log "meshd --cleanup --bpffs $PIN failed"; }
   rmdir "$CG" "$CG2/bpfmesh/$NODE" 2>/dev/null
   [ $MADE_CG_ROOT = 1 ] && rmdir "$CG2/bpfmesh" 2>/dev/null
@@ -135,7 +162,7 @@ wait_applied() {
 # (run.sh reruns) when our pins are gone mid-run.
 start_meshd() { # STORE_DIR LOG
   mkdir -p "$CG" || die "cannot create $CG"
-  "$MESHD" --node $NODE --cgroup "$CG" --bpffs "$PIN" --run-dir "$RUN" --store "file://$1" \
+  BPFMESH_RELOAD_TIMES=1 "$MESHD" --node $NODE --cgroup "$CG" --bpffs "$PIN" --run-dir "$RUN" --store "file://$1" \
     --no-proxy --metrics-addr 127.0.0.1:0 --ready-addr 127.0.0.1:0 >>"$2" 2>&1 &
   MESHD_PID=$!
   echo $MESHD_PID >"$RUN/meshd.pid"
@@ -395,6 +422,84 @@ r=$(vs_yaml "${items%,}" | apply_one) || die "one-apply burst failed"
 kv burst_one_apply_gen_to_applied_ms "$(echo "$r" | cut -d' ' -f1)"
 kv burst_one_apply_to_applied_ms "$(echo "$r" | cut -d' ' -f2)"
 kv burst_one_apply_rewritten "$(echo "$r" | cut -d' ' -f3)"
+
+# ---- (6) connect latency against map size ------------------------------------------
+# One VIP (198.18.0.10:80, never routed: the clients' netns has only lo) whose
+# backend is a real listener on 127.0.0.2:18080 in that netns, loaded into
+# this node (N services) and into a second meshd, node scale0, that holds 10
+# services. Clients run in each node's pod cgroup (<pods>/connlat, under the
+# subtree connect4 is attached to), in alternating batches: both map sizes
+# see the same machine load. SCALE_CONNECTS per side (2000), in batches of
+# SCALE_CONNECT_BATCH (100). Also each node's BPF map memory (memlock).
+if [ "${SCALE_CONNECTS:-2000}" -gt 0 ]; then
+  CONNS=${SCALE_CONNECTS:-2000}
+  CBATCH=${SCALE_CONNECT_BATCH:-100}
+  CONNLAT=$TMP/bm-connlat
+  gcc -O2 -Wall -Wextra -Werror -o "$CONNLAT" "$HERE/bm-connlat.c" || die "cannot build bm-connlat"
+  conn_se() { # NAME VIP TARGET_PORT ENDPOINT
+    printf -- '---\n{"apiVersion": "networking.istio.io/v1beta1", "kind": "ServiceEntry", "metadata": {"name": "%s", "namespace": "scale"}, "spec": {"hosts": ["%s.scale.svc.cluster.local"], "addresses": ["%s"], "ports": [{"number": 80, "name": "tcp", "protocol": "TCP", "targetPort": %s}], "location": "MESH_INTERNAL", "resolution": "STATIC", "endpoints": [{"address": "%s"}]}}\n' "$1" "$1" "$2" "$3" "$4"
+  }
+  log "connect latency: listener in netns $CONN_NS, node $NODE0 with 10 services"
+  conn_cleanup
+  ip netns add "$CONN_NS" && ip -n "$CONN_NS" link set lo up || die "cannot create netns $CONN_NS"
+  ip netns exec "$CONN_NS" "$CONNLAT" serve 127.0.0.2:18080 &
+  CONN_SRV_PID=$!
+  # The VIP in the big node: one more service, one more reload.
+  conn_se connlat 198.18.0.10 18080 127.0.0.2 | apply_one >/dev/null || die "connlat service not applied"
+  # The small node: the same VIP and 9 others.
+  SMALL=$TMP/small-store
+  { conn_se connlat 198.18.0.10 18080 127.0.0.2
+    for i in $(seq 1 9); do conn_se "small$i" "198.18.1.$i" 18080 "127.0.0.$((10 + i))"; done
+  } | BPFMESH_STORE=file://$SMALL timeout "$LIMIT" "$MESHCTL" apply -f - >/dev/null || die "small store"
+  mkdir -p "$CG0" "$RUN_ROOT/$NODE0" || die "cannot create $CG0"
+  : >"$TMP/meshd0.log"
+  "$MESHD" --node $NODE0 --cgroup "$CG0" --bpffs "$PIN0" --run-dir "$RUN_ROOT/$NODE0" \
+    --store "file://$SMALL" --no-proxy --metrics-addr 127.0.0.1:0 --ready-addr 127.0.0.1:0 \
+    >>"$TMP/meshd0.log" 2>&1 &
+  MESHD0_PID=$!
+  g0=$(cat "$SMALL/generation")
+  for _ in $(seq $((LIMIT * 10))); do
+    grep -aq " generation $g0 applied" "$TMP/meshd0.log" && break
+    kill -0 "$MESHD0_PID" 2>/dev/null || { tail -5 "$TMP/meshd0.log" >&2; die "node $NODE0 exited"; }
+    sleep 0.1
+  done
+  grep -aq " generation $g0 applied" "$TMP/meshd0.log" || die "node $NODE0 did not apply its store"
+  mkdir -p "$CG/connlat" "$CG0/connlat" || die "cannot create the clients' cgroups"
+  : >"$TMP/lat-big"; : >"$TMP/lat-small"
+  bad=0
+  t_end=$(( $(date +%s) + LIMIT ))
+  for r in $(seq 1 $(( (CONNS + CBATCH - 1) / CBATCH ))); do
+    # ABBA order: neither side always runs first.
+    if [ $((r % 2)) = 1 ]; then order="small big"; else order="big small"; fi
+    for side in $order; do
+      cg=$CG0/connlat; [ $side = big ] && cg=$CG/connlat
+      # Into the cgroup first: `ip netns exec` mounts a /sys without it.
+      sh -c "echo \$\$ >'$cg/cgroup.procs' && exec ip netns exec '$CONN_NS' '$CONNLAT' connect 198.18.0.10:80 $CBATCH" \
+        >>"$TMP/lat-$side" 2>>"$TMP/lat-err" || bad=$((bad + 1))
+    done
+    [ "$(date +%s)" -ge $t_end ] && { log "connect phase: time limit reached after $r rounds"; break; }
+  done
+  pct() { sort -n "$1" | awk '{ a[NR] = $1 } END { if (!NR) { print "- - - 0"; exit }
+    printf "%.1f %.1f %.1f %d\n", a[int(NR * 0.50 + 0.5)] / 1000, a[int(NR * 0.90 + 0.5)] / 1000,
+      a[int(NR * 0.99 + 0.5)] / 1000, NR }'; }
+  read -r p50 p90 p99 n < <(pct "$TMP/lat-small")
+  kv connect_10_services_us "p50 $p50, p90 $p90, p99 $p99 (n=$n)"
+  read -r p50 p90 p99 n < <(pct "$TMP/lat-big")
+  kv connect_${N}_services_us "p50 $p50, p90 $p90, p99 $p99 (n=$n)"
+  kv connect_failed_batches "$bad$( [ -s "$TMP/lat-err" ] && echo ": $(sort -u "$TMP/lat-err" | head -2 | tr '\n' ' ')")"
+  # Map memory: memlock of every map pinned under each node's directory.
+  memlock() { local t=0 b f
+    for f in $(find "$1" -maxdepth 1 -type f 2>/dev/null); do
+      b=$(bpftool -j map show pinned "$f" 2>/dev/null | python3 -c 'import json,sys
+try: print(json.load(sys.stdin).get("bytes_memlock", 0))
+except Exception: print(0)')
+      t=$((t + ${b:-0}))
+    done; echo $t; }
+  big=$(memlock "$PIN"); small=$(memlock "$PIN0")
+  kv map_memlock_bytes "$N services: $big; 10 services: $small"
+  kv map_memlock_per_1000_services "$(( big * 1000 / (N + 1) )) bytes in all; $(( (big - small) * 1000 / (N + 1 - 10) )) bytes above the 10-service node"
+  conn_cleanup
+fi
 
 kv rss_end_kb "$(rss_kb "$MESHD_PID")"
 kv hwm_end_kb "$(hwm_kb "$MESHD_PID")"
