@@ -287,6 +287,13 @@ static void finish_head(struct bm_h1_parser *p)
 	h->chunked = (hp->flags & F_CHUNKED) ? 1 : 0;
 	if (!h->chunked && (hp->flags & F_CONTENTLENGTH))
 		h->content_length = (int64_t)hp->content_length;
+	/* A CONNECT request has no content (RFC 9110 §9.3.6): http-parser
+	 * ends the message at its head whatever the framing headers say, so
+	 * the head must not promise a body that never comes. */
+	if (!p->response && hp->method == HTTP_CONNECT) {
+		h->chunked = 0;
+		h->content_length = -1;
+	}
 	h->keep_alive = http_should_keep_alive(hp) ? 1 : 0;
 	h->upgrade = (!p->response && (hp->method == HTTP_CONNECT ||
 				       ((hp->flags & F_UPGRADE) && (hp->flags & F_CONNECTION_UPGRADE))));

@@ -34,13 +34,22 @@ int l7_grpc_from_http(int status)
 	}
 }
 
+/* The value is parsed within value_len: HTTP/1.1 trailers are views into
+ * the parser's buffer, not NUL-terminated (atoi read on into the next
+ * trailer's bytes). Anything but 1-3 decimal digits is no status. */
 int l7_grpc_status_of(const struct bm_http_hdr *h, size_t n)
 {
 	const struct bm_http_hdr *g = h ? bm_h1_find(h, n, "grpc-status") : NULL;
+	int v = 0;
 
-	if (!g || !g->value_len || g->value_len > 3 || !isdigit((unsigned char)g->value[0]))
+	if (!g || !g->value_len || g->value_len > 3)
 		return -1;
-	return atoi(g->value);
+	for (size_t i = 0; i < g->value_len; i++) {
+		if (!isdigit((unsigned char)g->value[i]))
+			return -1;
+		v = v * 10 + (g->value[i] - '0');
+	}
+	return v;
 }
 
 /* grpc-message is percent-encoded (gRPC over HTTP/2 spec): everything

@@ -9,8 +9,8 @@
  * once split into fuzzer-chosen reads, each read in its own heap copy so
  * ASan sees any access past what was handed over. Every complete message
  * is re-serialized as the proxy does it (hop-by-hop headers dropped, edits,
- * re-framed body) and parsed again: the second parse must give the same
- * head and body. */
+ * re-framed body, the trailers of a chunked message) and parsed again: the
+ * second parse must give the same head, body and trailers. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -152,11 +152,48 @@ static int same_hdrs(const struct bm_h1_hlist *l, const struct bm_h1_head *h)
 	return 1;
 }
 
+/* The trailers of a completed message: well formed views into the parser. */
+static size_t get_trailers(struct bm_h1_parser *p, struct bm_http_hdr *t)
+{
+	size_t n = bm_h1_trailers(p, t, BM_H1_TRAILERS_MAX);
+	const char *lo = p->tbuf, *hi = p->tbuf + sizeof(p->tbuf);
+
+	if (n > BM_H1_TRAILERS_MAX)
+		FAIL("%zu trailers", n);
+	for (size_t i = 0; i < n; i++) {
+		if (!t[i].name_len || t[i].name < lo || t[i].name + t[i].name_len > hi ||
+		    (t[i].value_len && (t[i].value < lo || t[i].value + t[i].value_len > hi)))
+			FAIL("trailer %zu outside the parser's buffer", i);
+		if (has_ctl(t[i].name, t[i].name_len) || has_ctl(t[i].value, t[i].value_len))
+			FAIL("control byte in trailer %zu", i);
+		for (size_t k = 0; k < t[i].name_len; k++)
+			if (t[i].name[k] >= 'A' && t[i].name[k] <= 'Z')
+				FAIL("trailer name not lower case");
+	}
+	return n;
+}
+
+/* What bm_h1_write_end_trailers drops. */
+static int trailer_dropped(const struct bm_http_hdr *t)
+{
+	static const char *const no[] = { "content-length", "transfer-encoding", "host",
+					  "connection", "te", "trailer", "keep-alive", "upgrade" };
+
+	if (t->name[0] == ':')
+		return 1;
+	for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+		if (t->name_len == strlen(no[i]) && !strncasecmp(t->name, no[i], t->name_len))
+			return 1;
+	return 0;
+}
+
 /* Re-serialize the message just parsed (head of p, de-framed body) the way
  * the proxy forwards it, and parse it again. */
 static void round_trip(const struct bm_h1_parser *p, const struct body *body, int head_req,
-		       int edit)
+		       int edit, const struct bm_http_hdr *tr, size_t n_tr)
 {
+	struct bm_http_hdr tr2[BM_H1_TRAILERS_MAX];
+	size_t n_tr2, k;
 	const struct bm_h1_head *h = &p->head;
 	struct bm_loop lp = { .ep = -1 };
 	struct bm_chunkq q = { 0 };
@@ -209,7 +246,7 @@ static void round_trip(const struct bm_h1_parser *p, const struct body *body, in
 		o += n;
 	}
 	if (!err && chunked)
-		err = bm_h1_write_end(&lp, &q);
+		err = bm_h1_write_end_trailers(&lp, &q, tr, n_tr);
 	if (err)
 		FAIL("serialization failed: %d", err);
 	out = flatten(&q, &len);
@@ -236,6 +273,20 @@ static void round_trip(const struct bm_h1_parser *p, const struct body *body, in
 	}
 	if (b2.len != body->len || memcmp(b2.buf, body->buf, body->len))
 		FAIL("body changed in the round trip (%zu -> %zu bytes)", body->len, b2.len);
+	n_tr2 = chunked ? get_trailers(&p2, tr2) : 0;
+	k = 0;
+	for (size_t i = 0; chunked && i < n_tr; i++) {
+		if (trailer_dropped(&tr[i]))
+			continue;
+		if (k == n_tr2 || tr2[k].name_len != tr[i].name_len ||
+		    memcmp(tr2[k].name, tr[i].name, tr[i].name_len) ||
+		    tr2[k].value_len != tr[i].value_len ||
+		    memcmp(tr2[k].value, tr[i].value, tr[i].value_len))
+			FAIL("trailer %zu changed in the round trip", i);
+		k++;
+	}
+	if (k != n_tr2)
+		FAIL("%zu trailers after the round trip, %zu before", n_tr2, k);
 	free(out);
 out:
 	free(b2.buf);
@@ -317,8 +368,13 @@ static void run(const uint8_t *d, size_t n, int response, int head_req, int edit
 					     b.len);
 				if (!h->has_body && b.len)
 					FAIL("%zu body bytes for a message without body", b.len);
+				struct bm_http_hdr tr[BM_H1_TRAILERS_MAX];
+				size_t n_tr = get_trailers(&p, tr);
+
+				if (n_tr && !h->chunked)
+					FAIL("%zu trailers without chunked framing", n_tr);
 				if (!h->upgrade)
-					round_trip(&p, &b, head_req, edit);
+					round_trip(&p, &b, head_req, edit, tr, n_tr);
 				bm_h1_reset(&p);
 				msgs++;
 			}

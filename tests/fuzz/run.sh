@@ -6,6 +6,13 @@
 #   fuzz_jwt       JWT and JWKS parsing and verification (agent/jwt.c)
 #   fuzz_l7match   path normalization, StringMatch/PCRE2, route selection,
 #                  rewrite/redirect (agent/l7match.c), authz path templates
+#   fuzz_h2down    the HTTP/2 front (agent/h2down.c) through the real engine:
+#                  client frames (or raw bytes) over a socketpair
+#   fuzz_h2up      the HTTP/2 upstream client (agent/h2up.c) through the
+#                  engine: the fuzzer is the upstream server
+#   fuzz_grpc      grpc-status parsing and gRPC local replies (agent/l7reply.c)
+# (fuzz_http1 covers chunked trailers too: bm_h1_trailers and
+# bm_h1_write_end_trailers in its round trip.)
 # FUZZ_TARGETS (space-separated names) picks a subset. Exits non-zero when
 # any target finds a crash, a leak, a timeout or a sanitizer report; the
 # reproducer is left in $FUZZ_OUT (default build/fuzz) as
@@ -17,11 +24,16 @@ cd "$(dirname "$0")/../.."
 seconds=${FUZZ_SECONDS:-30}
 out=${FUZZ_OUT:-build/fuzz}
 clang=${CLANG:-clang}
-targets=${FUZZ_TARGETS:-fuzz_resource fuzz_http1 fuzz_jwt fuzz_l7match}
+targets=${FUZZ_TARGETS:-fuzz_resource fuzz_http1 fuzz_jwt fuzz_l7match fuzz_h2down fuzz_h2up fuzz_grpc}
 
 cflags=(-g -O1 -std=gnu11 -D_GNU_SOURCE -Wall -Iinclude -Ilib -Iagent
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all)
-libs=(-ljansson -lpcre2-8 -lhttp_parser -lssl -lcrypto -lcurl -lyaml -lm -lpthread)
+libs=(-ljansson -lpcre2-8 -lhttp_parser -lnghttp2 -lssl -lcrypto -lcurl -lyaml -lm -lpthread)
+# The L7 engine without the BPF loader, the agent's main loop or metrics.
+engine=(agent/l7conn.c agent/l7proxy.c agent/l7h1.c agent/h2down.c agent/h2up.c
+	agent/l7reply.c agent/l7mirror.c agent/l7upstream.c agent/l7match.c agent/l7model.c
+	agent/model.c agent/modelix.c agent/strmap.c agent/retry.c agent/outlier.c
+	agent/http1.c agent/relay.c agent/tracing.c agent/log.c agent/resutil.c lib/*.c)
 
 # The agent files each target needs (nothing that pulls in the BPF loader).
 sources() {
@@ -30,6 +42,7 @@ sources() {
 	fuzz_http1)    echo agent/http1.c agent/relay.c ;;
 	fuzz_jwt)      echo agent/jwt.c ;;
 	fuzz_l7match)  echo agent/l7match.c agent/authz.c agent/resutil.c agent/log.c lib/*.c ;;
+	fuzz_h2down | fuzz_h2up | fuzz_grpc) echo "${engine[@]}" ;;
 	*) echo "unknown fuzz target $1" >&2; return 1 ;;
 	esac
 }
@@ -41,6 +54,9 @@ seeds() {
 	fuzz_http1)    echo "tests/fuzz/corpus_http1 tests/fuzz/http1.dict 8192" ;;
 	fuzz_jwt)      echo "tests/fuzz/corpus_jwt tests/fuzz/jwt.dict 4096" ;;
 	fuzz_l7match)  echo "tests/fuzz/corpus_l7match tests/fuzz/l7match.dict 4096" ;;
+	fuzz_h2down)   echo "tests/fuzz/corpus_h2down tests/fuzz/h2.dict 8192" ;;
+	fuzz_h2up)     echo "tests/fuzz/corpus_h2up tests/fuzz/h2.dict 8192" ;;
+	fuzz_grpc)     echo "tests/fuzz/corpus_grpc tests/fuzz/grpc.dict 4096" ;;
 	esac
 }
 

@@ -183,6 +183,33 @@ static void test_h1_until_close(void)
 	bm_h1_fini(&p);
 }
 
+/* CONNECT has no content: http-parser ends the message at the head even
+ * with framing headers, so the head must not claim a body (fuzz_http1:
+ * "content-length 1, body 0"). */
+static void test_h1_connect_no_body(void)
+{
+	static const char *const msgs[] = {
+		"CONNECT db:5432 HTTP/1.1\r\nHost: db\r\nContent-Length: 1\r\n\r\na",
+		"CONNECT db:5432 HTTP/1.1\r\nHost: db\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na",
+	};
+
+	for (size_t i = 0; i < 2; i++) {
+		struct bm_h1_parser p = { 0 };
+		struct sink body = { .n = 0 };
+		int err;
+
+		bm_h1_init(&p, 0);
+		parse_msg(&p, msgs[i], strlen(msgs[i]), 100, &body, &err);
+		CU_ASSERT_EQUAL(err, 0);
+		CU_ASSERT_EQUAL(p.head.upgrade, 1);
+		CU_ASSERT_EQUAL(p.head.has_body, 0);
+		CU_ASSERT_EQUAL(p.head.chunked, 0);
+		CU_ASSERT_EQUAL(p.head.content_length, -1);
+		CU_ASSERT_EQUAL(body.n, 0);
+		bm_h1_fini(&p);
+	}
+}
+
 static void test_h1_head_limit(void)
 {
 	size_t big = BM_H1_HEAD_MAX + 100, off = 0;
@@ -294,6 +321,7 @@ BM_SUITE(http1,
 	 BM_CASE(test_h1_heads),
 	 BM_CASE(test_h1_pipelined),
 	 BM_CASE(test_h1_until_close),
+	 BM_CASE(test_h1_connect_no_body),
 	 BM_CASE(test_h1_head_limit),
 	 BM_CASE(test_h1_write),
 	 BM_CASE(test_h1_tokens))
