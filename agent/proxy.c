@@ -2,8 +2,11 @@
  * Proxy workers: pods, listeners, and the three ways a connection comes in.
  *
  * Every worker puts every pod listener in its own epoll with EPOLLEXCLUSIVE
- * (the kernel wakes one waiter per connection); an accepted connection then
- * lives in that worker only. Pods are immutable and reference counted; the
+ * (the kernel wakes one waiter per connection). The kernel wakes the first
+ * idle waiter, nearly always the same worker, so the worker that accepted a
+ * connection deals connections out round-robin: its own turn it keeps, the
+ * others' it posts to their command queue (CMD_CONN). A connection then
+ * lives in one worker only. Pods are immutable and reference counted; the
  * main thread sends add/remove messages and each worker keeps its own list,
  * so the data path reads pods without a lock.
  */
@@ -39,10 +42,8 @@
 #include "tlsctx.h"
 #include "tracing.h"
 
-/* One connection per wake-up: the listeners are level-triggered and
- * EPOLLEXCLUSIVE, so the next pending connection wakes a worker that is
- * waiting, and a burst of connections (a client's pool) spreads over the
- * workers instead of landing on whichever woke first. */
+/* One connection per wake-up (the listeners are level-triggered): the
+ * next pending one wakes a waiting worker again. */
 #define ACCEPT_BATCH 1
 #define SESS_CACHE 64
 #define SPIFFE_PREFIX "spiffe://"
@@ -74,9 +75,10 @@ struct ppod {
 
 struct cmd {
 	struct cmd *next;
-	enum { CMD_ADD, CMD_DEL, CMD_STOP, CMD_L7 } op;
-	struct ppod *pod;
+	enum { CMD_ADD, CMD_DEL, CMD_STOP, CMD_L7, CMD_CONN } op;
+	struct ppod *pod;              /* CMD_CONN: a reference for the connection */
 	struct bm_l7_config *l7;       /* CMD_L7: a reference for the worker */
+	int fd, kind;                  /* CMD_CONN: an accepted connection, its listener kind */
 };
 
 struct sess_ent {
@@ -132,6 +134,7 @@ struct bm_proxy {
 	struct ppod **pods;
 	size_t n_pods;
 	struct bm_l7_config *l7;       /* the last published (a reference) */
+	unsigned rr;                   /* round-robin turn of accepted connections (atomic) */
 };
 
 /* ---- pods --------------------------------------------------------------- */
@@ -988,10 +991,23 @@ static void accept_hbone(struct worker *w, struct ppod *pod, int fd)
 
 /* ---- worker -------------------------------------------------------------- */
 
+static void dispatch_conn(struct worker *w, struct ppod *pod, int kind, int fd)
+{
+	w->st.accepted++;
+	switch (kind) {
+	case L_OUTBOUND: accept_outbound(w, pod, fd); break;
+	case L_INBOUND: accept_inbound_plain(w, pod, fd); break;
+	case L_HBONE: accept_hbone(w, pod, fd); break;
+	}
+}
+
+static int post_conn(struct worker *w, struct ppod *pod, int kind, int fd);
+
 static void on_listener(struct bm_ev *ev, uint32_t events)
 {
 	struct plistener *pl = (struct plistener *)ev;
 	struct worker *w = pl->w;
+	unsigned t;
 
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
 		int fd = accept4(ev->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -1022,11 +1038,11 @@ static void on_listener(struct bm_ev *ev, uint32_t events)
 		if (fd < 0)
 			return; /* EAGAIN: another worker took it, or none left */
 		setsockopt(fd, IPPROTO_TCP, 1 /* TCP_NODELAY */, &one, sizeof(one));
-		switch (pl->kind) {
-		case L_OUTBOUND: accept_outbound(w, pl->pod, fd); break;
-		case L_INBOUND: accept_inbound_plain(w, pl->pod, fd); break;
-		case L_HBONE: accept_hbone(w, pl->pod, fd); break;
-		}
+		t = w->p->n > 1 ? __atomic_fetch_add(&w->p->rr, 1, __ATOMIC_RELAXED) % (unsigned)w->p->n
+				: (unsigned)w->idx;
+		if (t != (unsigned)w->idx && !post_conn(&w->p->w[t], pl->pod, pl->kind, fd))
+			continue;
+		dispatch_conn(w, pl->pod, pl->kind, fd);
 	}
 }
 
@@ -1108,7 +1124,13 @@ static void on_cmd(struct bm_ev *ev, uint32_t events)
 			worker_del_pod(w, c->pod);
 		else if (c->op == CMD_L7)
 			worker_set_l7(w, c->l7);
-		else
+		else if (c->op == CMD_CONN) {
+			if (w->stop)
+				close(c->fd); /* stopping: nobody would serve it */
+			else
+				dispatch_conn(w, c->pod, c->kind, c->fd);
+			pod_put(c->pod);
+		} else
 			w->stop = 1;
 		free(c);
 	}
@@ -1167,6 +1189,35 @@ static int post(struct worker *w, int op, struct ppod *pod)
 	return post_cmd(w, op, pod, NULL);
 }
 
+/* Hands an accepted connection to worker w (with a pod reference for it).
+ * 0, or -errno and the caller keeps the connection. */
+static int post_conn(struct worker *w, struct ppod *pod, int kind, int fd)
+{
+	struct cmd *c;
+	uint64_t one = 1;
+
+	if (__atomic_load_n(&w->stop, __ATOMIC_RELAXED) || !(c = calloc(1, sizeof(*c))))
+		return -EAGAIN;
+	pod_get(pod);
+	c->op = CMD_CONN;
+	c->pod = pod;
+	c->fd = fd;
+	c->kind = kind;
+	pthread_mutex_lock(&w->cmd_lock);
+	if (w->cmds_tail)
+		w->cmds_tail->next = c;
+	else
+		w->cmds = c;
+	w->cmds_tail = c;
+	pthread_mutex_unlock(&w->cmd_lock);
+	/* Queued: the worker gets it at its next wake-up, and worker_fini
+	 * closes it if that never comes. */
+	if (write(w->cmd_ev.fd, &one, sizeof(one)) != sizeof(one))
+		bm_log("proxy worker %d: wake-up for a handed-over connection failed: %s", w->idx,
+		       strerror(errno));
+	return 0;
+}
+
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
@@ -1202,6 +1253,10 @@ static void worker_fini(struct worker *w)
 			pod_put(c->pod);
 		if (c->op == CMD_L7 && c->l7)
 			bm_l7_put(c->l7);
+		if (c->op == CMD_CONN) {
+			close(c->fd);
+			pod_put(c->pod);
+		}
 		free(c);
 	}
 	if (w->cmd_ev.fd >= 0)
@@ -1511,7 +1566,7 @@ static const char *const dir_names[BM_PDIR_MAX] = {
 json_t *bm_proxy_stats_json(struct bm_proxy *p)
 {
 	struct bm_wstats sum = { 0 };
-	json_t *conns = json_object(), *denials = json_object(), *r;
+	json_t *conns = json_object(), *denials = json_object(), *per_worker = json_array(), *r;
 	uint64_t hs[6] = { 0 };
 	struct bm_l7_stats ls = { 0 };
 
@@ -1519,6 +1574,7 @@ json_t *bm_proxy_stats_json(struct bm_proxy *p)
 		struct bm_wstats *s = &p->w[i].st;
 		uint32_t nd = __atomic_load_n(&s->n_deny, __ATOMIC_ACQUIRE);
 
+		json_array_append_new(per_worker, json_integer((json_int_t)RD(s->accepted)));
 		for (int d = 0; d < BM_PDIR_MAX; d++) {
 			for (int k = 0; k < BM_PRES_MAX; k++)
 				sum.conns[d][k] += RD(s->conns[d][k]);
@@ -1580,6 +1636,10 @@ json_t *bm_proxy_stats_json(struct bm_proxy *p)
 		      "other", (json_int_t)sum.status_other,
 		      "denials", denials);
 	pthread_mutex_unlock(&p->lock);
+	if (r)
+		json_object_set_new(r, "accepted_per_worker", per_worker);
+	else
+		json_decref(per_worker);
 	if (r) {
 		json_t *h = json_object();
 		static const char *const cls[6] = { "no_response", "1xx", "2xx", "3xx", "4xx", "5xx" };

@@ -33,6 +33,7 @@ struct bm_wstats {
 	uint64_t active[BM_PDIR_MAX];
 	uint64_t bytes_up[BM_PDIR_MAX];    /* client -> upstream payload */
 	uint64_t bytes_down[BM_PDIR_MAX];  /* upstream -> client payload */
+	uint64_t accepted;                 /* connections this worker took on (listeners, handovers) */
 	uint64_t tls_client, tls_server, tls_resumed, tls_failed;
 	uint64_t h2_client, h2_server, h2_closed, h2_pings, h2_ping_timeouts;
 	uint64_t h2_connect_failed;        /* TCP connect to a peer's 15008 failed */
