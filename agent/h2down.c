@@ -454,16 +454,8 @@ static ssize_t data_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t le
 {
 	struct h2s *st = src->ptr;
 	struct l7_h2conn *hc = u;
-	size_t n = 0;
+	size_t n = bm_chunkq_take(hc->d->e->l, &st->out, buf, len);
 
-	while (n < len && st->out.head) {
-		struct bm_chunk *c = st->out.head;
-		size_t k = c->len < len - n ? c->len : len - n;
-
-		memcpy(buf + n, c->data + c->off, k);
-		n += k;
-		bm_chunkq_consume(hc->d->e->l, &st->out, k);
-	}
 	if (!st->out.bytes && st->resp_eof) {
 		*flags |= NGHTTP2_DATA_FLAG_EOF;
 		if (st->n_tnv) {

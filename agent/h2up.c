@@ -30,7 +30,6 @@
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
 #include <nghttp2/nghttp2.h>
 #include "l7upstream.h"
 
@@ -221,16 +220,8 @@ static ssize_t hs_data_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t
 {
 	struct l7_h2us *hs = src->ptr;
 	struct l7_h2uc *uc = u;
-	size_t n = 0;
+	size_t n = bm_chunkq_take(uc->e->l, &hs->body, buf, len);
 
-	while (n < len && hs->body.head) {
-		struct bm_chunk *c = hs->body.head;
-		size_t k = c->len < len - n ? c->len : len - n;
-
-		memcpy(buf + n, c->data + c->off, k);
-		n += k;
-		bm_chunkq_consume(uc->e->l, &hs->body, k);
-	}
 	if (!hs->body.bytes && hs->req_end) {
 		*flags |= NGHTTP2_DATA_FLAG_EOF;
 		if (hs->n_tnv) {
@@ -579,27 +570,13 @@ static void uc_timer(struct l7_timer *t)
 static void uc_flush(struct l7_h2uc *uc)
 {
 	while (uc->wq.bytes && uc->writable && !uc->connecting && !uc->closed) {
-		struct iovec iov[16];
-		int n = 0;
-		ssize_t w;
-
-		for (struct bm_chunk *c = uc->wq.head; c && n < 16; c = c->next) {
-			if (!c->len)
-				continue;
-			iov[n].iov_base = c->data + c->off;
-			iov[n].iov_len = c->len;
-			n++;
-		}
-		w = sendmsg(uc->ev.fd, &(struct msghdr){ .msg_iov = iov, .msg_iovlen = (size_t)n },
-			    MSG_NOSIGNAL);
-		if (w < 0) {
+		if (bm_chunkq_send(uc->e->l, &uc->wq, uc->ev.fd) < 0) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
 				uc->writable = 0;
 			else /* noticed on the next loop turn, never inside a write */
 				uc->close_pending = 1, l7_timer_arm(uc->e, &uc->t, 0);
 			return;
 		}
-		bm_chunkq_consume(uc->e->l, &uc->wq, (size_t)w);
 	}
 }
 

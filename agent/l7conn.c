@@ -18,7 +18,6 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
-#include <sys/uio.h>
 #include "l7upstream.h"
 
 static const char H2_PREFACE[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -28,20 +27,7 @@ static const char H2_PREFACE[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 void l7_dconn_flush(struct l7_dconn *d)
 {
 	while (d->out.bytes && d->writable && !d->closed) {
-		struct iovec iov[16];
-		int n = 0;
-		ssize_t w;
-
-		for (struct bm_chunk *c = d->out.head; c && n < 16; c = c->next) {
-			if (!c->len)
-				continue;
-			iov[n].iov_base = c->data + c->off;
-			iov[n].iov_len = c->len;
-			n++;
-		}
-		w = sendmsg(d->ev.fd, &(struct msghdr){ .msg_iov = iov, .msg_iovlen = (size_t)n },
-			    MSG_NOSIGNAL);
-		if (w < 0) {
+		if (bm_chunkq_send(d->e->l, &d->out, d->ev.fd) < 0) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK) {
 				d->writable = 0;
 				break;
@@ -49,7 +35,6 @@ void l7_dconn_flush(struct l7_dconn *d)
 			l7_dconn_close(d, 1);
 			return;
 		}
-		bm_chunkq_consume(d->e->l, &d->out, (size_t)w);
 	}
 	if (d->closed)
 		return;

@@ -27,7 +27,6 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
-#include <sys/uio.h>
 #include "l7upstream.h"
 
 struct l7_uconn {
@@ -564,20 +563,7 @@ void l7_upstream_shutdown(struct bm_l7_engine *e)
 static void uconn_flush(struct l7_uconn *uc)
 {
 	while (uc->wq.bytes && uc->writable && !uc->connecting && !uc->werr) {
-		struct iovec iov[16];
-		int n = 0;
-		ssize_t w;
-
-		for (struct bm_chunk *c = uc->wq.head; c && n < 16; c = c->next) {
-			if (!c->len)
-				continue;
-			iov[n].iov_base = c->data + c->off;
-			iov[n].iov_len = c->len;
-			n++;
-		}
-		w = sendmsg(uc->ev.fd, &(struct msghdr){ .msg_iov = iov, .msg_iovlen = (size_t)n },
-			    MSG_NOSIGNAL);
-		if (w < 0) {
+		if (bm_chunkq_send(uc->e->l, &uc->wq, uc->ev.fd) < 0) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK) {
 				uc->writable = 0;
 				return;
@@ -588,7 +574,6 @@ static void uconn_flush(struct l7_uconn *uc)
 			return;
 		}
 		uc->wrote = 1;
-		bm_chunkq_consume(uc->e->l, &uc->wq, (size_t)w);
 	}
 }
 

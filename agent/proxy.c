@@ -1164,16 +1164,11 @@ static void on_tick(struct bm_ev *ev, uint32_t events)
 	}
 }
 
-static int post_cmd(struct worker *w, int op, struct ppod *pod, struct bm_l7_config *l7)
+/* Appends c to w's queue and wakes w. */
+static int cmd_enqueue(struct worker *w, struct cmd *c)
 {
-	struct cmd *c = calloc(1, sizeof(*c));
 	uint64_t one = 1;
 
-	if (!c)
-		return -ENOMEM;
-	c->op = op;
-	c->pod = pod;
-	c->l7 = l7;
 	pthread_mutex_lock(&w->cmd_lock);
 	if (w->cmds_tail)
 		w->cmds_tail->next = c;
@@ -1182,6 +1177,18 @@ static int post_cmd(struct worker *w, int op, struct ppod *pod, struct bm_l7_con
 	w->cmds_tail = c;
 	pthread_mutex_unlock(&w->cmd_lock);
 	return write(w->cmd_ev.fd, &one, sizeof(one)) == sizeof(one) ? 0 : -errno;
+}
+
+static int post_cmd(struct worker *w, int op, struct ppod *pod, struct bm_l7_config *l7)
+{
+	struct cmd *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return -ENOMEM;
+	c->op = op;
+	c->pod = pod;
+	c->l7 = l7;
+	return cmd_enqueue(w, c);
 }
 
 static int post(struct worker *w, int op, struct ppod *pod)
@@ -1194,7 +1201,6 @@ static int post(struct worker *w, int op, struct ppod *pod)
 static int post_conn(struct worker *w, struct ppod *pod, int kind, int fd)
 {
 	struct cmd *c;
-	uint64_t one = 1;
 
 	if (__atomic_load_n(&w->stop, __ATOMIC_RELAXED) || !(c = calloc(1, sizeof(*c))))
 		return -EAGAIN;
@@ -1203,16 +1209,9 @@ static int post_conn(struct worker *w, struct ppod *pod, int kind, int fd)
 	c->pod = pod;
 	c->fd = fd;
 	c->kind = kind;
-	pthread_mutex_lock(&w->cmd_lock);
-	if (w->cmds_tail)
-		w->cmds_tail->next = c;
-	else
-		w->cmds = c;
-	w->cmds_tail = c;
-	pthread_mutex_unlock(&w->cmd_lock);
-	/* Queued: the worker gets it at its next wake-up, and worker_fini
-	 * closes it if that never comes. */
-	if (write(w->cmd_ev.fd, &one, sizeof(one)) != sizeof(one))
+	/* Queued even if the wake-up fails: the worker gets it at its next
+	 * wake-up, and worker_fini closes it if that never comes. */
+	if (cmd_enqueue(w, c))
 		bm_log("proxy worker %d: wake-up for a handed-over connection failed: %s", w->idx,
 		       strerror(errno));
 	return 0;

@@ -14,6 +14,7 @@
 #include <netinet/in.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include "relay.h"
 
 #define FREE_CHUNKS_MAX 256  /* 4 MiB of idle chunks kept per worker */
@@ -223,6 +224,40 @@ int bm_chunkq_append(struct bm_loop *l, struct bm_chunkq *q, const uint8_t *data
 		len -= n;
 	}
 	return 0;
+}
+
+ssize_t bm_chunkq_send(struct bm_loop *l, struct bm_chunkq *q, int fd)
+{
+	struct iovec iov[16];
+	int n = 0;
+	ssize_t w;
+
+	for (struct bm_chunk *c = q->head; c && n < 16; c = c->next) {
+		if (!c->len)
+			continue;
+		iov[n].iov_base = c->data + c->off;
+		iov[n].iov_len = c->len;
+		n++;
+	}
+	w = sendmsg(fd, &(struct msghdr){ .msg_iov = iov, .msg_iovlen = (size_t)n }, MSG_NOSIGNAL);
+	if (w > 0)
+		bm_chunkq_consume(l, q, (size_t)w);
+	return w;
+}
+
+size_t bm_chunkq_take(struct bm_loop *l, struct bm_chunkq *q, uint8_t *buf, size_t len)
+{
+	size_t n = 0;
+
+	while (n < len && q->head) {
+		struct bm_chunk *c = q->head;
+		size_t k = c->len < len - n ? c->len : len - n;
+
+		memcpy(buf + n, c->data + c->off, k);
+		n += k;
+		bm_chunkq_consume(l, q, k);
+	}
+	return n;
 }
 
 void bm_chunkq_consume(struct bm_loop *l, struct bm_chunkq *q, size_t n)

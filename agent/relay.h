@@ -7,6 +7,7 @@
 #define BM_RELAY_H
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* Directions a proxied connection can take, for counters. */
 enum bm_pdir {
@@ -171,6 +172,12 @@ void bm_chunk_put(struct bm_loop *l, struct bm_chunk *c);
 int bm_chunkq_append(struct bm_loop *l, struct bm_chunkq *q, const uint8_t *data, size_t len);
 void bm_chunkq_consume(struct bm_loop *l, struct bm_chunkq *q, size_t n);
 void bm_chunkq_clear(struct bm_loop *l, struct bm_chunkq *q);
+/* One sendmsg of up to 16 of q's chunks to fd; what was sent is consumed.
+ * Returns the bytes sent, or -1 with errno (EAGAIN: the socket is full). */
+ssize_t bm_chunkq_send(struct bm_loop *l, struct bm_chunkq *q, int fd);
+/* Copies up to len bytes from the head of q into buf and consumes them;
+ * returns how many. */
+size_t bm_chunkq_take(struct bm_loop *l, struct bm_chunkq *q, uint8_t *buf, size_t len);
 
 /* Close so that the peer sees a reset, not an orderly end. */
 void bm_close_reset(int fd);
