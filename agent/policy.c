@@ -307,16 +307,3 @@ int bm_policy_workload_needs_http(const char *ns, uint32_t ip)
 	view_put(v);
 	return need;
 }
-
-int bm_policy_pod_needs_http(struct bm_agent *a, const char *ns, const char *name)
-{
-	struct in_addr ip = { 0 };
-	int found = 0;
-
-	pthread_mutex_lock(&a->lock);
-	for (size_t i = 0; i < a->pods.n && !found; i++)
-		if (!strcmp(a->pods.p[i].ns, ns) && !strcmp(a->pods.p[i].name, name))
-			found = inet_pton(AF_INET, a->pods.p[i].ip, &ip) == 1;
-	pthread_mutex_unlock(&a->lock);
-	return found ? bm_policy_workload_needs_http(ns, ip.s_addr) : 0;
-}

@@ -4,7 +4,7 @@
  * for pods that need it, RequestAuthentication (JWT) and the full
  * AuthorizationPolicy.
  *
- * Connection versus request. A pod "needs HTTP" (bm_policy_pod_needs_http)
+ * Connection versus request. A pod "needs HTTP" (bm_policy_workload_needs_http)
  * when an AuthorizationPolicy applying to it uses an HTTP-only attribute
  * (methods, paths, hosts, requestPrincipals, remoteIpBlocks, when keys
  * other than source.ip/namespace/principal and destination.ip/port) or a
@@ -80,12 +80,10 @@ struct bm_policy_http_result {
 int bm_policy_check_http(struct bm_agent *a, const struct bm_conn_attrs *c,
 			 const struct bm_policy_http *h, struct bm_policy_http_result *res);
 
-/* 1 when the pod ns/name (an enrolled pod, its WorkloadEntry by address)
- * needs the HTTP path (see above), 0 when not or unknown. Takes the agent
- * lock to find the pod; per connection, use bm_policy_workload_needs_http. */
-int bm_policy_pod_needs_http(struct bm_agent *a, const char *ns, const char *name);
-/* The same for the workload at ip (network order) in namespace ns, from the
- * compiled policy view alone (no agent lock; cost ~ number of policies). */
+/* 1 when the workload at ip (network order) in namespace ns (its
+ * WorkloadEntry by address) needs the HTTP path (see above), 0 when not or
+ * unknown. From the compiled policy view alone: no agent lock, cost ~ the
+ * number of policies; fine per connection. */
 int bm_policy_workload_needs_http(const char *ns, uint32_t ip);
 
 /* After each store change (with or without the agent lock held): compile

@@ -292,7 +292,6 @@ static void test_jwks_fetch(void)
 static void test_policy_http(void)
 {
 	char *jwks = bmt_jwks_default(), hb[4096], reason[128];
-	struct bm_pod pod = { .name = "web-1", .ns = "prod", .ip = "198.18.2.2" };
 	struct bm_agent *a = calloc(1, sizeof(*a));
 	struct bm_conn_attrs c = { .src_principal = "cluster.local/ns/a/sa/x", .src_ip = inet_addr("198.18.1.2"),
 				   .dst_ip = inet_addr("198.18.2.2"), .dst_port = 8080,
@@ -303,8 +302,6 @@ static void test_policy_http(void)
 	struct tokens t;
 
 	pthread_mutex_init(&a->lock, NULL);
-	a->pods.p = &pod;
-	a->pods.n = 1;
 	a->resources = load_res(
 		"{\"kind\":\"WorkloadEntry\",\"metadata\":{\"name\":\"web-1\",\"namespace\":\"prod\"},"
 		"\"spec\":{\"address\":\"198.18.2.2\",\"labels\":{\"app\":\"web\"}}},"
@@ -316,8 +313,10 @@ static void test_policy_http(void)
 	CU_ASSERT_PTR_NOT_NULL_FATAL(a->resources);
 	bm_policy_store_changed(a->resources);
 
-	CU_ASSERT_EQUAL(bm_policy_pod_needs_http(a, "prod", "web-1"), 1);
-	CU_ASSERT_EQUAL(bm_policy_pod_needs_http(a, "prod", "nope"), 0);
+	CU_ASSERT_EQUAL(bm_policy_workload_needs_http("prod", inet_addr("198.18.2.2")), 1);
+	/* a workload without a WorkloadEntry: only the mesh-wide
+	 * RequestAuthentication applies to it, and that needs HTTP too */
+	CU_ASSERT_EQUAL(bm_policy_workload_needs_http("prod", inet_addr("198.18.2.99")), 1);
 
 	/* connection: the ALLOW rule with paths must not refuse it when its
 	 * requests are checked; it does when nothing looks at HTTP */
