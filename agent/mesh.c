@@ -22,6 +22,7 @@
 #include "capture.h"
 #include "casvc.h"
 #include "mesh.h"
+#include "policy.h"
 #include "resutil.h"
 #include "proxy.h"
 
@@ -465,20 +466,9 @@ void bm_mesh_tick(struct bm_agent *a, time_t now)
 
 int bm_mesh_expected_identity(struct bm_agent *a, uint32_t ip, char *buf, size_t len)
 {
-	char addr[INET_ADDRSTRLEN];
-	const json_t *we;
-	int err = -ENOENT;
+	char ns[256], sa[256];
+	int err = bm_policy_workload_account(ip, ns, sizeof(ns), sa, sizeof(sa));
 
-	inet_ntop(AF_INET, &ip, addr, sizeof(addr));
-	pthread_mutex_lock(&a->lock);
-	we = bm_find_workload_entry(a->resources, NULL, addr);
-	if (we) {
-		const char *ns = json_string_value(json_object_get(json_object_get(we, "metadata"), "namespace"));
-		const char *sa = json_string_value(json_object_get(json_object_get(we, "spec"), "serviceAccount"));
-
-		err = bm_spiffe_id_build(a->idm.trust_domain, ns ? ns : "default",
-					 sa && *sa ? sa : "default", buf, len);
-	}
-	pthread_mutex_unlock(&a->lock);
-	return err;
+	/* The trust domain is set once at start. */
+	return err ? err : bm_spiffe_id_build(a->idm.trust_domain, ns, sa, buf, len);
 }

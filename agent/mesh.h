@@ -28,7 +28,7 @@ void bm_mesh_free(struct bm_agent *a);
 void bm_mesh_sync(struct bm_agent *a);
 /* The SPIFFE ID the workload at ip (network order) must present: its
  * WorkloadEntry's namespace and service account. -ENOENT when unknown.
- * Takes a->lock: call once per new tunnel, not per stream. */
+ * From the policy view (bm_policy_workload_account): no agent lock. */
 int bm_mesh_expected_identity(struct bm_agent *a, uint32_t ip, char *buf, size_t len);
 /* Rotation at half-life; called from the main loop's tick. */
 void bm_mesh_tick(struct bm_agent *a, time_t now);

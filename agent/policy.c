@@ -34,6 +34,7 @@ struct view {
 	json_t *policies;          /* PeerAuthentication, AuthorizationPolicy, RequestAuthentication */
 	json_t *wes;               /* the WorkloadEntries, in store order */
 	struct bm_strmap we_at;    /* "ns/address" -> index in wes of the first one */
+	struct bm_strmap we_any;   /* "address" -> index in wes of the first in any namespace */
 };
 
 static pthread_mutex_t view_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -46,6 +47,7 @@ static void view_put(struct view *v)
 	json_decref(v->policies);
 	json_decref(v->wes);
 	bm_strmap_free(&v->we_at);
+	bm_strmap_free(&v->we_any);
 	free(v);
 }
 
@@ -103,6 +105,10 @@ static struct view *view_build(const json_t *resources)
 		snprintf(key, sizeof(key), "%s/%s", ns ? ns : "default", addr);
 		if (!bm_strmap_get(&v->we_at, key, &dummy))
 			continue;
+		/* The first in any namespace is also the first in its own. */
+		if (bm_strmap_get(&v->we_any, addr, &dummy) &&
+		    bm_strmap_set(&v->we_any, addr, json_array_size(v->wes)))
+			goto fail;
 		if (bm_strmap_set(&v->we_at, key, json_array_size(v->wes)) ||
 		    json_array_append(v->wes, r))
 			goto fail;
@@ -306,4 +312,28 @@ int bm_policy_workload_needs_http(const char *ns, uint32_t ip)
 	need = bm_authz_needs_http(v->policies, BM_ROOT_NAMESPACE, ns, workload_labels(v, ns, ip));
 	view_put(v);
 	return need;
+}
+
+int bm_policy_workload_account(uint32_t ip, char *ns, size_t ns_len, char *sa, size_t sa_len)
+{
+	struct view *v = view_get();
+	char addr[INET_ADDRSTRLEN];
+	const json_t *we;
+	const char *n, *a;
+	uint64_t at;
+	int err = -ENOENT;
+
+	if (!v)
+		return -ENOENT;
+	inet_ntop(AF_INET, &ip, addr, sizeof(addr));
+	if (!bm_strmap_get(&v->we_any, addr, &at)) {
+		we = json_array_get(v->wes, at);
+		n = json_string_value(json_object_get(json_object_get(we, "metadata"), "namespace"));
+		a = json_string_value(json_object_get(json_object_get(we, "spec"), "serviceAccount"));
+		snprintf(ns, ns_len, "%s", n && *n ? n : "default");
+		snprintf(sa, sa_len, "%s", a && *a ? a : "default");
+		err = 0;
+	}
+	view_put(v);
+	return err;
 }

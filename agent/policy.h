@@ -86,6 +86,13 @@ int bm_policy_check_http(struct bm_agent *a, const struct bm_conn_attrs *c,
  * number of policies; fine per connection. */
 int bm_policy_workload_needs_http(const char *ns, uint32_t ip);
 
+/* The namespace and service account ("default" when unset) of the first
+ * WorkloadEntry, in store order and any namespace, with address ip (network
+ * order): the identity its workload must present. -ENOENT when unknown.
+ * From the policy view: no agent lock (a data-path worker calls it per new
+ * tunnel). */
+int bm_policy_workload_account(uint32_t ip, char *ns, size_t ns_len, char *sa, size_t sa_len);
+
 /* After each store change (with or without the agent lock held): compile
  * the policy view the checks above use (until the first call, nothing is
  * enforced: there is no configuration), parse the inline JWKS and (re)arm

@@ -21,11 +21,13 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include "prom.h"
 
 #define REQ_MAX          4096    /* request line + headers we accept */
 #define REQ_TIMEOUT_MS   2000    /* to send the request */
+#define BM_PROM_NICE     19      /* the endpoint thread's nice value */
 #define CONN_TIMEOUT_MS  10000   /* whole exchange, response included */
 
 static const char *const type_names[] = {
@@ -392,6 +394,13 @@ static void *server_thread(void *arg)
 {
 	struct bm_prom_server *srv = arg;
 
+	/* Scrapes and probes must not take a CPU from the data path: at the
+	 * lowest priority, a proxy worker that wakes runs before this thread.
+	 * Not SCHED_IDLE: under a fully busy node a scrape still finishes
+	 * (weight 15 of 1024 is tens of ms for a render), and a reload waiting
+	 * for the agent lock this thread holds is not starved. */
+	if (setpriority(PRIO_PROCESS, (id_t)gettid(), BM_PROM_NICE))
+		fprintf(stderr, "meshd: metrics thread: setpriority: %s\n", strerror(errno));
 	while (!atomic_load(&srv->stop)) {
 		int fd = accept4(srv->fd, NULL, NULL, SOCK_CLOEXEC);
 

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include "unit.h"
@@ -800,6 +801,33 @@ static void test_http_endpoint(void)
 	bm_prom_server_stop(srv);
 }
 
+static int render_nice(void *arg, FILE *f)
+{
+	int *nice_seen = arg;
+
+	errno = 0;
+	*nice_seen = getpriority(PRIO_PROCESS, (id_t)gettid());
+	fprintf(f, "# nice %d\n", *nice_seen);
+	return errno ? -errno : 0;
+}
+
+/* Scrapes render at the lowest priority, so the data path's workers run
+ * first; the calling thread's own priority is untouched. */
+static void test_endpoint_low_priority(void)
+{
+	struct bm_prom_server *srv;
+	int nice_seen = -100, port;
+	static const char req[] = "GET /metrics HTTP/1.1\r\n\r\n";
+	int mine = getpriority(PRIO_PROCESS, (id_t)gettid());
+
+	CU_ASSERT_EQUAL_FATAL(bm_prom_serve("127.0.0.1:0", render_nice, &nice_seen, &srv), 0);
+	port = bm_prom_server_port(srv);
+	CU_ASSERT_PTR_NOT_NULL(strstr(http_exchange(port, req, strlen(req)), "200 OK"));
+	CU_ASSERT_EQUAL(nice_seen, 19);
+	CU_ASSERT_EQUAL(getpriority(PRIO_PROCESS, (id_t)gettid()), mine);
+	bm_prom_server_stop(srv);
+}
+
 static int render_not_ready(void *arg, FILE *f)
 {
 	int *ready = arg;
@@ -847,4 +875,5 @@ BM_SUITE(metrics,
 	 BM_CASE(test_mesh_table_fold),
 	 BM_CASE(test_mesh_rows_render),
 	 BM_CASE(test_http_endpoint),
+	 BM_CASE(test_endpoint_low_priority),
 	 BM_CASE(test_ready_endpoint))

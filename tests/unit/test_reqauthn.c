@@ -431,6 +431,32 @@ static void test_policy_view(void)
 	CU_ASSERT_EQUAL(bm_policy_workload_needs_http("prod", inet_addr("198.18.2.2")), 1);
 	CU_ASSERT_EQUAL(bm_policy_workload_needs_http("stage", inet_addr("198.18.2.2")), 0);
 
+	/* The identity a workload must present (per new tunnel, no agent
+	 * lock): its first WorkloadEntry in store order, whatever the
+	 * namespace; "default" for an unset service account. */
+	res = json_loads("[{\"kind\":\"WorkloadEntry\",\"metadata\":{\"name\":\"w\",\"namespace\":\"zeta\"},"
+			 "\"spec\":{\"address\":\"198.18.2.5\",\"serviceAccount\":\"first\"}},"
+			 "{\"kind\":\"WorkloadEntry\",\"metadata\":{\"name\":\"w\",\"namespace\":\"alpha\"},"
+			 "\"spec\":{\"address\":\"198.18.2.5\",\"serviceAccount\":\"second\"}},"
+			 "{\"kind\":\"WorkloadEntry\",\"metadata\":{\"name\":\"v\",\"namespace\":\"alpha\"},"
+			 "\"spec\":{\"address\":\"198.18.2.6\"}}]", 0, NULL);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(res);
+	bm_policy_store_changed(res);
+	json_decref(res);
+	{
+		char ns[64], sa[64];
+
+		CU_ASSERT_EQUAL(bm_policy_workload_account(inet_addr("198.18.2.5"), ns, sizeof(ns), sa, sizeof(sa)), 0);
+		CU_ASSERT_STRING_EQUAL(ns, "zeta");
+		CU_ASSERT_STRING_EQUAL(sa, "first");
+		CU_ASSERT_EQUAL(bm_policy_workload_account(inet_addr("198.18.2.6"), ns, sizeof(ns), sa, sizeof(sa)), 0);
+		CU_ASSERT_STRING_EQUAL(ns, "alpha");
+		CU_ASSERT_STRING_EQUAL(sa, "default");
+		CU_ASSERT_EQUAL(bm_policy_workload_account(inet_addr("198.18.2.7"), ns, sizeof(ns), sa, sizeof(sa)), -ENOENT);
+		bm_policy_shutdown();
+		CU_ASSERT_EQUAL(bm_policy_workload_account(inet_addr("198.18.2.5"), ns, sizeof(ns), sa, sizeof(sa)), -ENOENT);
+	}
+
 	bm_policy_shutdown();
 	CU_ASSERT_EQUAL(bm_policy_workload_needs_http("prod", inet_addr("198.18.2.2")), 0);
 	pthread_mutex_unlock(&a->lock);
