@@ -16,6 +16,11 @@
  *                      requests scheduled then are sent but not recorded
  *   --close            a new TCP connection per request ("Connection: close")
  *   --timeout-ms MS    per-request timeout (default 2000)
+ *   --split-period S   also report the requests scheduled in even and odd
+ *                      S-second windows of CLOCK_MONOTONIC apart ("even",
+ *                      "odd"): a process that acts only in even windows (the
+ *                      benchmark's scraper) is compared with the same run's
+ *                      quiet windows, with the machine's drift shared
  *
  * Open loop: connection c sends its j-th request at t0 + (c + j*N)/R. The
  * latency of a request is counted from the time it was *scheduled*, not sent,
@@ -24,7 +29,8 @@
  * connections are opened before t0.
  *
  * Prints one JSON line: requests (recorded), sent (with the warm-up), errors, rps (recorded requests /
- * measured seconds), p50_us, p90_us, p99_us, p999_us, max_us, mean_us.
+ * measured seconds), p50_us, p90_us, p99_us, p999_us, max_us, mean_us; with
+ * --split-period, "even" and "odd" objects of requests and the percentiles.
  * One thread, one epoll loop.
  */
 #define _GNU_SOURCE
@@ -75,6 +81,8 @@ static struct {
 	uint64_t t0, t_meas, t_end;
 	uint32_t *lat;
 	size_t n_lat, cap_lat;
+	uint64_t split_ns;
+	struct samples { uint32_t *v; size_t n, cap; } half[2];
 	uint64_t errors, sent_total;
 	int epfd;
 } g;
@@ -93,18 +101,31 @@ static void die(const char *what)
 	exit(1);
 }
 
-static void record(uint64_t ns)
+static void push(uint32_t **v, size_t *n, size_t *cap, uint32_t us)
 {
-	if (g.n_lat == g.cap_lat) {
-		if (g.cap_lat >= MAX_SAMPLES)
+	if (*n == *cap) {
+		if (*cap >= MAX_SAMPLES)
 			return;
-		g.cap_lat = g.cap_lat ? g.cap_lat * 2 : 65536;
-		g.lat = realloc(g.lat, g.cap_lat * sizeof(*g.lat));
-		if (!g.lat)
+		*cap = *cap ? *cap * 2 : 65536;
+		*v = realloc(*v, *cap * sizeof(**v));
+		if (!*v)
 			die("realloc");
 	}
+	(*v)[(*n)++] = us;
+}
+
+/* due: when the request was scheduled (CLOCK_MONOTONIC ns) */
+static void record(uint64_t ns, uint64_t due)
+{
 	uint64_t us = ns / 1000;
-	g.lat[g.n_lat++] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+	uint32_t v = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+
+	push(&g.lat, &g.n_lat, &g.cap_lat, v);
+	if (g.split_ns) {
+		struct samples *h = &g.half[(due / g.split_ns) & 1];
+
+		push(&h->v, &h->n, &h->cap, v);
+	}
 }
 
 static void conn_close(struct conn *c)
@@ -152,7 +173,7 @@ static void schedule_next(struct conn *c, uint64_t now)
 static void finish(struct conn *c, bool ok, uint64_t now)
 {
 	if (ok && c->record)
-		record(now - c->due);
+		record(now - c->due, c->due);
 	else if (!ok && c->record)
 		g.errors++;
 	c->sent = false;
@@ -299,22 +320,36 @@ static int cmp_u32(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static double pct(double p)
+/* v sorted */
+static double pct_of(const uint32_t *v, size_t n, double p)
 {
-	if (!g.n_lat)
+	if (!n)
 		return 0;
-	size_t i = (size_t)ceil(p * (double)g.n_lat);
+	size_t i = (size_t)ceil(p * (double)n);
 	if (i < 1)
 		i = 1;
-	if (i > g.n_lat)
-		i = g.n_lat;
-	return g.lat[i - 1];
+	if (i > n)
+		i = n;
+	return v[i - 1];
+}
+
+static double pct(double p)
+{
+	return pct_of(g.lat, g.n_lat, p);
+}
+
+static void print_half(const char *name, struct samples *h)
+{
+	qsort(h->v, h->n, sizeof(*h->v), cmp_u32);
+	printf(",\"%s\":{\"requests\":%zu,\"p50_us\":%.0f,\"p90_us\":%.0f,\"p99_us\":%.0f,"
+	       "\"p999_us\":%.0f}", name, h->n, pct_of(h->v, h->n, 0.5), pct_of(h->v, h->n, 0.9),
+	       pct_of(h->v, h->n, 0.99), pct_of(h->v, h->n, 0.999));
 }
 
 static void usage(void)
 {
 	fprintf(stderr, "usage: bm-load --addr IP:PORT [--path P] [--host H] [--conns N] [--rate R] "
-			"[--duration S] [--warmup S] [--close] [--timeout-ms MS]\n");
+			"[--duration S] [--warmup S] [--close] [--timeout-ms MS] [--split-period S]\n");
 	exit(2);
 }
 
@@ -341,6 +376,7 @@ int main(int argc, char **argv)
 		else if (!strcmp(a, "--rate") && more) g.rate = atof(argv[++i]);
 		else if (!strcmp(a, "--duration") && more) g.duration = atof(argv[++i]);
 		else if (!strcmp(a, "--warmup") && more) g.warmup = atof(argv[++i]);
+		else if (!strcmp(a, "--split-period") && more) g.split_ns = (uint64_t)(atof(argv[++i]) * 1e9);
 		else if (!strcmp(a, "--timeout-ms") && more) g.timeout_ns = strtoull(argv[++i], NULL, 10) * 1000000;
 		else if (!strcmp(a, "--close")) g.close_mode = true;
 		else usage();
@@ -474,10 +510,15 @@ int main(int argc, char **argv)
 		sum += g.lat[i];
 	printf("{\"requests\":%zu,\"sent\":%llu,\"errors\":%llu,\"rps\":%.1f,\"p50_us\":%.0f,\"p90_us\":%.0f,"
 	       "\"p99_us\":%.0f,\"p999_us\":%.0f,\"max_us\":%.0f,\"mean_us\":%.1f,"
-	       "\"conns\":%d,\"rate\":%.0f,\"close\":%s}\n",
+	       "\"conns\":%d,\"rate\":%.0f,\"close\":%s",
 	       g.n_lat, (unsigned long long)g.sent_total, (unsigned long long)g.errors, g.n_lat / secs, pct(0.5), pct(0.9), pct(0.99),
 	       pct(0.999), g.n_lat ? (double)g.lat[g.n_lat - 1] : 0.0,
 	       g.n_lat ? sum / (double)g.n_lat : 0.0, g.conns, g.rate, g.close_mode ? "true" : "false");
+	if (g.split_ns) {
+		print_half("even", &g.half[0]);
+		print_half("odd", &g.half[1]);
+	}
+	printf("}\n");
 	for (int i = 0; i < g.conns; i++)
 		conn_close(&cs[i]);
 	return 0;

@@ -35,9 +35,17 @@
 #                 order: "l7" without scraping and "l7-scraped" with a scraper
 #                 in the hub netns (as Prometheus is in t_81) fetching both
 #                 nodes' http://198.19.255.<i>:15020/metrics every second
-#                 (one python process for the run, bounded). The meshd CPU
-#                 of the pair shows what the scrapes cost; l7-scrape.txt
-#                 has each fetch's node, status, size and time.
+#                 (one python process for the run, bounded) during the even
+#                 BENCH_SCRAPE_PERIOD-second windows of CLOCK_MONOTONIC and
+#                 never in the odd ones. bm-load reports the requests
+#                 scheduled in even and odd windows apart, so the scraped
+#                 windows are compared with quiet windows of the same run,
+#                 interleaved every few seconds (the machine's drift falls on
+#                 both); the "l7" run, split the same way with no scraper,
+#                 shows the split's own noise. The meshd CPU of the pair
+#                 shows what the scrapes cost; l7-scrape.txt has each
+#                 fetch's node, status, size and time, l7-scrape-windows.txt
+#                 the percentiles per window parity.
 # Per run: req/s, p50/p90/p99, errors (socket errors + non-2xx), CPU seconds
 # of the mesh processes (both meshds for l4 and l7; for sidecar the client
 # HAProxy and the v1 server HAProxy, the two in the path), req/s per core
@@ -55,8 +63,9 @@
 #
 # Env: BENCH_ROUNDS (3), BENCH_SECONDS (4), BENCH_RETRIES (3), BENCH_CONNS (16),
 #      BENCH_L7_WORKLOADS ("sat r1k scrape"), BENCH_L7_SCENARIOS ("l4 l7 sidecar"),
-#      BENCH_SCRAPE_SECONDS (8, per run of the scrape workload), BENCH_SCRAPE_RATE
-#      (2000 req/s), BENCH_SCRAPE_URLS (what the scraper fetches; default both
+#      BENCH_SCRAPE_SECONDS (20, per run of the scrape workload), BENCH_SCRAPE_RATE
+#      (2000 req/s), BENCH_SCRAPE_PERIOD (2: seconds per window, scraped and quiet
+#      windows alternate), BENCH_SCRAPE_URLS (what the scraper fetches; default both
 #      nodes' /metrics: "http://198.19.255.2:15020/metrics" alone scrapes only the
 #      node that is not in the request path), BENCH_WAIT (600: seconds to wait for
 #      another user's sandbox to go).
@@ -71,7 +80,8 @@ RETRIES=${BENCH_RETRIES:-3}
 CONNS=${BENCH_CONNS:-16}
 WORKLOADS=${BENCH_L7_WORKLOADS:-sat r1k scrape}
 SCENARIOS=${BENCH_L7_SCENARIOS:-l4 l7 sidecar}
-SCRAPE_SECS=${BENCH_SCRAPE_SECONDS:-8}
+SCRAPE_SECS=${BENCH_SCRAPE_SECONDS:-20}
+SCRAPE_PERIOD=${BENCH_SCRAPE_PERIOD:-2}
 SCRAPE_RATE=${BENCH_SCRAPE_RATE:-2000}
 # The scraper sits in the hub netns with this address on the nodes' /24 (as
 # t_81's Prometheus does); meshd serves /metrics on 198.19.255.<i>:15020.
@@ -402,20 +412,40 @@ check_scrape() {
 }
 
 # scraper_start OUT: both nodes' /metrics every second from the hub netns, as
-# Prometheus does: one long-running process (python, started once, so no
+# Prometheus does, but only in the even SCRAPE_PERIOD-second windows of
+# CLOCK_MONOTONIC (the clock bm-load splits its requests by; shared by all
+# network namespaces): at 0.25 s, 1.25 s, ... into each even window, nothing
+# in the odd ones. One long-running process (python, started once, so no
 # process start per scrape competes for the CPUs), one connection per fetch
-# (meshd answers Connection: close), each fetch bounded to 0.9 s, at most
-# SCRAPE_SECS + 5 ticks. Appends "node_ip code bytes seconds" per fetch to OUT.
+# (meshd answers Connection: close), each fetch bounded to 0.9 s, for at most
+# SCRAPE_SECS + 5 s. Appends "node_ip code bytes seconds" per fetch to OUT.
 # Sets SCRAPER_PID.
 scraper_start() {
   # shellcheck disable=SC2086
   timeout $((SCRAPE_SECS + 10)) ip netns exec bm-hub python3 -c '
-import socket, sys, time
-out, n, urls = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+import math, socket, sys, time
+out, secs, period, urls = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4:]
 targets = [(u.split("/")[2].split(":")[0], int(u.split("/")[2].split(":")[1]), "/" + u.split("/", 3)[3]) for u in urls]
 f = open(out, "a", buffering=1)
-t0 = time.monotonic()
-for i in range(n):
+
+def next_scrape(now):
+    # time.monotonic() is CLOCK_MONOTONIC on Linux, as bm-load uses.
+    w = math.floor(now / period)
+    while True:
+        if w % 2 == 0:
+            k = 0.25
+            while k < period:
+                if w * period + k >= now:
+                    return w * period + k
+                k += 1.0
+        w += 1
+
+end = time.monotonic() + secs
+while True:
+    t = next_scrape(time.monotonic())
+    if t >= end:
+        break
+    time.sleep(max(0.0, t - time.monotonic()))
     for host, port, path in targets:
         t = time.monotonic(); code, size = "000", 0
         try:
@@ -433,10 +463,7 @@ for i in range(n):
         except Exception:
             pass
         f.write("%s %s %d %.6f\n" % (host, code, size, time.monotonic() - t))
-    d = t0 + (i + 1) - time.monotonic()
-    if d > 0:
-        time.sleep(d)
-' "$1" $((SCRAPE_SECS + 5)) $METRICS_URLS &
+' "$1" $((SCRAPE_SECS + 5)) "$SCRAPE_PERIOD" $METRICS_URLS &
   SCRAPER_PID=$!
   BG_PIDS+=("$SCRAPER_PID")
 }
@@ -548,6 +575,16 @@ print(d["p50_us"], d["p90_us"], d["p99_us"], d["rps"], d["sent"], d["errors"])
 PY
 }
 
+# parse_windows BM_LOAD_OUTPUT: "requests p50 p90 p99 p999" (us) of the even
+# windows, then the same of the odd ones.
+parse_windows() {
+  python3 - "$1" <<'PY'
+import json, sys
+d = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+print(" ".join(str(d[h][k]) for h in ("even", "odd") for k in ("requests", "p50_us", "p90_us", "p99_us", "p999_us")))
+PY
+}
+
 # run_one WORKLOAD SCENARIO ROUND: appends one line to $RAW.
 run_one() {
   local w=$1 s=$2 r=$3 cli addr procs c0 c1 k0 k1 t0 t1 h0 h1 res
@@ -565,12 +602,13 @@ run_one() {
     scrape)
       [ "$s" = l7-scraped ] && { : >"$TMP/scrape.out"; scraper_start "$TMP/scrape.out"; }
       sb exec "$cli" -- timeout $((SCRAPE_SECS + 20)) "$LOAD" --addr "$addr" --rate "$SCRAPE_RATE" --conns 4 \
-        --duration "$SCRAPE_SECS" --warmup 0.5 >"$TMP/run.out" 2>&1 || true
+        --duration "$SCRAPE_SECS" --warmup 0.5 --split-period "$SCRAPE_PERIOD" >"$TMP/run.out" 2>&1 || true
       if [ "$s" = l7-scraped ]; then
         scraper_stop
         sed "s/^/$r /" "$TMP/scrape.out" >>"$SCRAPE_RND"
       fi
-      res=$(parse_load "$TMP/run.out") || res="" ;;
+      res=$(parse_load "$TMP/run.out") || res=""
+      [ -z "$res" ] || echo "$r $s $(parse_windows "$TMP/run.out")" >>"$WIN_RND" ;;
     sat)
       sb exec "$cli" -- timeout $((SECS + 20)) wrk -t1 -c"$CONNS" -d"${SECS}s" --latency \
         "http://$addr/" >"$TMP/run.out" 2>&1 || true
@@ -591,6 +629,8 @@ RAW=$RESULTS/l7-raw.txt
 CHECKS=$RESULTS/l7-checks.txt
 THREADS=$RESULTS/l7-threads.txt THREADS_RND=$TMP/threads.txt
 SCRAPES=$RESULTS/l7-scrape.txt SCRAPE_RND=$TMP/scrape-round.txt
+WINDOWS=$RESULTS/l7-scrape-windows.txt WIN_RND=$TMP/windows-round.txt
+echo "# round scenario, requests p50 p90 p99 p999 (us) of the even (scraped in l7-scraped) windows, then of the odd (quiet) ones; ${SCRAPE_PERIOD}s windows" >"$WINDOWS"
 echo "# round node_ip http_code bytes seconds: every fetch of /metrics during the l7-scraped runs" >"$SCRAPES"
 echo "# workload scenario round pid/tid=cpu_ticks(${HZ}/s), threads busy during the run" >"$THREADS"
 echo "# workload scenario round p50_us p90_us p99_us rps requests errors cpu_ticks(${HZ}/s) elapsed_s" \
@@ -605,7 +645,7 @@ t_start=$(date +%s)
 for r in $(seq "$ROUNDS"); do
   for try in $(seq $((1 + RETRIES))); do
     setup
-    : >"$ROUND_RAW"; : >"$SCRAPE_RND"
+    : >"$ROUND_RAW"; : >"$SCRAPE_RND"; : >"$WIN_RND"
     echo "# round $r: meshd node1 $MESHD1, node2 $MESHD2; haproxy client $HAP_CLI, server v1 $HAP_SV1" >"$THREADS_RND"
     RAW_SAVE=$RAW; RAW=$ROUND_RAW
     done_ok=1
@@ -631,6 +671,7 @@ for r in $(seq "$ROUNDS"); do
       cat "$ROUND_RAW" >>"$RAW"
       cat "$THREADS_RND" >>"$THREADS"
       cat "$SCRAPE_RND" >>"$SCRAPES"
+      cat "$WIN_RND" >>"$WINDOWS"
       teardown
       break
     fi
@@ -643,7 +684,7 @@ done
 # ---------------------------------------------------------------- report
 stamp=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
-python3 "$ROOT/tests/bench/report.py" --l7-raw "$RAW" --l7-checks "$CHECKS" --l7-threads "$THREADS" --l7-scrape "$SCRAPES" \
+python3 "$ROOT/tests/bench/report.py" --l7-raw "$RAW" --l7-checks "$CHECKS" --l7-threads "$THREADS" --l7-scrape "$SCRAPES" --l7-windows "$WINDOWS" --scrape-period "$SCRAPE_PERIOD" \
   --out "$RESULTS/l7.md" --hz "$HZ" --stamp "$stamp" --rounds "$ROUNDS" \
   --secs "$SECS" --scrape-secs "$SCRAPE_SECS" --scrape-rate "$SCRAPE_RATE" --conns "$CONNS" --kernel "$(uname -r)" --nproc "$(nproc)" --cpu "$cpu_model" \
   --version "$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo dev)" \
