@@ -13,7 +13,8 @@ CFLAGS   += $(OPT) -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-pa
             -Iinclude -Ilib -I$(B) -pthread $(SAN) \
             -DBPFMESH_VERSION=\"$(shell git describe --always --dirty 2>/dev/null || echo dev)\"
 JOBS     ?= $(shell nproc 2>/dev/null || echo 1)
-LDLIBS   := -lbpf -lelf -lz -lyaml -ljansson -lnghttp2 -lcurl -lssl -lcrypto -lpcre2-8 -lhttp_parser -lpthread -lm
+# No -lcurl: lib/curlshim.c dlopen()s libcurl.so.4 on first use (JWKS, Zipkin, etcd).
+LDLIBS   := -lbpf -lelf -lz -lyaml -ljansson -lnghttp2 -lssl -lcrypto -lpcre2-8 -lhttp_parser -lpthread -lm
 LDFLAGS  += $(SAN)
 
 BPF_SRCS   := $(wildcard bpf/*.bpf.c)

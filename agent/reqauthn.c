@@ -14,8 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <curl/curl.h>
 #include "authz.h"
+#include "curlshim.h"
 #include "log.h"
 #include "reqauthn.h"
 
@@ -51,13 +51,6 @@ static time_t mono_s(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec;
-}
-
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-
-static void curl_init(void)
-{
-	curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
 struct bm_jwks_cache *bm_jwks_cache_new(unsigned refresh_s, unsigned timeout_s)
@@ -176,23 +169,27 @@ static int fetch_jwks(const char *uri, unsigned timeout_s, struct bm_jwks **out,
 	CURLcode cc;
 	int rc;
 
-	pthread_once(&curl_once, curl_init);
-	h = curl_easy_init();
+	rc = bm_curl_load();
+	if (rc) {
+		snprintf(err, len, "%s", bm_curl_error());
+		return rc;
+	}
+	h = bm_curl_easy_init();
 	if (!h) {
 		snprintf(err, len, "curl_easy_init failed");
 		return -ENOMEM;
 	}
-	curl_easy_setopt(h, CURLOPT_URL, uri);
-	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https,file");
-	curl_easy_setopt(h, CURLOPT_TIMEOUT, (long)timeout_s);
-	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(h, CURLOPT_FAILONERROR, 1L);
-	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, fetch_write);
-	curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
-	cc = curl_easy_perform(h);
-	curl_easy_cleanup(h);
+	bm_curl_setopt_ptr(h, CURLOPT_URL, uri);
+	bm_curl_setopt_ptr(h, CURLOPT_PROTOCOLS_STR, "http,https,file");
+	bm_curl_setopt_long(h, CURLOPT_TIMEOUT, (long)timeout_s);
+	bm_curl_setopt_long(h, CURLOPT_NOSIGNAL, 1L);
+	bm_curl_setopt_long(h, CURLOPT_FAILONERROR, 1L);
+	bm_curl_setopt_write(h, CURLOPT_WRITEFUNCTION, fetch_write);
+	bm_curl_setopt_ptr(h, CURLOPT_WRITEDATA, &b);
+	cc = bm_curl_easy_perform(h);
+	bm_curl_easy_cleanup(h);
 	if (cc != CURLE_OK) {
-		snprintf(err, len, "fetch: %s", curl_easy_strerror(cc));
+		snprintf(err, len, "fetch: %s", bm_curl_easy_strerror(cc));
 		free(b.p);
 		return -EIO;
 	}

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <time.h>
 #include <arpa/inet.h>
-#include <curl/curl.h>
+#include "curlshim.h"
 #include "http1.h"
 #include "l7proxy.h"
 #include "log.h"
@@ -740,11 +740,11 @@ static void post_batch(CURL *h, char **spans, size_t n)
 		STAT_ADD(spans_failed, n);
 		return;
 	}
-	curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
-	curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)off);
-	rc = curl_easy_perform(h);
+	bm_curl_setopt_ptr(h, CURLOPT_POSTFIELDS, body);
+	bm_curl_setopt_long(h, CURLOPT_POSTFIELDSIZE, (long)off);
+	rc = bm_curl_easy_perform(h);
 	if (rc == CURLE_OK)
-		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+		bm_curl_getinfo_long(h, CURLINFO_RESPONSE_CODE, &code);
 	STAT_ADD(posts, 1);
 	if (rc != CURLE_OK || code < 200 || code >= 300) {
 		static uint64_t last_told;
@@ -756,7 +756,7 @@ static void post_batch(CURL *h, char **spans, size_t n)
 			last_told = now;
 			if (rc != CURLE_OK)
 				bm_log("tracing: POST %s: %s (%zu spans dropped)", ex.url,
-				       curl_easy_strerror(rc), n);
+				       bm_curl_easy_strerror(rc), n);
 			else
 				bm_log("tracing: POST %s: HTTP %ld (%zu spans dropped)", ex.url, code, n);
 		}
@@ -768,18 +768,18 @@ static void post_batch(CURL *h, char **spans, size_t n)
 
 static void *exporter_main(void *arg)
 {
-	CURL *h = curl_easy_init();
-	struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: application/json");
+	CURL *h = bm_curl_easy_init();
+	struct curl_slist *hdrs = bm_curl_slist_append(NULL, "Content-Type: application/json");
 	char *batch[BM_TRACE_BATCH];
 
 	if (h) {
-		curl_easy_setopt(h, CURLOPT_URL, ex.url);
-		curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-		curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-		curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 1000L);
-		curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 3000L);
-		curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard_body);
-		curl_easy_setopt(h, CURLOPT_PROXY, "");   /* never an http_proxy from the environment */
+		bm_curl_setopt_ptr(h, CURLOPT_URL, ex.url);
+		bm_curl_setopt_ptr(h, CURLOPT_HTTPHEADER, hdrs);
+		bm_curl_setopt_long(h, CURLOPT_NOSIGNAL, 1L);
+		bm_curl_setopt_long(h, CURLOPT_CONNECTTIMEOUT_MS, 1000L);
+		bm_curl_setopt_long(h, CURLOPT_TIMEOUT_MS, 3000L);
+		bm_curl_setopt_write(h, CURLOPT_WRITEFUNCTION, discard_body);
+		bm_curl_setopt_ptr(h, CURLOPT_PROXY, "");   /* never an http_proxy from the environment */
 	}
 	pthread_mutex_lock(&ex.lock);
 	for (;;) {
@@ -810,9 +810,9 @@ static void *exporter_main(void *arg)
 		pthread_mutex_lock(&ex.lock);
 	}
 	pthread_mutex_unlock(&ex.lock);
-	curl_slist_free_all(hdrs);
+	bm_curl_slist_free_all(hdrs);
 	if (h)
-		curl_easy_cleanup(h);
+		bm_curl_easy_cleanup(h);
 	return arg;
 }
 
@@ -828,12 +828,16 @@ int bm_trace_start_exporter(const char *url, const char *node)
 	}
 	if (strlen(url) >= sizeof(ex.url))
 		return -ENAMETOOLONG;
+	err = bm_curl_load();
+	if (err) {
+		bm_log("tracing: cannot export spans to %s: %s", url, bm_curl_error());
+		return err;
+	}
 	ex.q = calloc(BM_TRACE_QUEUE_MAX, sizeof(*ex.q));
 	if (!ex.q)
 		return -ENOMEM;
 	snprintf(ex.url, sizeof(ex.url), "%s", url);
 	snprintf(ex.node, sizeof(ex.node), "%s", node ? node : "");
-	curl_global_init(CURL_GLOBAL_DEFAULT);
 	ex.stop = 0;
 	ex.head = ex.n = 0;
 	err = pthread_create(&ex.th, NULL, exporter_main, NULL);

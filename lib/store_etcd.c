@@ -21,7 +21,6 @@
  *
  * Several endpoints are tried in order, starting with the last that answered;
  * a write moves on only when it was not sent, so it is never applied twice. */
-#include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -31,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "curlshim.h"
 #include "resource.h"
 #include "store.h"
 #include "store_etcd.h"
@@ -90,14 +90,6 @@ struct bm_etcd {
 	int watch_ep;         /* endpoint the watcher starts with */
 	bool signal_created;  /* a (re)created stream is news for the reader */
 };
-
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static CURLcode curl_init_result;
-
-static void curl_init(void)
-{
-	curl_init_result = curl_global_init(CURL_GLOBAL_DEFAULT);
-}
 
 static uint64_t now_ms(void)
 {
@@ -307,15 +299,14 @@ int bm_etcd_open(const char *url, struct bm_etcd **out)
 	r = parse_url(e, url);
 	if (r)
 		goto err;
-	pthread_once(&curl_once, curl_init);
-	r = -ENOMEM;
-	if (curl_init_result != CURLE_OK) {
-		fprintf(stderr, "bpfmesh store: curl_global_init: %s\n",
-			curl_easy_strerror(curl_init_result));
+	r = bm_curl_load();
+	if (r) {
+		fprintf(stderr, "bpfmesh store: etcd %s: %s\n", url, bm_curl_error());
 		goto err;
 	}
-	e->h = curl_easy_init();
-	e->headers = curl_slist_append(NULL, "Content-Type: application/json");
+	r = -ENOMEM;
+	e->h = bm_curl_easy_init();
+	e->headers = bm_curl_slist_append(NULL, "Content-Type: application/json");
 	if (!e->h || !e->headers)
 		goto err;
 	*out = e;
@@ -331,17 +322,17 @@ void bm_etcd_close(struct bm_etcd *e)
 		return;
 	if (e->thread_started) {
 		atomic_store(&e->stop, true);
-		curl_multi_wakeup(e->wm);
+		bm_curl_multi_wakeup(e->wm);
 		pthread_join(e->thread, NULL);
 	}
 	if (e->wm)
-		curl_multi_cleanup(e->wm);
+		bm_curl_multi_cleanup(e->wm);
 	for (int i = 0; i < 2; i++)
 		if (e->pipe[i] >= 0)
 			close(e->pipe[i]);
 	if (e->h)
-		curl_easy_cleanup(e->h);
-	curl_slist_free_all(e->headers);
+		bm_curl_easy_cleanup(e->h);
+	bm_curl_slist_free_all(e->headers);
 	for (int i = 0; i < e->n_endpoints; i++)
 		free(e->endpoints[i]);
 	free(e->url);
@@ -421,13 +412,13 @@ static size_t buf_write(char *data, size_t size, size_t n, void *arg)
 
 static void set_common(struct bm_etcd *e, CURL *h, char *errbuf)
 {
-	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)CONNECT_TIMEOUT_MS);
+	bm_curl_setopt_long(h, CURLOPT_NOSIGNAL, 1L);
+	bm_curl_setopt_long(h, CURLOPT_CONNECTTIMEOUT_MS, (long)CONNECT_TIMEOUT_MS);
 	/* etcd is cluster-internal: an http_proxy in the environment is not for it. */
-	curl_easy_setopt(h, CURLOPT_PROXY, "");
-	curl_easy_setopt(h, CURLOPT_HTTPHEADER, e->headers);
-	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, buf_write);
+	bm_curl_setopt_ptr(h, CURLOPT_PROXY, "");
+	bm_curl_setopt_ptr(h, CURLOPT_HTTPHEADER, e->headers);
+	bm_curl_setopt_ptr(h, CURLOPT_ERRORBUFFER, errbuf);
+	bm_curl_setopt_write(h, CURLOPT_WRITEFUNCTION, buf_write);
 }
 
 static int curl_to_errno(CURLcode cc)
@@ -474,21 +465,21 @@ static int etcd_post(struct bm_etcd *e, const char *path, json_t *req, json_t **
 	if (!body)
 		return -ENOMEM;
 	set_common(e, e->h, e->errbuf);
-	curl_easy_setopt(e->h, CURLOPT_POSTFIELDS, body);
-	curl_easy_setopt(e->h, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
-	curl_easy_setopt(e->h, CURLOPT_TIMEOUT_MS, (long)REQUEST_TIMEOUT_MS);
-	curl_easy_setopt(e->h, CURLOPT_WRITEDATA, &b);
+	bm_curl_setopt_ptr(e->h, CURLOPT_POSTFIELDS, body);
+	bm_curl_setopt_long(e->h, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+	bm_curl_setopt_long(e->h, CURLOPT_TIMEOUT_MS, (long)REQUEST_TIMEOUT_MS);
+	bm_curl_setopt_ptr(e->h, CURLOPT_WRITEDATA, &b);
 	for (int i = 0; i < e->n_endpoints; i++) {
 		long sent = 0;
 
 		ep = (e->cur + i) % e->n_endpoints;
 		snprintf(url, sizeof(url), "http://%s/v3/%s", e->endpoints[ep], path);
-		curl_easy_setopt(e->h, CURLOPT_URL, url);
+		bm_curl_setopt_ptr(e->h, CURLOPT_URL, url);
 		b.len = 0;
 		e->errbuf[0] = '\0';
-		cc = curl_easy_perform(e->h);
+		cc = bm_curl_easy_perform(e->h);
 		if (cc == CURLE_OK) {
-			curl_easy_getinfo(e->h, CURLINFO_RESPONSE_CODE, &code);
+			bm_curl_getinfo_long(e->h, CURLINFO_RESPONSE_CODE, &code);
 			j = json_loadb(b.p ? b.p : "", b.len, JSON_DISABLE_EOF_CHECK, NULL);
 			/* A member without quorum: another member may have it. */
 			if (!(code == 503 || jint(json_object_get(j, "code")) == 14) ||
@@ -498,13 +489,13 @@ static int etcd_post(struct bm_etcd *e, const char *path, json_t *req, json_t **
 			j = NULL;
 			continue;
 		}
-		curl_easy_getinfo(e->h, CURLINFO_REQUEST_SIZE, &sent);
+		bm_curl_getinfo_long(e->h, CURLINFO_REQUEST_SIZE, &sent);
 		if (!resend && sent > 0 && cc != CURLE_COULDNT_CONNECT)
 			break;
 	}
 	free(body);
 	if (cc != CURLE_OK) {
-		note_unreachable(e, path, e->errbuf[0] ? e->errbuf : curl_easy_strerror(cc));
+		note_unreachable(e, path, e->errbuf[0] ? e->errbuf : bm_curl_easy_strerror(cc));
 		r = curl_to_errno(cc);
 		goto out;
 	}
@@ -1232,32 +1223,32 @@ static int watch_stream(struct bm_etcd *e, CURL *h, CURL *probe, int ep)
 		goto out;
 	snprintf(url, sizeof(url), "http://%s/v3/watch", e->endpoints[ep]);
 	snprintf(purl, sizeof(purl), "http://%s/v3/kv/range", e->endpoints[ep]);
-	curl_easy_reset(h);
+	bm_curl_easy_reset(h);
 	set_common(e, h, errbuf);
-	curl_easy_setopt(h, CURLOPT_URL, url);
-	curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
-	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, stream_write);
-	curl_easy_setopt(h, CURLOPT_WRITEDATA, &st);
-	curl_multi_add_handle(e->wm, h);
+	bm_curl_setopt_ptr(h, CURLOPT_URL, url);
+	bm_curl_setopt_ptr(h, CURLOPT_POSTFIELDS, body);
+	bm_curl_setopt_write(h, CURLOPT_WRITEFUNCTION, stream_write);
+	bm_curl_setopt_ptr(h, CURLOPT_WRITEDATA, &st);
+	bm_curl_multi_add_handle(e->wm, h);
 	st.last_data = started;
 	while (!atomic_load(&e->stop)) {
 		CURLMsg *m;
 		int running, q;
 		uint64_t now;
 
-		curl_multi_perform(e->wm, &running);
-		while ((m = curl_multi_info_read(e->wm, &q))) {
+		bm_curl_multi_perform(e->wm, &running);
+		while ((m = bm_curl_multi_info_read(e->wm, &q))) {
 			long code = 0;
 
 			if (m->msg != CURLMSG_DONE)
 				continue;
 			if (m->easy_handle == h) {
 				why = m->data.result == CURLE_OK ? "closed by etcd" :
-				      errbuf[0] ? errbuf : curl_easy_strerror(m->data.result);
+				      errbuf[0] ? errbuf : bm_curl_easy_strerror(m->data.result);
 				continue;
 			}
-			curl_easy_getinfo(probe, CURLINFO_RESPONSE_CODE, &code);
-			curl_multi_remove_handle(e->wm, probe);
+			bm_curl_getinfo_long(probe, CURLINFO_RESPONSE_CODE, &code);
+			bm_curl_multi_remove_handle(e->wm, probe);
 			probing = false;
 			if (m->data.result != CURLE_OK || code != 200) {
 				snprintf(perr + strlen(perr), sizeof(perr) - strlen(perr),
@@ -1276,23 +1267,23 @@ static int watch_stream(struct bm_etcd *e, CURL *h, CURL *probe, int ep)
 		}
 		if (st.created && !probing && now - st.last_data >= WATCH_IDLE_PROBE_MS &&
 		    now - probe_at >= WATCH_IDLE_PROBE_MS) {
-			curl_easy_reset(probe);
+			bm_curl_easy_reset(probe);
 			set_common(e, probe, perr);
 			perr[0] = '\0';
 			pb.len = 0;
-			curl_easy_setopt(probe, CURLOPT_URL, purl);
-			curl_easy_setopt(probe, CURLOPT_POSTFIELDS, pbody);
-			curl_easy_setopt(probe, CURLOPT_TIMEOUT_MS, (long)REQUEST_TIMEOUT_MS);
-			curl_easy_setopt(probe, CURLOPT_WRITEDATA, &pb);
-			curl_multi_add_handle(e->wm, probe);
+			bm_curl_setopt_ptr(probe, CURLOPT_URL, purl);
+			bm_curl_setopt_ptr(probe, CURLOPT_POSTFIELDS, pbody);
+			bm_curl_setopt_long(probe, CURLOPT_TIMEOUT_MS, (long)REQUEST_TIMEOUT_MS);
+			bm_curl_setopt_ptr(probe, CURLOPT_WRITEDATA, &pb);
+			bm_curl_multi_add_handle(e->wm, probe);
 			probing = true;
 			probe_at = now;
 		}
-		curl_multi_poll(e->wm, NULL, 0, 200, NULL);
+		bm_curl_multi_poll(e->wm, NULL, 0, 200, NULL);
 	}
 	if (probing)
-		curl_multi_remove_handle(e->wm, probe);
-	curl_multi_remove_handle(e->wm, h);
+		bm_curl_multi_remove_handle(e->wm, probe);
+	bm_curl_multi_remove_handle(e->wm, h);
 	r = st.created ? 0 : -ECONNREFUSED;
 	if (atomic_load(&e->stop))
 		goto out;
@@ -1319,7 +1310,7 @@ out:
 static void *watch_main(void *arg)
 {
 	struct bm_etcd *e = arg;
-	CURL *h = curl_easy_init(), *probe = curl_easy_init();
+	CURL *h = bm_curl_easy_init(), *probe = bm_curl_easy_init();
 	unsigned backoff = 100;
 	int ep = e->watch_ep;
 
@@ -1338,13 +1329,13 @@ static void *watch_main(void *arg)
 								     : backoff * 2;
 		}
 		if (!atomic_load(&e->stop))
-			curl_multi_poll(e->wm, NULL, 0, (int)backoff, NULL);
+			bm_curl_multi_poll(e->wm, NULL, 0, (int)backoff, NULL);
 	}
 out:
 	if (h)
-		curl_easy_cleanup(h);
+		bm_curl_easy_cleanup(h);
 	if (probe)
-		curl_easy_cleanup(probe);
+		bm_curl_easy_cleanup(probe);
 	return NULL;
 }
 
@@ -1359,7 +1350,7 @@ int bm_etcd_watch_fd(struct bm_etcd *e)
 		fprintf(stderr, "bpfmesh store: pipe2 for the etcd watch: %s\n", strerror(errno));
 		return r;
 	}
-	e->wm = curl_multi_init();
+	e->wm = bm_curl_multi_init();
 	if (!e->wm)
 		return -ENOMEM;
 	/* From just after what the reader last listed: nothing in between is

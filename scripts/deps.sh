@@ -15,6 +15,7 @@ pkgs=(
   prometheus                                # promtool + a real server scraping meshd in tests
   tcpdump                                   # capture on the node link (mTLS tests)
   etcd-server libcurl4-openssl-dev          # the distributed store (etcd v3 JSON gateway)
+  libcurl4                                  # dlopen()ed at run time by etcd store, JWKS fetch, Zipkin
   libpcre2-dev                              # RE2-style regex matching (VirtualService uri/header regex)
   libhttp-parser-dev                        # HTTP/1.1 message parsing on the L7 path
 )

@@ -28,7 +28,7 @@ targets=${FUZZ_TARGETS:-fuzz_resource fuzz_http1 fuzz_jwt fuzz_l7match fuzz_h2do
 
 cflags=(-g -O1 -std=gnu11 -D_GNU_SOURCE -Wall -Iinclude -Ilib -Iagent
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all)
-libs=(-ljansson -lpcre2-8 -lhttp_parser -lnghttp2 -lssl -lcrypto -lcurl -lyaml -lm -lpthread)
+libs=(-ljansson -lpcre2-8 -lhttp_parser -lnghttp2 -lssl -lcrypto -lyaml -lm -lpthread)
 # The L7 engine without the BPF loader, the agent's main loop or metrics.
 engine=(agent/l7conn.c agent/l7proxy.c agent/l7h1.c agent/h2down.c agent/h2up.c
 	agent/l7reply.c agent/l7mirror.c agent/l7upstream.c agent/l7match.c agent/l7model.c

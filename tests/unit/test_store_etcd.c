@@ -2,7 +2,6 @@
  * temp data dir, killed and removed at the end). Without an etcd binary the
  * suite passes with a "skipped" note. Each case uses its own key prefix. */
 #define _XOPEN_SOURCE 700
-#include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -17,6 +16,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include "curlshim.h"
 #include "resource.h"
 #include "store.h"
 #include "store_etcd.h"
@@ -83,23 +83,23 @@ static size_t sink(char *d, size_t s, size_t n, void *arg)
 static long etcd_http(const char *path, const char *json, const char **body)
 {
 	static struct { char b[4096]; size_t len; } out;
-	CURL *h = curl_easy_init();
+	CURL *h = bm_curl_easy_init();
 	char url[256];
 	long code = 0;
 
 	out.len = 0;
 	out.b[0] = '\0';
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", etcd.client_port, path);
-	curl_easy_setopt(h, CURLOPT_URL, url);
-	curl_easy_setopt(h, CURLOPT_PROXY, "");
-	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 1000L);
+	bm_curl_setopt_ptr(h, CURLOPT_URL, url);
+	bm_curl_setopt_ptr(h, CURLOPT_PROXY, "");
+	bm_curl_setopt_long(h, CURLOPT_TIMEOUT_MS, 1000L);
 	if (json)
-		curl_easy_setopt(h, CURLOPT_POSTFIELDS, json);
-	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sink);
-	curl_easy_setopt(h, CURLOPT_WRITEDATA, &out);
-	if (curl_easy_perform(h) == CURLE_OK)
-		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
-	curl_easy_cleanup(h);
+		bm_curl_setopt_ptr(h, CURLOPT_POSTFIELDS, json);
+	bm_curl_setopt_write(h, CURLOPT_WRITEFUNCTION, sink);
+	bm_curl_setopt_ptr(h, CURLOPT_WRITEDATA, &out);
+	if (bm_curl_easy_perform(h) == CURLE_OK)
+		bm_curl_getinfo_long(h, CURLINFO_RESPONSE_CODE, &code);
+	bm_curl_easy_cleanup(h);
 	if (body)
 		*body = out.b;
 	return code;
