@@ -38,6 +38,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -480,6 +481,10 @@ static void usage(void)
 int main(int argc, char **argv)
 {
 	bool ok;
+
+	/* A server that refuses the handshake may close before our last write:
+	 * that is an answer to report (EPIPE), not a reason to die silently. */
+	signal(SIGPIPE, SIG_IGN);
 
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
