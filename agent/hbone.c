@@ -44,10 +44,10 @@ struct hb_stream {
 	uint8_t shut_wr;              /* shutdown(SHUT_WR) done on the socket */
 	uint8_t counted;              /* BM_PRES_* counted for this stream */
 	uint8_t dead;
+	uint8_t drained;              /* a short read emptied the socket: no read until its next event */
+	uint8_t rdhup;                /* the peer's FIN was seen: read to EOF, never stop on short */
 	uint64_t up, down;            /* payload bytes: read from / written to the socket */
 	struct bm_mesh_row *row;      /* istio_tcp_* row of this stream, or NULL */
-	/* request headers (server), kept while the HEADERS frame is parsed */
-	char method[16], authority[64], baggage[384], forwarded[128];
 };
 
 static enum bm_pdir conn_dir(const struct bm_hbone_conn *c)
@@ -222,9 +222,14 @@ static void stream_on_event(struct bm_ev *ev, uint32_t events)
 		count_result(l, s, BM_PDIR_IN_HBONE, BM_PRES_OK);
 		nghttp2_submit_response(c->h2, s->id, st200, 1, &prd);
 	}
-	if (s->deferred && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
-		s->deferred = 0;
-		nghttp2_session_resume_data(c->h2, s->id);
+	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+		s->drained = 0;
+		if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+			s->rdhup = 1;
+		if (s->deferred) {
+			s->deferred = 0;
+			nghttp2_session_resume_data(c->h2, s->id);
+		}
 	}
 	if (s->backlog.bytes || s->remote_end) {
 		err = stream_drain(s);
@@ -248,13 +253,18 @@ static ssize_t read_source(nghttp2_session *h2, int32_t id, uint8_t *buf, size_t
 		*flags |= NGHTTP2_DATA_FLAG_EOF;
 		return 0;
 	}
-	if (!s->established) {
+	/* A short read means the socket was empty: with edge-triggered events
+	 * more data comes with an event (stream_on_event resumes), so the
+	 * read that would only say EAGAIN is skipped, one per request. */
+	if (!s->established || s->drained) {
 		s->deferred = 1;
 		return NGHTTP2_ERR_DEFERRED;
 	}
 	n = read(s->ev.fd, buf, len);
 	if (n > 0) {
 		s->up += (uint64_t)n;
+		if ((size_t)n < len && !s->rdhup)
+			s->drained = 1;
 		return n;
 	}
 	if (n == 0) {
@@ -283,6 +293,7 @@ static int on_begin_headers(nghttp2_session *h2, const nghttp2_frame *f, void *u
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	s->id = f->hd.stream_id;
 	s->ev.fn = stream_on_event;
+	memset(&c->req, 0, sizeof(c->req));
 	stream_link(c, s);
 	c->l->st->active[BM_PDIR_IN_HBONE]++;
 	c->l->st->streams_opened++;
@@ -301,19 +312,22 @@ static void copy_hdr(char *dst, size_t cap, const uint8_t *v, size_t len)
 static int on_header(nghttp2_session *h2, const nghttp2_frame *f, const uint8_t *name, size_t namelen,
 		     const uint8_t *value, size_t valuelen, uint8_t flags, void *user)
 {
+	struct bm_hbone_conn *c = user;
 	struct hb_stream *s = nghttp2_session_get_stream_user_data(h2, f->hd.stream_id);
+	struct bm_hbone_hdrs *q = &c->req;
 
 	if (!s || f->hd.type != NGHTTP2_HEADERS)
 		return 0;
-	if (namelen == 7 && !memcmp(name, ":method", 7))
-		copy_hdr(s->method, sizeof(s->method), value, valuelen);
-	else if (namelen == 10 && !memcmp(name, ":authority", 10))
-		copy_hdr(s->authority, sizeof(s->authority), value, valuelen);
-	else if (namelen == 7 && !memcmp(name, "baggage", 7))
-		copy_hdr(s->baggage, sizeof(s->baggage), value, valuelen);
-	else if (namelen == 9 && !memcmp(name, "forwarded", 9))
-		copy_hdr(s->forwarded, sizeof(s->forwarded), value, valuelen);
-	else if (namelen == 7 && !memcmp(name, ":status", 7) && valuelen == 3)
+	if (c->server && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
+		if (namelen == 7 && !memcmp(name, ":method", 7))
+			copy_hdr(q->method, sizeof(q->method), value, valuelen);
+		else if (namelen == 10 && !memcmp(name, ":authority", 10))
+			copy_hdr(q->authority, sizeof(q->authority), value, valuelen);
+		else if (namelen == 7 && !memcmp(name, "baggage", 7))
+			copy_hdr(q->baggage, sizeof(q->baggage), value, valuelen);
+		else if (namelen == 9 && !memcmp(name, "forwarded", 9))
+			copy_hdr(q->forwarded, sizeof(q->forwarded), value, valuelen);
+	} else if (namelen == 7 && !memcmp(name, ":status", 7) && valuelen == 3)
 		s->status = (value[0] - '0') * 100 + (value[1] - '0') * 10 + (value[2] - '0');
 	return 0;
 }
@@ -342,10 +356,11 @@ static void refuse(struct bm_hbone_conn *c, struct hb_stream *s, int status)
 static void server_request(struct bm_hbone_conn *c, struct hb_stream *s)
 {
 	struct bm_mesh_row *row = NULL;
-	struct bm_hbone_req r = { s->method, s->authority, s->baggage, s->forwarded, &row };
+	struct bm_hbone_req r = { c->req.method, c->req.authority, c->req.baggage, c->req.forwarded,
+				  &row };
 	int fd = -1, status;
 
-	if (strcmp(s->method, "CONNECT")) {
+	if (strcmp(c->req.method, "CONNECT")) {
 		refuse(c, s, 400);
 		return;
 	}
@@ -685,6 +700,23 @@ static int conn_handshake(struct bm_hbone_conn *c)
 	return -EPROTO;
 }
 
+/* The socket BIO under SSL_read: notes whether its last read was short
+ * (the socket is empty then, see conn_read). */
+static long rx_bio_cb(BIO *b, int oper, const char *argp, size_t len, int argi, long argl,
+		      int ret, size_t *processed)
+{
+	if (oper == (BIO_CB_READ | BIO_CB_RETURN)) {
+		struct bm_hbone_conn *c = (struct bm_hbone_conn *)BIO_get_callback_arg(b);
+
+		c->rx_drained = ret <= 0 || !processed || *processed < len;
+	}
+	return ret;
+}
+
+/* Reads until the socket is empty. It is empty after a short read (OpenSSL
+ * reads ahead into its buffer, so a short read of the socket shows it): then
+ * no further read that would only say EAGAIN; the next bytes come with the
+ * next edge-triggered event. */
 static void conn_read(struct bm_hbone_conn *c)
 {
 	uint8_t *buf = c->l->scratch;
@@ -692,6 +724,7 @@ static void conn_read(struct bm_hbone_conn *c)
 	for (;;) {
 		ssize_t n;
 
+		c->rx_drained = 0;
 		if (c->ssl) {
 			int r;
 
@@ -714,6 +747,7 @@ static void conn_read(struct bm_hbone_conn *c)
 				c->fatal = 1;
 				return;
 			}
+			c->rx_drained = n < BM_SCRATCH;
 		}
 		c->last_rx_ms = c->l->now_ms;
 		if (nghttp2_session_mem_recv(c->h2, buf, (size_t)n) < 0) {
@@ -722,6 +756,8 @@ static void conn_read(struct bm_hbone_conn *c)
 		}
 		if (c->closed || c->fatal)
 			return;
+		if (c->rx_drained && !(c->ssl && SSL_has_pending(c->ssl)) && !c->rx_eof)
+			return;
 	}
 }
 
@@ -729,6 +765,9 @@ static void conn_on_event(struct bm_ev *ev, uint32_t events)
 {
 	struct bm_hbone_conn *c = (struct bm_hbone_conn *)ev;
 	int readable = events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR);
+
+	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		c->rx_eof = 1;
 
 	if (c->tcp_connecting) {
 		if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
@@ -776,6 +815,11 @@ struct bm_hbone_conn *bm_hbone_conn_new(struct bm_loop *l, int fd, SSL *ssl, int
 		if (!SSL_set_fd(ssl, fd))
 			goto err;
 		SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_RELEASE_BUFFERS);
+		/* One read per batch of records instead of two per record
+		 * (header, then body), and short reads visible to conn_read. */
+		SSL_set_read_ahead(ssl, 1);
+		BIO_set_callback_arg(SSL_get_rbio(ssl), (char *)c);
+		BIO_set_callback_ex(SSL_get_rbio(ssl), rx_bio_cb);
 		if (server)
 			SSL_set_accept_state(ssl);
 		else

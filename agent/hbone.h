@@ -45,6 +45,11 @@ struct bm_hbone_ops {
 	void (*on_close)(struct bm_hbone_conn *c);
 };
 
+/* A request's headers, kept while its HEADERS block is parsed. */
+struct bm_hbone_hdrs {
+	char method[16], authority[64], baggage[384], forwarded[128];
+};
+
 struct bm_hbone_conn {
 	struct bm_ev ev;
 	struct bm_loop *l;
@@ -59,9 +64,16 @@ struct bm_hbone_conn {
 	uint8_t tcp_connecting;        /* client: connect() to :15008 in progress */
 	uint8_t connect_failed;        /* client: that connect failed (see on_close) */
 	uint8_t session_saved;         /* owner's flag: resumable session kept */
+	uint8_t rx_drained;            /* the last read of the socket was short: it is empty
+					* until the next (edge-triggered) event */
+	uint8_t rx_eof;                /* FIN (or an error) seen: read on to EOF */
 	uint64_t created_ms, last_rx_ms, idle_since_ms, ping_sent_ms;
 	char peer[BM_HBONE_PEER_MAX];  /* peer principal (SPIFFE ID without spiffe://) */
 	uint32_t peer_ip;              /* network order; the TCP peer */
+	/* server: the request header block being parsed. One per connection,
+	 * not per stream: HTTP/2 header blocks never interleave (CONTINUATION
+	 * frames follow their HEADERS with nothing between). */
+	struct bm_hbone_hdrs req;
 	/* the owner's list links */
 	struct bm_hbone_conn *next, *prev;
 };
