@@ -5,11 +5,17 @@
  * HTTP/2 (Envoy's USE_DOWNSTREAM_PROTOCOL).
  *
  * Pools are per (pool key, cluster, backend) like the HTTP/1.1 ones, but a
- * connection multiplexes: a new exchange takes an existing connection
- * while it has stream room by the peer's SETTINGS_MAX_CONCURRENT_STREAMS
- * (nghttp2 queues the excess itself when every connection is full and no
- * other may be opened), maxRequestsPerConnection drains a connection,
- * idleTimeout closes one without streams, tcp.maxConnections bounds them.
+ * connection multiplexes: a new exchange takes a stream slot of an existing
+ * connection while it has one by the peer's SETTINGS_MAX_CONCURRENT_STREAMS,
+ * maxRequestsPerConnection drains a connection, idleTimeout closes one
+ * without streams, tcp.maxConnections bounds them.
+ *
+ * An exchange that finds no free slot (the pool connects, or every
+ * connection is at the peer's limit) is pending, as in Envoy, and bounded by
+ * http1MaxPendingRequests (istio-api §2.5: it applies to HTTP/2 too): over
+ * it, -EBUSY (503 UO). Pending exchanges wait in the engine's queue
+ * (e->h2waiters), never in nghttp2's, oldest first, and take slots as
+ * streams close and connections come up (uc_admit).
  *
  * The owner of an exchange writes HTTP/1.1 bytes (l7_x_wq), the same it
  * writes to an HTTP/1.1 upstream; a per-stream request parser turns them
@@ -54,6 +60,8 @@ struct l7_h2uc {
 	struct l7_h2us *streams;
 	struct l7_timer t;            /* connect timeout, idle timeout, deferred close */
 	uint8_t close_pending, failing;
+	uint8_t settled;              /* the peer's first SETTINGS came: its stream limit is known */
+	uint8_t in_admit, kick;       /* uc_admit running / to run once outside nghttp2 */
 };
 
 /* One exchange's stream. */
@@ -83,6 +91,7 @@ struct l7_h2us {
 static void uc_send(struct l7_h2uc *uc);
 static void uc_close(struct l7_h2uc *uc);
 static void uc_on_event(struct bm_ev *ev, uint32_t events);
+static void uc_admit(struct l7_h2uc *uc);
 
 /* ---- stream memory --------------------------------------------------------------------- */
 
@@ -177,6 +186,8 @@ static void hs_unlink(struct l7_h2us *hs)
 	} else if (!uc->n_streams) {
 		l7_timer_arm(e, &uc->t, uc->idle_ms);
 	}
+	if (!uc->failing)
+		uc_admit(uc); /* the slot goes to a pending exchange */
 }
 
 /* The stream failed before its response ended: tell the owner. */
@@ -422,9 +433,18 @@ static void hs_head(struct l7_h2us *hs, int end)
 
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *u)
 {
+	struct l7_h2uc *uc = u;
 	struct l7_h2us *hs;
 	int end = f->hd.flags & NGHTTP2_FLAG_END_STREAM;
 
+	/* The peer's stream limit is known (or changed), or it sent GOAWAY:
+	 * the pending exchanges are looked at once out of nghttp2. */
+	if (f->hd.type == NGHTTP2_SETTINGS && !(f->hd.flags & NGHTTP2_FLAG_ACK)) {
+		uc->settled = 1;
+		uc->kick = 1;
+	} else if (f->hd.type == NGHTTP2_GOAWAY) {
+		uc->kick = 1;
+	}
 	if (!f->hd.stream_id)
 		return 0;
 	hs = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
@@ -498,6 +518,8 @@ static void cbs_init(void)
 
 /* ---- connections ------------------------------------------------------------------------------- */
 
+static void pool_rescue(struct l7_h2uc *uc, int connect_failed);
+
 static void uc_free_mem(void *obj)
 {
 	struct l7_h2uc *uc = obj;
@@ -552,6 +574,7 @@ static void uc_close(struct l7_h2uc *uc)
 	bm_chunkq_clear(e->l, &uc->wq);
 	if (uc->rt)
 		l7_cb_give(&uc->rt->connections);
+	pool_rescue(uc, uc->connecting);
 	bm_loop_defer_free(e->l, uc, uc_free_mem);
 }
 
@@ -615,6 +638,8 @@ static void uc_send(struct l7_h2uc *uc)
 	if (!uc->closed && !nghttp2_session_want_read(uc->s) &&
 	    !nghttp2_session_want_write(uc->s) && !uc->wq.bytes)
 		uc_fail(uc, BM_AR_RESET); /* GOAWAY: nothing more on this one */
+	else if (uc->kick && !uc->closed)
+		uc_admit(uc); /* slots freed or the limit learnt inside nghttp2 */
 }
 
 static void uc_read(struct l7_h2uc *uc)
@@ -666,12 +691,9 @@ static void uc_on_event(struct bm_ev *ev, uint32_t events)
 		}
 		uc->connecting = 0;
 		l7_timer_cancel(uc->e, &uc->t);
-		/* the owners waited for the connection: their heads go now */
-		for (struct l7_h2us *hs = uc->streams, *next; hs && !uc->closed; hs = next) {
-			next = hs->next;
-			if (hs->x && !hs->done)
-				hs->x->ops->ready(hs->x);
-		}
+		/* the exchanges pending for the pool: the first head goes
+		 * with the preface, the rest once the peer's limit is known */
+		uc_admit(uc);
 		if (uc->closed)
 			return;
 		if (!uc->n_streams) /* its requests gave up while it connected */
@@ -740,44 +762,126 @@ err_give:
 	return NULL;
 }
 
-/* A connection of x's pool with stream room, else a new one, else the
- * least busy (nghttp2 queues beyond the peer's limit). */
-static struct l7_h2uc *uc_pick(struct l7_x *x)
+/* ---- the pool: stream slots and the exchanges pending for one ---------------------------- */
+
+/* A pool: the connections of one (pool key, cluster, backend). */
+struct h2pool {
+	uint64_t key;
+	const struct bm_l7_cluster_rt *rt;
+	uint32_t ip;
+	uint16_t port;
+};
+
+static struct h2pool pool_of_x(const struct l7_x *x)
 {
-	struct l7_h2uc *best = NULL, *uc;
-
-	for (uc = x->e->h2uconns; uc; uc = uc->next) {
-		uint32_t room;
-
-		if (uc->closed || uc->draining || !nghttp2_session_check_request_allowed(uc->s) ||
-		    uc->pool_key != x->pool_key ||
-		    uc->rt != x->c->rt || uc->ip != x->b.ip || uc->port != x->b.port)
-			continue;
-		room = nghttp2_session_get_remote_settings(uc->s,
-							  NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
-		if (uc->n_streams < room)
-			return uc;
-		if (!best || uc->n_streams < best->n_streams)
-			best = uc;
-	}
-	uc = uc_dial(x);
-	if (!uc && errno == EBUSY && best)
-		return best;
-	return uc;
+	return (struct h2pool){ x->pool_key, x->c->rt, x->b.ip, x->b.port };
 }
 
-int l7_h2u_start(struct l7_x *x)
+static struct h2pool pool_of_uc(const struct l7_h2uc *uc)
 {
-	struct l7_h2uc *uc;
-	struct l7_h2us *hs;
+	return (struct h2pool){ uc->pool_key, uc->rt, uc->ip, uc->port };
+}
 
-	pthread_once(&cbs_once, cbs_init);
-	if (!cbs)
-		return -ENOMEM;
-	uc = uc_pick(x);
-	if (!uc)
-		return errno == EBUSY ? -EBUSY : -(errno ? errno : ECONNREFUSED);
-	hs = l7_obj_get(L7_OBJ_H2US, sizeof(*hs));
+static int x_in_pool(const struct h2pool *p, const struct l7_x *x)
+{
+	return x->pool_key == p->key && x->c->rt == p->rt && x->b.ip == p->ip &&
+	       x->b.port == p->port;
+}
+
+static int uc_in_pool(const struct h2pool *p, const struct l7_h2uc *uc)
+{
+	return uc->pool_key == p->key && uc->rt == p->rt && uc->ip == p->ip &&
+	       uc->port == p->port;
+}
+
+/* Takes new streams, now or once connected: not closing, not draining
+ * (maxRequestsPerConnection, pool drop), no GOAWAY from the peer. */
+static int uc_usable(const struct l7_h2uc *uc)
+{
+	return !uc->closed && !uc->failing && !uc->draining && !uc->close_pending &&
+	       nghttp2_session_check_request_allowed(uc->s);
+}
+
+/* Streams uc may carry at once: the peer's SETTINGS_MAX_CONCURRENT_STREAMS
+ * once its SETTINGS came. Before, one: the request that waited for the
+ * connection leaves with the preface, and a burst cannot overrun a lower
+ * limit than nghttp2's assumed 100 only to come back REFUSED_STREAM. */
+static uint32_t uc_limit(const struct l7_h2uc *uc)
+{
+	if (!uc->settled)
+		return 1;
+	return nghttp2_session_get_remote_settings(uc->s, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+}
+
+static int uc_has_room(const struct l7_h2uc *uc)
+{
+	return uc_usable(uc) && !uc->connecting && uc->n_streams < uc_limit(uc);
+}
+
+static void waiter_add(struct bm_l7_engine *e, struct l7_x *x)
+{
+	x->h2_waiting = 1;
+	x->h2_purge = 0;
+	x->wnext = NULL;
+	x->wprev = e->h2waiters_tail;
+	if (e->h2waiters_tail)
+		e->h2waiters_tail->wnext = x;
+	else
+		e->h2waiters = x;
+	e->h2waiters_tail = x;
+}
+
+static void waiter_remove(struct bm_l7_engine *e, struct l7_x *x)
+{
+	if (!x->h2_waiting)
+		return;
+	if (x->wprev)
+		x->wprev->wnext = x->wnext;
+	else
+		e->h2waiters = x->wnext;
+	if (x->wnext)
+		x->wnext->wprev = x->wprev;
+	else
+		e->h2waiters_tail = x->wprev;
+	x->wnext = x->wprev = NULL;
+	x->h2_waiting = x->h2_purge = 0;
+}
+
+/* The oldest exchange pending for pool p. */
+static struct l7_x *pool_first(const struct bm_l7_engine *e, const struct h2pool *p)
+{
+	for (struct l7_x *x = e->h2waiters; x; x = x->wnext)
+		if (x_in_pool(p, x))
+			return x;
+	return NULL;
+}
+
+/* Fail every exchange pending for p (every one: p NULL) with r. They are
+ * marked first: an owner told may queue new exchanges (a retry, its next
+ * pipelined request), which are not failed with these. */
+static void pool_purge(struct bm_l7_engine *e, const struct h2pool *p, enum bm_attempt_result r)
+{
+	struct l7_x *x;
+
+	for (x = e->h2waiters; x; x = x->wnext)
+		if (!p || x_in_pool(p, x))
+			x->h2_purge = 1;
+	for (;;) {
+		for (x = e->h2waiters; x && !x->h2_purge; x = x->wnext)
+			;
+		if (!x)
+			return;
+		waiter_remove(e, x);
+		l7_x_pending_give(x);
+		x->ops->fail(x, r);
+	}
+}
+
+/* A stream slot of uc for x, which is no longer pending. */
+static int stream_attach(struct l7_h2uc *uc, struct l7_x *x)
+{
+	struct l7_h2us *hs = l7_obj_get(L7_OBJ_H2US, sizeof(*hs));
+
 	if (!hs)
 		return -ENOMEM;
 	bm_h1_init(&hs->qp, 0);
@@ -790,12 +894,114 @@ int l7_h2u_start(struct l7_x *x)
 	uc->n_streams++;
 	x->hs = hs;
 	x->uc = NULL;
-	if (++uc->n_reqs >= uc->max_reqs && uc->max_reqs)
-		uc->draining = 1; /* maxRequestsPerConnection */
-	if (!uc->connecting) {
-		l7_timer_cancel(x->e, &uc->t);
+	if (uc->n_reqs++)
 		x->e->st.upstream_cx_reused++;
+	if (uc->max_reqs && uc->n_reqs >= uc->max_reqs)
+		uc->draining = 1; /* maxRequestsPerConnection */
+	l7_timer_cancel(x->e, &uc->t); /* the idle timeout */
+	return 0;
+}
+
+/* uc's free stream slots go to the exchanges pending for its pool, oldest
+ * first; their heads go now (ready). Never inside nghttp2 nor nested: it
+ * is noted (kick) and uc_send runs it on its way out. */
+static void uc_admit(struct l7_h2uc *uc)
+{
+	struct bm_l7_engine *e = uc->e;
+	struct h2pool p = pool_of_uc(uc);
+	struct l7_x *x;
+
+	if (uc->in_recv || uc->in_send || uc->in_admit) {
+		uc->kick = 1;
+		return;
+	}
+	uc->in_admit = 1;
+	do {
+		uc->kick = 0;
+		while (uc_has_room(uc) && (x = pool_first(e, &p))) {
+			waiter_remove(e, x);
+			l7_x_pending_give(x);
+			if (stream_attach(uc, x))
+				x->ops->fail(x, BM_AR_RESET_BEFORE_REQ);
+			else
+				x->ops->ready(x); /* may end x, free slots (kick) */
+		}
+	} while (uc->kick && !uc->closed);
+	uc->in_admit = 0;
+	if (!uc->closed && !uc_usable(uc))
+		pool_rescue(uc, 0); /* draining now, or GOAWAY */
+}
+
+/* uc no longer takes streams (closed, draining, GOAWAY): the exchanges
+ * pending for its pool need another connection. While one of the pool may
+ * still serve them (connecting, or at its limit), they wait for it. Else a
+ * new one is opened, unless uc failed to connect: then they fail with a
+ * connect failure, as Envoy purges its pending requests (no reconnect
+ * loop). */
+static void pool_rescue(struct l7_h2uc *uc, int connect_failed)
+{
+	struct bm_l7_engine *e = uc->e;
+	struct h2pool p = pool_of_uc(uc);
+	struct l7_x *x = pool_first(e, &p);
+
+	if (!x || e->freeing) /* the engine goes: l7_h2u_shutdown fails them */
+		return;
+	for (struct l7_h2uc *o = e->h2uconns; o; o = o->next)
+		if (o != uc && uc_in_pool(&p, o) && uc_usable(o))
+			return;
+	if (!connect_failed && uc_dial(x))
+		return; /* uc_admit serves them once it is up */
+	pool_purge(e, &p, BM_AR_CONNECT_FAILURE);
+}
+
+int l7_h2u_start(struct l7_x *x)
+{
+	struct bm_l7_engine *e = x->e;
+	struct h2pool p = pool_of_x(x);
+	struct l7_h2uc *uc, *room = NULL;
+	int live = 0, coming = 0, err;
+
+	pthread_once(&cbs_once, cbs_init);
+	if (!cbs)
+		return -ENOMEM;
+	x->hs = NULL;
+	x->uc = NULL;
+	for (uc = e->h2uconns; uc; uc = uc->next) {
+		if (!uc_in_pool(&p, uc) || !uc_usable(uc))
+			continue;
+		live = 1;
+		if (uc->connecting || !uc->settled)
+			coming = 1;
+		if (!room && uc_has_room(uc))
+			room = uc;
+	}
+	if (room && !pool_first(e, &p)) {
+		err = stream_attach(room, x);
+		if (err)
+			return err;
 		x->ops->ready(x);
+		return 0;
+	}
+	/* No free slot: pending until one comes (Envoy: the pool connects, or
+	 * every connection is at its concurrent-stream limit). */
+	err = l7_x_pending_take(x);
+	if (err)
+		return err;
+	waiter_add(e, x);
+	if (room) {
+		uc_admit(room); /* older ones of the pool first */
+		return 0;
+	}
+	/* Pool size: a new connection when none of the pool has a free slot
+	 * and none is on its way (connecting, or its SETTINGS not in yet), up
+	 * to tcp.maxConnections. At that bound the exchange waits for a slot
+	 * of one that is up; with no connection at all, -EBUSY (503 UO) as
+	 * before, or the connector's error (a connect failure). */
+	if (!coming && !uc_dial(x) && !live) {
+		err = errno == EBUSY ? -EBUSY : -(errno ? errno : ECONNREFUSED);
+		waiter_remove(e, x);
+		l7_x_pending_give(x);
+		return err;
 	}
 	return 0;
 }
@@ -805,6 +1011,9 @@ void l7_h2u_end(struct l7_x *x, int reuse)
 	struct l7_h2us *hs = x->hs;
 	struct l7_h2uc *uc;
 
+	/* gave up while pending (client gone, timeout, retry, a local reply) */
+	waiter_remove(x->e, x);
+	l7_x_pending_give(x);
 	if (!hs)
 		return;
 	uc = hs->uc;
@@ -869,6 +1078,7 @@ void l7_h2u_pool_drop(struct bm_l7_engine *e, uint64_t pool_key)
 
 void l7_h2u_shutdown(struct bm_l7_engine *e)
 {
+	pool_purge(e, NULL, BM_AR_RESET);
 	while (e->h2uconns)
 		uc_fail(e->h2uconns, BM_AR_RESET);
 }

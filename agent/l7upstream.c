@@ -363,7 +363,19 @@ static struct l7_uconn *pool_take(struct bm_l7_engine *e, const struct l7_x *x)
 
 #define WAITERS_POLL_MS 5
 
-static void give_pending(struct l7_x *x)
+int l7_x_pending_take(struct l7_x *x)
+{
+	struct bm_l7_cluster_rt *rt = x->c->rt;
+
+	if (!l7_cb_take(&rt->pending, x->c->max_pending)) {
+		__atomic_add_fetch(&rt->overflow_pending, 1, __ATOMIC_RELAXED);
+		return -EBUSY;
+	}
+	x->pending = 1;
+	return 0;
+}
+
+void l7_x_pending_give(struct l7_x *x)
 {
 	if (x->pending) {
 		x->pending = 0;
@@ -392,11 +404,9 @@ int l7_x_start(struct l7_x *x)
 	}
 	/* Waiting for a connection, also while it is being made, is a pending
 	 * request (Envoy's http1MaxPendingRequests). */
-	if (!l7_cb_take(&c->rt->pending, c->max_pending)) {
-		__atomic_add_fetch(&c->rt->overflow_pending, 1, __ATOMIC_RELAXED);
-		return -EBUSY;
-	}
-	x->pending = 1;
+	err = l7_x_pending_take(x);
+	if (err)
+		return err;
 	if (!l7_cb_take(&c->rt->connections, c->max_connections)) {
 		/* maxConnections: queue until one is released or closed */
 		x->waiting = 1;
@@ -416,7 +426,7 @@ int l7_x_start(struct l7_x *x)
 	}
 	err = dial(x);
 	if (err)
-		give_pending(x);
+		l7_x_pending_give(x);
 	return err;
 }
 
@@ -429,7 +439,7 @@ static int serve_waiter(struct bm_l7_engine *e, struct l7_x *x)
 
 	if (uc) {
 		waiters_remove(e, x);
-		give_pending(x);
+		l7_x_pending_give(x);
 		attach(uc, x);
 		e->st.upstream_cx_reused++;
 		x->ops->ready(x);
@@ -447,7 +457,7 @@ static int serve_waiter(struct bm_l7_engine *e, struct l7_x *x)
 	}
 	waiters_remove(e, x);
 	if (dial(x)) {
-		give_pending(x);
+		l7_x_pending_give(x);
 		x->ops->fail(x, BM_AR_CONNECT_FAILURE);
 	}
 	return 1;
@@ -505,7 +515,7 @@ void l7_x_end(struct l7_x *x, int reuse)
 		return;
 	}
 	waiters_remove(e, x);
-	give_pending(x);
+	l7_x_pending_give(x);
 	if (!uc)
 		return;
 	uc->x = NULL;
@@ -661,7 +671,7 @@ static void uconn_fail(struct l7_uconn *uc, enum bm_attempt_result r)
 		uconn_close(uc);
 		return;
 	}
-	give_pending(x);
+	l7_x_pending_give(x);
 	x->ops->fail(x, r); /* ends x: closes uc */
 	if (uc->x == x)
 		l7_x_end(x, 0);
@@ -841,7 +851,7 @@ static void uconn_on_event(struct bm_ev *ev, uint32_t events)
 		uc->connecting = 0;
 		l7_timer_cancel(uc->e, &uc->t);
 		if (uc->x) {
-			give_pending(uc->x);
+			l7_x_pending_give(uc->x);
 			uc->x->ops->ready(uc->x);
 		}
 		if (uc->closed)

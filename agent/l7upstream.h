@@ -59,13 +59,15 @@ struct l7_x {
 	uint8_t head_request;       /* HEAD: the response has no body */
 	uint8_t waiting;            /* queued for a connection (max_connections) */
 	uint8_t pending;            /* counted in c->rt->pending */
+	uint8_t h2_waiting;         /* HTTP/2: queued for a stream slot (e->h2waiters) */
+	uint8_t h2_purge;           /* HTTP/2: queued, and about to fail (h2up.c pool_purge) */
 	uint8_t got_bytes;          /* some response byte arrived */
 	uint8_t req_done;           /* the whole request was queued */
 	uint8_t resp_done;
 	uint8_t paused;             /* stop reading the response (client back-pressure) */
 	uint8_t active_counted;     /* in the backend's in-flight count */
 	uint8_t h2;                 /* speak HTTP/2 upstream (x->c->proto, or the downstream's) */
-	struct l7_x *wnext, *wprev; /* engine's waiters */
+	struct l7_x *wnext, *wprev; /* engine's waiters (e->waiters, or HTTP/2 e->h2waiters) */
 	/* HTTP/2 upstream (agent/h2up.c): the stream, and the HTTP/1.1 bytes
 	 * the owner writes (l7_x_wq), translated into frames as they come. */
 	struct l7_h2us *hs;
@@ -84,6 +86,12 @@ void l7_waiters_init(struct bm_l7_engine *e);
  * queue. 0, -EBUSY (circuit breaker: pending overflow), or -errno of the
  * connector (a connect failure). */
 int l7_x_start(struct l7_x *x);
+/* x is about to wait for a connection or (HTTP/2) a stream slot: a pending
+ * request (Envoy's http1MaxPendingRequests, which bounds HTTP/2 too). 0, or
+ * -EBUSY over c->max_pending (counted in rt->overflow_pending). Given back
+ * once, by l7_x_pending_give (a no-op when x holds none). */
+int l7_x_pending_take(struct l7_x *x);
+void l7_x_pending_give(struct l7_x *x);
 /* Detach x from its connection: keep it pooled when reuse and the exchange
  * ended cleanly, else close it. Leaves the waiters' queue. */
 void l7_x_end(struct l7_x *x, int reuse);
@@ -154,6 +162,7 @@ struct bm_l7_engine {
 	struct l7_dconn *dconns;
 	struct l7_uconn *uconns;     /* every upstream connection (idle and busy) */
 	struct l7_h2uc *h2uconns;    /* HTTP/2 upstream connections (h2up.c) */
+	struct l7_x *h2waiters, *h2waiters_tail; /* pending for an HTTP/2 stream slot, oldest first */
 	struct l7_x *waiters, *waiters_tail;
 	struct l7_timer t_waiters;   /* re-try queued requests: slots free up on other workers */
 	struct l7_bact *bact;        /* L7_BACT_SLOTS */
