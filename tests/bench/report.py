@@ -35,6 +35,7 @@ for a in ("l7-raw", "l7-checks", "l7-threads", "haproxy"):
 ap.add_argument("--l7-scrape", default="")
 ap.add_argument("--l7-windows", default="")
 ap.add_argument("--scrape-period", type=float, default=0)
+ap.add_argument("--scraper-nice", type=int, default=0)
 for a in ("scrape-secs", "scrape-rate"):
     ap.add_argument("--" + a, type=int, default=0)
 o = ap.parse_args()
@@ -62,7 +63,7 @@ def l7_scrape_section(o, runs):
          f"{o.scrape_secs} s per run, twice per round in rotated order: `l7` without scraping and",
          "`l7-scraped` with a scraper in the hub netns (where t_81's Prometheus sits) fetching both",
          "nodes' `/metrics` on :15020 every second (one python process for the run, a connection per",
-         f"fetch, 0.9 s bound) in every other {o.scrape_period:g}-second window (the even windows of",
+         f"fetch, 0.9 s bound, at nice {o.scraper_nice}) in every other {o.scrape_period:g}-second window (the even windows of",
          "CLOCK_MONOTONIC), as Prometheus would from another host. bm-load reports the requests of the",
          "even and the odd windows apart: the goal is judged on scraped windows against the quiet",
          "windows of the same run; the `l7` run, split the same way with nobody scraping, shows what",
