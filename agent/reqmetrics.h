@@ -93,7 +93,7 @@ int bm_req_collect(const struct bm_req_table *t, struct bm_req_row **out, size_t
 /* Requests that found the table full. Any thread. */
 uint64_t bm_req_table_overflow(const struct bm_req_table *t);
 
-/* Implemented by the proxy (agent/proxy.c): every worker's rows, merged
+/* Implemented by the proxy (agent/proxy_stats.c): every worker's rows, merged
  * with bm_req_collect (*out malloc'ed, the caller frees it). 0 or -errno.
  * reqmetrics.c has weak defaults returning no rows / 0 so that meshd and
  * the unit tests link before the proxy provides the real ones. */

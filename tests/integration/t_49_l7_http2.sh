@@ -10,7 +10,7 @@
 #      reach the client;
 #   3. a WebSocket-style upgrade: 101, then bytes relayed both ways;
 #   4. /metrics: istio_requests_total with request_protocol="grpc" and
-#      grpc_response_status (needs metrics.c to render bm_req_key.protocol
+#      grpc_response_status (needs metrics_req.c to render bm_req_key.protocol
 #      and .grpc_status).
 . "$(dirname "$0")/lib.sh"
 sandbox_wait_free
@@ -189,7 +189,7 @@ m1=$T_TMP/metrics-node1.txt
 grep '^istio_requests_total{' "$m1" | grep 'destination_service="greeter' >"$T_TMP/greeter.txt" || true
 log "greeter series: $(wc -l <"$T_TMP/greeter.txt")"
 grep -q 'request_protocol="grpc"' "$T_TMP/greeter.txt" ||
-  fail "no istio_requests_total series of greeter with request_protocol=\"grpc\" (metrics.c must render bm_req_key.protocol)"
+  fail "no istio_requests_total series of greeter with request_protocol=\"grpc\" (metrics_req.c must render bm_req_key.protocol)"
 grep -q 'grpc_response_status="0"' "$T_TMP/greeter.txt" ||
   fail "no greeter series with grpc_response_status=\"0\""
 grep -q 'grpc_response_status="14"' "$T_TMP/greeter.txt" ||

@@ -1,5 +1,5 @@
 /* The Prometheus exposition writer (agent/prom.c) and the Istio TCP series
- * (agent/metrics.c): escaping, one HELP/TYPE per family, stable label and
+ * (agent/metrics*.c): escaping, one HELP/TYPE per family, stable label and
  * series order, merging of identical label sets, `unknown` fallbacks. */
 #include <arpa/inet.h>
 #include <errno.h>

@@ -1,4 +1,4 @@
-/* Istio request metrics (agent/reqmetrics.c, agent/metrics.c): per-worker
+/* Istio request metrics (agent/reqmetrics.c, agent/metrics_req.c): per-worker
  * tables keyed by bounded labels, merged on collect; Envoy's default
  * buckets (a value lands in the first bucket whose bound is >= it,
  * cumulative in the output, +Inf == _count); the full §7.2 label set with

@@ -451,7 +451,7 @@ static char *render(struct bm_agent *a, struct bm_req_table *t)
 
 static void test_meshd_exposition(void)
 {
-	/* What meshd renders (agent/metrics.c) reads back: labels, Envoy's
+	/* What meshd renders (agent/metrics_req.c) reads back: labels, Envoy's
 	 * bucket bounds, the histogram; 2 requests of 3 ms and 1 of 700 ms
 	 * between the scrapes, one a 503. */
 	struct bm_agent *a = calloc(1, sizeof(*a));
