@@ -17,7 +17,7 @@
  *     connection per downstream connection.
  *
  * The engine knows nothing about network namespaces, HBONE or the kernel:
- * proxy.c gives it upstream sockets (ops.connect), decisions (ops.authorize,
+ * proxy_l7.c gives it upstream sockets (ops.connect), decisions (ops.authorize,
  * ops.l4_allowed), and takes its results (ops.complete, ops.ejected).
  * Everything runs on the loop's thread; nothing is locked except the
  * clusters' circuit-breaker counters (atomics shared with other workers). */

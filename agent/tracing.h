@@ -22,7 +22,7 @@
  *      request carried one.
  *   4. when the request is over and it was sampled (and the pod does not
  *      set disableSpanReporting, and meshd has a collector), hands the
- *      span to the exporter through struct bm_l7_record.span; proxy.c's
+ *      span to the exporter through struct bm_l7_record.span; proxy_l7.c's
  *      completion hook calls bm_trace_report.
  *
  * Unsampled requests cost the header rewrite only: the span state lives in
