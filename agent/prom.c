@@ -28,6 +28,7 @@
 #define REQ_MAX          4096    /* request line + headers we accept */
 #define REQ_TIMEOUT_MS   2000    /* to send the request */
 #define BM_PROM_NICE     19      /* the endpoint thread's nice value */
+#define BM_PROM_SEND_PIECE (16 * 1024) /* bytes per send() of a response */
 #define CONN_TIMEOUT_MS  10000   /* whole exchange, response included */
 
 static const char *const type_names[] = {
@@ -292,7 +293,12 @@ static int send_all(int fd, const char *buf, size_t len, uint64_t deadline)
 
 		if (now >= deadline || poll(&pfd, 1, (int)(deadline - now)) <= 0)
 			return -ETIMEDOUT;
-		w = send(fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		/* In pieces: a send runs the receiver's softirq work in our
+		 * context, and the kernel does not preempt it, so one send of a
+		 * whole 120 KB exposition would keep a waking proxy worker off
+		 * this CPU until it returns; between pieces it gets the CPU. */
+		w = send(fd, buf, len < BM_PROM_SEND_PIECE ? len : BM_PROM_SEND_PIECE,
+			 MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (w < 0 && (errno == EAGAIN || errno == EINTR))
 			continue;
 		if (w <= 0)
