@@ -502,6 +502,9 @@ static void att_head(struct l7_x *x, const struct bm_h1_head *h)
 	}
 	rq->status = (uint16_t)h->status;
 	rq->resp_started = 1;
+	/* The whole body is in the upstream's last read: head and body leave
+	 * in one write, when the response ends (att_done uncorks). */
+	rq->cork = x->body_in_hand;
 	if (!err)
 		err = rq->fr->head(rq, h->status, h->reason, hl, h->content_length,
 				   h->has_body || h->status == 101);
@@ -530,6 +533,7 @@ static void att_done(struct l7_x *x)
 
 	if (rq->grpc_status < 0)
 		rq->grpc_status = (int16_t)l7_grpc_status_of(x->trailers, x->n_trailers);
+	rq->cork = 0; /* end writes what att_head corked */
 	if (rq->fr->end(rq, x->trailers, x->n_trailers)) {
 		rq_abort(rq);
 		return;

@@ -107,17 +107,21 @@ static void heap_down(struct bm_l7_engine *e, size_t i)
 	}
 }
 
+/* The timerfd is armed at or before the earliest timer, never after it, and
+ * is only ever moved earlier: a cancelled timer, or a new one later than the
+ * armed time, leaves it where it is, and it then fires once for nothing
+ * (engine_on_timer re-arms it for what is left). A request arms and cancels
+ * its timeout; with the timerfd following the heap exactly that was two
+ * timerfd_settime calls per request, now about none. */
 static void timer_rearm(struct bm_l7_engine *e)
 {
 	uint64_t at = e->n_heap ? e->heap[0]->at : 0;
 	struct itimerspec its = { 0 };
 
-	if (at == e->armed_at)
+	if (!at || (e->armed_at && e->armed_at <= at))
 		return;
-	if (at) {
-		its.it_value.tv_sec = (time_t)(at / 1000);
-		its.it_value.tv_nsec = (long)(at % 1000) * 1000000;
-	}
+	its.it_value.tv_sec = (time_t)(at / 1000);
+	its.it_value.tv_nsec = (long)(at % 1000) * 1000000;
 	timerfd_settime(e->tev.fd, TFD_TIMER_ABSTIME, &its, NULL);
 	e->armed_at = at;
 }
@@ -750,6 +754,13 @@ static void uconn_feed(struct l7_uconn *uc, const uint8_t *d, size_t n)
 			}
 			if (!uc->rp.head.keep_alive || uc->rp.head.status == 101)
 				uc->keep = 0;
+			/* A small response usually comes in one read: then its
+			 * head and body can leave in one write (ops->head). Small:
+			 * well under every front's high water, so the front never
+			 * asks for a pause while the write waits for the end. */
+			x->body_in_hand = uc->rp.head.status != 101 && uc->rp.head.content_length >= 0 &&
+					  uc->rp.head.content_length <= L7_CORK_MAX &&
+					  n >= (size_t)uc->rp.head.content_length;
 			x->ops->head(x, &uc->rp.head);
 			if (uc->rp.head.status == 101 && uc->x == x) {
 				uconn_upgraded(uc, d, n);

@@ -62,6 +62,7 @@ struct l7_x {
 	uint8_t h2_waiting;         /* HTTP/2: queued for a stream slot (e->h2waiters) */
 	uint8_t h2_purge;           /* HTTP/2: queued, and about to fail (h2up.c pool_purge) */
 	uint8_t got_bytes;          /* some response byte arrived */
+	uint8_t body_in_hand;       /* at ops->head: the whole body is in the same read */
 	uint8_t req_done;           /* the whole request was queued */
 	uint8_t resp_done;
 	uint8_t paused;             /* stop reading the response (client back-pressure) */
@@ -77,6 +78,7 @@ struct l7_x {
 };
 
 #define L7_HIGH_WATER (256 * 1024)  /* stop producing into a queue above this */
+#define L7_CORK_MAX   (16 * 1024)   /* largest response body held back to leave with its head */
 
 /* Engine set-up: the queued requests' poll timer. */
 void l7_waiters_init(struct bm_l7_engine *e);

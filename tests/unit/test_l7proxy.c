@@ -19,8 +19,11 @@
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include "unit.h"
+#include "tcpinfo.h"
 #include "../../agent/l7proxy.h"
+#include "../../agent/l7upstream.h"
 #include "bpfmesh/abi.h"
 
 /* ---- upstream servers ------------------------------------------------------ */
@@ -676,6 +679,98 @@ static const char GET[] = "GET /x HTTP/1.1\r\nHost: svc\r\n\r\n";
 
 /* ---- cases -------------------------------------------------------------------------------- */
 
+static int timer_fired[4];
+
+static void on_t0(struct l7_timer *t) { timer_fired[0]++; }
+static void on_t1(struct l7_timer *t) { timer_fired[1]++; }
+static void on_t2(struct l7_timer *t) { timer_fired[2]++; }
+static void on_t3(struct l7_timer *t) { timer_fired[3]++; }
+
+/* The engine's timerfd is armed at or before the earliest timer and only
+ * moved earlier: arming a later timer or cancelling one costs no
+ * timerfd_settime (a request arms and cancels its timeout); a stale
+ * deadline fires once for nothing and re-arms for what is left. */
+static void test_l7_timer_lazy_rearm(void)
+{
+	struct bm_l7_ops ops = { .connect = t_connect, .complete = t_complete };
+	struct bm_l7_engine_opts o = { 0 };
+	struct l7_timer t[4];
+	struct itimerspec its;
+	struct bm_wstats st = { 0 };
+	struct bm_loop l;
+	struct bm_l7_engine *e;
+	uint64_t t0_at, end;
+
+	memset(timer_fired, 0, sizeof(timer_fired));
+	CU_ASSERT_EQUAL_FATAL(bm_loop_init(&l, &st), 0);
+	e = bm_l7_engine_new(&l, &ops, &o);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(e);
+	l7_timer_init(&t[0], on_t0);
+	l7_timer_init(&t[1], on_t1);
+	l7_timer_init(&t[2], on_t2);
+	l7_timer_init(&t[3], on_t3);
+
+	l7_timer_arm(e, &t[0], 5000);
+	t0_at = t[0].at;
+	CU_ASSERT_EQUAL(e->armed_at, t0_at);
+	l7_timer_cancel(e, &t[0]);
+	CU_ASSERT_EQUAL(e->armed_at, t0_at);          /* left armed: no syscall */
+	CU_ASSERT_EQUAL(timerfd_gettime(e->tev.fd, &its), 0);
+	CU_ASSERT(its.it_value.tv_sec > 0 || its.it_value.tv_nsec > 0);
+	l7_timer_arm(e, &t[1], 10000);
+	CU_ASSERT_EQUAL(e->armed_at, t0_at);          /* later: not moved */
+	l7_timer_arm(e, &t[2], 100);
+	CU_ASSERT_EQUAL(e->armed_at, t[2].at);        /* earlier: moved */
+	l7_timer_arm(e, &t[3], 60);
+	l7_timer_cancel(e, &t[3]);                     /* its deadline fires for nothing */
+	end = l7_now_ms() + 2000;
+	while (!timer_fired[2] && l7_now_ms() < end)
+		bm_loop_run_once(&l, 50);
+	CU_ASSERT_EQUAL(timer_fired[2], 1);
+	CU_ASSERT_EQUAL(timer_fired[3], 0);
+	CU_ASSERT_EQUAL(timer_fired[1], 0);
+	CU_ASSERT_EQUAL(timer_fired[0], 0);
+	/* after the fire: armed for what is left (t[1]) */
+	CU_ASSERT_EQUAL(e->armed_at, t[1].at);
+	l7_timer_cancel(e, &t[1]);
+	bm_l7_engine_free(e);
+	bm_loop_fini(&l);
+}
+
+/* A response that comes from the upstream in one read leaves to the client
+ * in one write: head and body in one segment, not two (one wake-up and one
+ * syscall less per request). */
+static void test_l7_head_body_one_write(void)
+{
+	struct usrv *a = srv_start(0, "A", M_OK, 200);
+	struct tc *t = tc_new(1);
+	struct rd *r = calloc(1, sizeof(*r));
+	struct resp out;
+	long before, after;
+	int fd;
+
+	tc_cluster(t, 0, &a, 1);
+	tc_dest(t, 0, 0, 0, 100);
+	engine_start(&t->cfg, 0, 0);
+	fd = dial_engine();
+	CU_ASSERT_FATAL(fd >= 0);
+	r->fd = fd;
+	for (int i = 0; i < 5; i++) {
+		before = t_data_segs_in(fd);
+		CU_ASSERT_EQUAL(exchange(fd, r, GET, strlen(GET), &out), 0);
+		CU_ASSERT_EQUAL(out.status, 200);
+		CU_ASSERT(body_is(&out, "A"));
+		resp_free(&out);
+		after = t_data_segs_in(fd);
+		CU_ASSERT(before >= 0);
+		CU_ASSERT_EQUAL(after - before, 1);
+	}
+	close(fd);
+	free(r);
+	engine_stop();
+	free(t);
+}
+
 static void test_l7_header_routing(void)
 {
 	struct usrv *a = srv_start(0, "A", M_OK, 200), *b = srv_start(1, "B", M_OK, 200);
@@ -1227,6 +1322,8 @@ static void test_l7_teardown(void)
 
 BM_SUITE(l7proxy,
 	 BM_CASE(test_l7_setup),
+	 BM_CASE(test_l7_timer_lazy_rearm),
+	 BM_CASE(test_l7_head_body_one_write),
 	 BM_CASE(test_l7_header_routing),
 	 BM_CASE(test_l7_weighted),
 	 BM_CASE(test_l7_no_route_direct_redirect),
