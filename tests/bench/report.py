@@ -132,6 +132,14 @@ def windows_section(o):
             med[(name, k)] = statistics.median(pr)
             n = statistics.median([min(ev["n"], od["n"]) for _, ev, od in rows])
             L.append(f"| {name} | {k} | {med[(name, k)]:.3f} | {', '.join(f'{x:.3f}' for x in pr)} | {n:,.0f} |")
+    # Paired per round: the scraped run's even/odd ratio over the control's
+    # of the same round (what the split gives without a scraper).
+    sc = {r: ev["p99"] / od["p99"] for r, ev, od in win.get("l7-scraped", []) if od["p99"]}
+    co = {r: ev["p99"] / od["p99"] for r, ev, od in win.get("l7", []) if od["p99"]}
+    pr = [sc[r] / co[r] for r in sorted(sc) if r in co and co[r]]
+    if pr:
+        L += ["", f"Paired per round (scraped run's ratio / the control's of the same round), p99: median "
+              f"x{statistics.median(pr):.3f}; per round {', '.join(f'{x:.3f}' for x in pr)}."]
     r99 = med.get(("l7-scraped", "p99"))
     c99 = med.get(("l7", "p99"))
     if r99 is not None:
