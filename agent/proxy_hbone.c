@@ -218,56 +218,19 @@ static struct bm_mesh_row *hbone_source_row(struct worker *w, const struct ppod 
 	return bm_mesh_open(w->mt, &k);
 }
 
-void px_outbound_hbone(struct worker *w, struct ppod *src, int fd, const struct bm_orig_dst *od,
-		       uint16_t app_port)
+/* An HBONE stream to bip:bport (network order) carrying fd, which is
+ * consumed whatever happens: 0; -EHOSTUNREACH when no tunnel could be had
+ * (fd reset); -EAGAIN when both tunnels tried were draining (fd reset);
+ * another -errno from the stream (fd and row closed there). */
+static int hbone_open(struct worker *w, struct ppod *src, int fd, uint32_t bip, uint16_t bport,
+		      uint32_t svc_id, const char *forwarded)
 {
-	char authority[32], forwarded[64], bip[INET_ADDRSTRLEN], sip[INET_ADDRSTRLEN];
-	struct bm_hbone_conn *c = pool_find(w, src, od->bip);
-
-	struct bm_mesh_row *row = hbone_source_row(w, src, od->bip, od->bport, od->svc_id);
-
-	px_ip_str(od->bip, bip);
-	px_ip_str(src->cfg.ip, sip);
-	snprintf(authority, sizeof(authority), "%s:%u", bip, ntohs(od->bport));
-	snprintf(forwarded, sizeof(forwarded), "for=\"%s:%u\"", sip, app_port);
-	for (int attempt = 0; attempt < 2; attempt++) {
-		int err;
-
-		if (!c)
-			c = pool_dial(w, src, od->bip);
-		if (!c) {
-			w->st.conns[BM_PDIR_OUT_HBONE][BM_PRES_UPSTREAM]++;
-			bm_close_reset(fd);
-			bm_mesh_close(row, 0, 0);
-			return;
-		}
-		if (c->established)
-			sess_save(w, c);
-		err = bm_hbone_stream_open_row(c, fd, authority, src->baggage, forwarded, row);
-		if (!err)
-			return;
-		if (err != -EAGAIN) {
-			w->st.conns[BM_PDIR_OUT_HBONE][BM_PRES_ERROR]++; /* fd and row are closed */
-			return;
-		}
-		c = NULL; /* that connection is draining: dial a fresh one */
-	}
-	w->st.conns[BM_PDIR_OUT_HBONE][BM_PRES_ERROR]++;
-	bm_close_reset(fd);
-	bm_mesh_close(row, 0, 0);
-}
-
-/* An HBONE stream to bip:bport (network order) carrying fd; fd is consumed. */
-int px_l7_hbone_open(struct worker *w, struct ppod *src, int fd, uint32_t bip, uint16_t bport)
-{
-	char authority[32], forwarded[64], bs[INET_ADDRSTRLEN], ss[INET_ADDRSTRLEN];
+	char authority[32], bs[INET_ADDRSTRLEN];
 	struct bm_hbone_conn *c = pool_find(w, src, bip);
-	struct bm_mesh_row *row = hbone_source_row(w, src, bip, bport, 0);
+	struct bm_mesh_row *row = hbone_source_row(w, src, bip, bport, svc_id);
 
 	px_ip_str(bip, bs);
-	px_ip_str(src->cfg.ip, ss);
 	snprintf(authority, sizeof(authority), "%s:%u", bs, ntohs(bport));
-	snprintf(forwarded, sizeof(forwarded), "for=\"%s\"", ss);
 	for (int attempt = 0; attempt < 2; attempt++) {
 		int err;
 
@@ -282,12 +245,37 @@ int px_l7_hbone_open(struct worker *w, struct ppod *src, int fd, uint32_t bip, u
 			sess_save(w, c);
 		err = bm_hbone_stream_open_row(c, fd, authority, src->baggage, forwarded, row);
 		if (err != -EAGAIN)
-			return err; /* 0, or fd was reset and closed (and the row) */
-		c = NULL;
+			return err;
+		c = NULL; /* that connection is draining: dial a fresh one */
 	}
 	bm_close_reset(fd);
 	bm_mesh_close(row, 0, 0);
 	return -EAGAIN;
+}
+
+void px_outbound_hbone(struct worker *w, struct ppod *src, int fd, const struct bm_orig_dst *od,
+		       uint16_t app_port)
+{
+	char forwarded[64], sip[INET_ADDRSTRLEN];
+	int err;
+
+	px_ip_str(src->cfg.ip, sip);
+	snprintf(forwarded, sizeof(forwarded), "for=\"%s:%u\"", sip, app_port);
+	err = hbone_open(w, src, fd, od->bip, od->bport, od->svc_id, forwarded);
+	if (err == -EHOSTUNREACH)
+		w->st.conns[BM_PDIR_OUT_HBONE][BM_PRES_UPSTREAM]++;
+	else if (err)
+		w->st.conns[BM_PDIR_OUT_HBONE][BM_PRES_ERROR]++;
+}
+
+/* The HTTP engine's upstream over HBONE (see hbone_open). */
+int px_l7_hbone_open(struct worker *w, struct ppod *src, int fd, uint32_t bip, uint16_t bport)
+{
+	char forwarded[64], ss[INET_ADDRSTRLEN];
+
+	px_ip_str(src->cfg.ip, ss);
+	snprintf(forwarded, sizeof(forwarded), "for=\"%s\"", ss);
+	return hbone_open(w, src, fd, bip, bport, 0, forwarded);
 }
 
 /* ---- HBONE server -------------------------------------------------------- */
