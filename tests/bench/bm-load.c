@@ -21,6 +21,9 @@
  *                      "odd"): a process that acts only in even windows (the
  *                      benchmark's scraper) is compared with the same run's
  *                      quiet windows, with the machine's drift shared
+ *   --hist-out FILE    with --split-period, also write every recorded latency
+ *                      of both halves to FILE, one "even|odd US COUNT" line per
+ *                      distinct microsecond value, so that runs can be pooled
  *
  * Open loop: connection c sends its j-th request at t0 + (c + j*N)/R. The
  * latency of a request is counted from the time it was *scheduled*, not sent,
@@ -82,6 +85,7 @@ static struct {
 	uint32_t *lat;
 	size_t n_lat, cap_lat;
 	uint64_t split_ns;
+	const char *hist_out;
 	struct samples { uint32_t *v; size_t n, cap; } half[2];
 	uint64_t errors, sent_total;
 	int epfd;
@@ -346,10 +350,23 @@ static void print_half(const char *name, struct samples *h)
 	       pct_of(h->v, h->n, 0.99), pct_of(h->v, h->n, 0.999));
 }
 
+/* "NAME US COUNT" per distinct value of a sorted half */
+static void write_hist(FILE *f, const char *name, const struct samples *h)
+{
+	for (size_t i = 0; i < h->n;) {
+		size_t j = i;
+
+		while (j < h->n && h->v[j] == h->v[i])
+			j++;
+		fprintf(f, "%s %u %zu\n", name, h->v[i], j - i);
+		i = j;
+	}
+}
+
 static void usage(void)
 {
 	fprintf(stderr, "usage: bm-load --addr IP:PORT [--path P] [--host H] [--conns N] [--rate R] "
-			"[--duration S] [--warmup S] [--close] [--timeout-ms MS] [--split-period S]\n");
+			"[--duration S] [--warmup S] [--close] [--timeout-ms MS] [--split-period S] [--hist-out FILE]\n");
 	exit(2);
 }
 
@@ -377,6 +394,7 @@ int main(int argc, char **argv)
 		else if (!strcmp(a, "--duration") && more) g.duration = atof(argv[++i]);
 		else if (!strcmp(a, "--warmup") && more) g.warmup = atof(argv[++i]);
 		else if (!strcmp(a, "--split-period") && more) g.split_ns = (uint64_t)(atof(argv[++i]) * 1e9);
+		else if (!strcmp(a, "--hist-out") && more) g.hist_out = argv[++i];
 		else if (!strcmp(a, "--timeout-ms") && more) g.timeout_ns = strtoull(argv[++i], NULL, 10) * 1000000;
 		else if (!strcmp(a, "--close")) g.close_mode = true;
 		else usage();
@@ -517,6 +535,16 @@ int main(int argc, char **argv)
 	if (g.split_ns) {
 		print_half("even", &g.half[0]);
 		print_half("odd", &g.half[1]);
+		if (g.hist_out) {
+			FILE *f = fopen(g.hist_out, "w");
+
+			if (!f)
+				die(g.hist_out);
+			write_hist(f, "even", &g.half[0]);
+			write_hist(f, "odd", &g.half[1]);
+			if (fclose(f))
+				die(g.hist_out);
+		}
 	}
 	printf("}\n");
 	for (int i = 0; i < g.conns; i++)

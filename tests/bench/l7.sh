@@ -35,17 +35,20 @@
 #                 order: "l7" without scraping and "l7-scraped" with a scraper
 #                 in the hub netns (as Prometheus is in t_81) fetching both
 #                 nodes' http://198.19.255.<i>:15020/metrics every second
-#                 (one python process for the run, bounded) during the even
-#                 BENCH_SCRAPE_PERIOD-second windows of CLOCK_MONOTONIC and
-#                 never in the odd ones. bm-load reports the requests
+#                 (one python process for the run, bounded) during every
+#                 other BENCH_SCRAPE_PERIOD-second window of CLOCK_MONOTONIC
+#                 (the even ones in odd rounds, the odd ones in even rounds)
+#                 and never in the others. bm-load reports the requests
 #                 scheduled in even and odd windows apart, so the scraped
 #                 windows are compared with quiet windows of the same run,
 #                 interleaved every few seconds (the machine's drift falls on
 #                 both); the "l7" run, split the same way with no scraper,
-#                 shows the split's own noise. The meshd CPU of the pair
-#                 shows what the scrapes cost; l7-scrape.txt has each
-#                 fetch's node, status, size and time, l7-scrape-windows.txt
-#                 the percentiles per window parity.
+#                 shows the split's own noise. The goal is judged on all
+#                 rounds' requests pooled (scraped windows' p99 against the
+#                 quiet windows'). The meshd CPU of the pair shows what the
+#                 scrapes cost; l7-scrape.txt has each fetch's node, status,
+#                 size and time, l7-scrape-windows.txt the percentiles per
+#                 side and round, l7-scrape-hist.txt every latency.
 # Per run: req/s, p50/p90/p99, errors (socket errors + non-2xx), CPU seconds
 # of the mesh processes (both meshds for l4 and l7; for sidecar the client
 # HAProxy and the v1 server HAProxy, the two in the path), req/s per core
@@ -59,7 +62,8 @@
 # Exit 75: someone else took the sandbox down mid-round too many times.
 # Output in $RESULTS (default build/bench/): l7.md (report), l7-raw.txt,
 # l7-checks.txt, l7-threads.txt (CPU per thread of the mesh processes), l7-proxy-stats.json,
-# l7-scrape.txt (the scrapes of the scrape workload).
+# l7-scrape.txt (the scrapes of the scrape workload), l7-scrape-windows.txt and
+# l7-scrape-hist.txt (its scraped and quiet windows).
 #
 # Env: BENCH_ROUNDS (3), BENCH_SECONDS (4), BENCH_RETRIES (3), BENCH_CONNS (16),
 #      BENCH_L7_WORKLOADS ("sat r1k scrape"), BENCH_L7_SCENARIOS ("l4 l7 sidecar"),
@@ -416,11 +420,13 @@ check_scrape() {
     fail_or_75 "scrape from bm-hub failed: $out"
 }
 
-# scraper_start OUT: both nodes' /metrics every second from the hub netns, as
-# Prometheus does, but only in the even SCRAPE_PERIOD-second windows of
+# scraper_start OUT PARITY: both nodes' /metrics every second from the hub
+# netns, as Prometheus does, but only in the SCRAPE_PERIOD-second windows of
 # CLOCK_MONOTONIC (the clock bm-load splits its requests by; shared by all
-# network namespaces): at 0.25 s, 1.25 s, ... into each even window, nothing
-# in the odd ones. One long-running process (python, started once, so no
+# network namespaces) whose number is PARITY modulo 2: at 0.25 s, 1.25 s, ...
+# into each of those windows, nothing in the others. The parity alternates
+# with the round, so whatever else favours even or odd windows falls on the
+# scraped side in half of the rounds and on the quiet side in the other half. One long-running process (python, started once, so no
 # process start per scrape competes for the CPUs), one connection per fetch
 # (meshd answers Connection: close), each fetch bounded to 0.9 s, for at most
 # SCRAPE_SECS + 5 s. Appends "node_ip code bytes seconds" per fetch to OUT.
@@ -429,7 +435,7 @@ scraper_start() {
   # shellcheck disable=SC2086
   timeout $((SCRAPE_SECS + 10)) ip netns exec bm-hub nice -n "$SCRAPER_NICE" python3 -c '
 import math, socket, sys, time
-out, secs, period, urls = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4:]
+out, secs, period, parity, urls = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), sys.argv[5:]
 targets = [(u.split("/")[2].split(":")[0], int(u.split("/")[2].split(":")[1]), "/" + u.split("/", 3)[3]) for u in urls]
 f = open(out, "a", buffering=1)
 
@@ -437,7 +443,7 @@ def next_scrape(now):
     # time.monotonic() is CLOCK_MONOTONIC on Linux, as bm-load uses.
     w = math.floor(now / period)
     while True:
-        if w % 2 == 0:
+        if w % 2 == parity:
             k = 0.25
             while k < period:
                 if w * period + k >= now:
@@ -468,7 +474,7 @@ while True:
         except Exception:
             pass
         f.write("%s %s %d %.6f\n" % (host, code, size, time.monotonic() - t))
-' "$1" $((SCRAPE_SECS + 5)) "$SCRAPE_PERIOD" $METRICS_URLS &
+' "$1" $((SCRAPE_SECS + 5)) "$SCRAPE_PERIOD" "$2" $METRICS_URLS &
   SCRAPER_PID=$!
   BG_PIDS+=("$SCRAPER_PID")
 }
@@ -580,19 +586,21 @@ print(d["p50_us"], d["p90_us"], d["p99_us"], d["rps"], d["sent"], d["errors"])
 PY
 }
 
-# parse_windows BM_LOAD_OUTPUT: "requests p50 p90 p99 p999" (us) of the even
-# windows, then the same of the odd ones.
+# parse_windows BM_LOAD_OUTPUT PARITY: "requests p50 p90 p99 p999" (us) of
+# the windows of that parity (scraped in l7-scraped), then the same of the
+# others.
 parse_windows() {
-  python3 - "$1" <<'PY'
+  python3 - "$1" "$2" <<'PY'
 import json, sys
 d = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
-print(" ".join(str(d[h][k]) for h in ("even", "odd") for k in ("requests", "p50_us", "p90_us", "p99_us", "p999_us")))
+halves = ("even", "odd") if sys.argv[2] == "0" else ("odd", "even")
+print(" ".join(str(d[h][k]) for h in halves for k in ("requests", "p50_us", "p90_us", "p99_us", "p999_us")))
 PY
 }
 
 # run_one WORKLOAD SCENARIO ROUND: appends one line to $RAW.
 run_one() {
-  local w=$1 s=$2 r=$3 cli addr procs c0 c1 k0 k1 t0 t1 h0 h1 res
+  local w=$1 s=$2 r=$3 cli addr procs c0 c1 k0 k1 t0 t1 h0 h1 res par
   cli=$(client_of "$s"); addr=$(addr_of "$s"); procs=$(procs_of "$s")
   h0=$(http_counters)
   # shellcheck disable=SC2086
@@ -605,15 +613,25 @@ run_one() {
         --duration "$SECS" --warmup 0.5 >"$TMP/run.out" 2>&1 || true
       res=$(parse_load "$TMP/run.out") || res="" ;;
     scrape)
-      [ "$s" = l7-scraped ] && { : >"$TMP/scrape.out"; scraper_start "$TMP/scrape.out"; }
+      # Odd rounds scrape the even windows, even rounds the odd ones; the
+      # control is split the same way.
+      par=$(( (r + 1) % 2 ))
+      [ "$s" = l7-scraped ] && { : >"$TMP/scrape.out"; scraper_start "$TMP/scrape.out" "$par"; }
+      rm -f "$TMP/hist.out"
       sb exec "$cli" -- timeout $((SCRAPE_SECS + 20)) "$LOAD" --addr "$addr" --rate "$SCRAPE_RATE" --conns 4 \
-        --duration "$SCRAPE_SECS" --warmup 0.5 --split-period "$SCRAPE_PERIOD" >"$TMP/run.out" 2>&1 || true
+        --duration "$SCRAPE_SECS" --warmup 0.5 --split-period "$SCRAPE_PERIOD" \
+        --hist-out "$TMP/hist.out" >"$TMP/run.out" 2>&1 || true
       if [ "$s" = l7-scraped ]; then
         scraper_stop
         sed "s/^/$r /" "$TMP/scrape.out" >>"$SCRAPE_RND"
       fi
       res=$(parse_load "$TMP/run.out") || res=""
-      [ -z "$res" ] || echo "$r $s $(parse_windows "$TMP/run.out")" >>"$WIN_RND" ;;
+      if [ -n "$res" ]; then
+        echo "$r $s $par $(parse_windows "$TMP/run.out" "$par")" >>"$WIN_RND"
+        [ ! -s "$TMP/hist.out" ] ||
+          awk -v p="$r $s" -v par="$par" '{ h = (($1 == "even") == (par == 0)) ? "scraped" : "quiet"; print p, h, $2, $3 }' \
+            "$TMP/hist.out" >>"$HIST_RND"
+      fi ;;
     sat)
       sb exec "$cli" -- timeout $((SECS + 20)) wrk -t1 -c"$CONNS" -d"${SECS}s" --latency \
         "http://$addr/" >"$TMP/run.out" 2>&1 || true
@@ -635,7 +653,9 @@ CHECKS=$RESULTS/l7-checks.txt
 THREADS=$RESULTS/l7-threads.txt THREADS_RND=$TMP/threads.txt
 SCRAPES=$RESULTS/l7-scrape.txt SCRAPE_RND=$TMP/scrape-round.txt
 WINDOWS=$RESULTS/l7-scrape-windows.txt WIN_RND=$TMP/windows-round.txt
-echo "# round scenario, requests p50 p90 p99 p999 (us) of the even (scraped in l7-scraped) windows, then of the odd (quiet) ones; ${SCRAPE_PERIOD}s windows" >"$WINDOWS"
+HIST=$RESULTS/l7-scrape-hist.txt HIST_RND=$TMP/hist-round.txt
+echo "# round scenario parity, requests p50 p90 p99 p999 (us) of the windows of that parity (scraped in l7-scraped), then of the others (quiet); ${SCRAPE_PERIOD}s windows" >"$WINDOWS"
+echo "# round scenario side latency_us count: every recorded request of the scrape workload (side: scraped or quiet windows)" >"$HIST"
 echo "# round node_ip http_code bytes seconds: every fetch of /metrics during the l7-scraped runs" >"$SCRAPES"
 echo "# workload scenario round pid/tid=cpu_ticks(${HZ}/s), threads busy during the run" >"$THREADS"
 echo "# workload scenario round p50_us p90_us p99_us rps requests errors cpu_ticks(${HZ}/s) elapsed_s" \
@@ -650,7 +670,7 @@ t_start=$(date +%s)
 for r in $(seq "$ROUNDS"); do
   for try in $(seq $((1 + RETRIES))); do
     setup
-    : >"$ROUND_RAW"; : >"$SCRAPE_RND"; : >"$WIN_RND"
+    : >"$ROUND_RAW"; : >"$SCRAPE_RND"; : >"$WIN_RND"; : >"$HIST_RND"
     echo "# round $r: meshd node1 $MESHD1, node2 $MESHD2; haproxy client $HAP_CLI, server v1 $HAP_SV1" >"$THREADS_RND"
     RAW_SAVE=$RAW; RAW=$ROUND_RAW
     done_ok=1
@@ -677,6 +697,7 @@ for r in $(seq "$ROUNDS"); do
       cat "$THREADS_RND" >>"$THREADS"
       cat "$SCRAPE_RND" >>"$SCRAPES"
       cat "$WIN_RND" >>"$WINDOWS"
+      cat "$HIST_RND" >>"$HIST"
       teardown
       break
     fi
@@ -689,7 +710,7 @@ done
 # ---------------------------------------------------------------- report
 stamp=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
-python3 "$ROOT/tests/bench/report.py" --l7-raw "$RAW" --l7-checks "$CHECKS" --l7-threads "$THREADS" --l7-scrape "$SCRAPES" --l7-windows "$WINDOWS" --scrape-period "$SCRAPE_PERIOD" --scraper-nice "$SCRAPER_NICE" \
+python3 "$ROOT/tests/bench/report.py" --l7-raw "$RAW" --l7-checks "$CHECKS" --l7-threads "$THREADS" --l7-scrape "$SCRAPES" --l7-windows "$WINDOWS" --l7-hist "$HIST" --scrape-period "$SCRAPE_PERIOD" --scraper-nice "$SCRAPER_NICE" \
   --out "$RESULTS/l7.md" --hz "$HZ" --stamp "$stamp" --rounds "$ROUNDS" \
   --secs "$SECS" --scrape-secs "$SCRAPE_SECS" --scrape-rate "$SCRAPE_RATE" --conns "$CONNS" --kernel "$(uname -r)" --nproc "$(nproc)" --cpu "$cpu_model" \
   --version "$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo dev)" \
