@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include "fmt.h"
 #include "http1.h"
 
 static struct bm_h1_parser *P(http_parser *hp)
@@ -614,12 +615,20 @@ int bm_h1_write_request(struct bm_loop *lp, struct bm_chunkq *q, const char *met
 int bm_h1_write_response(struct bm_loop *lp, struct bm_chunkq *q, int minor, int status,
 			 const char *reason, const struct bm_h1_hlist *l)
 {
-	char line[128];
-	/* The reason is cut to fit: a truncated line would lose its CR LF and
-	 * run into the first header (an upstream's reason can be any length). */
-	int n = snprintf(line, sizeof(line), "HTTP/1.%d %d %.100s\r\n", minor ? 1 : 0, status,
-			 reason && *reason ? reason : bm_h1_reason(status));
-	int err = put(lp, q, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+	char line[9 + 20 + 1 + 100 + 2];
+	/* The reason is cut to 100 characters: a longer line would not fit
+	 * (an upstream's reason can be any length). */
+	const char *rs = reason && *reason ? reason : bm_h1_reason(status);
+	size_t rl = strnlen(rs, 100), n;
+	int err;
+
+	memcpy(line, minor ? "HTTP/1.1 " : "HTTP/1.0 ", 9);
+	n = 9 + bm_utoa(line + 9, status < 0 ? 0 : (uint64_t)status);
+	line[n++] = ' ';
+	memcpy(line + n, rs, rl);
+	n += rl;
+	memcpy(line + n, "\r\n", 2);
+	err = put(lp, q, line, n + 2);
 
 	return err ? err : put_headers(lp, q, l);
 }

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/socket.h>
+#include "fmt.h"
 #include "l7upstream.h"
 
 static struct l7_dconn *RQD(struct l7_req *rq)
@@ -33,8 +34,7 @@ static int h1_head(struct l7_req *rq, int status, const char *reason, struct bm_
 	if (status == 101) {
 		/* the relay takes over: no framing */
 	} else if (clen >= 0) {
-		snprintf(len, sizeof(len), "%lld", (long long)clen);
-		err = bm_h1_hlist_add(hl, "content-length", len, strlen(len));
+		err = bm_h1_hlist_add(hl, "content-length", len, bm_utoa(len, (uint64_t)clen));
 	} else if (has_body) {
 		if (qh->minor >= 1)
 			err = bm_h1_hlist_add(hl, "transfer-encoding", "chunked", 7),

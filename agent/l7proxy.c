@@ -33,6 +33,7 @@
 #include <sys/timerfd.h>
 #include <sys/uio.h>
 #include <time.h>
+#include "fmt.h"
 #include "l7upstream.h"
 #include "tracing.h"
 
@@ -189,8 +190,35 @@ static void gen_request_id(struct bm_l7_engine *e, char *out)
 	uint32_t a = l7_rand(e), b = l7_rand(e), c = l7_rand(e), x = l7_rand(e);
 
 	/* UUID v4: version nibble 4, variant 10xx */
-	snprintf(out, 37, "%08x-%04x-4%03x-%04x-%04x%08x", a, b >> 16, b & 0xfff,
-		 (c >> 16 & 0x3fff) | 0x8000, c & 0xffff, x);
+	bm_hex(out, a, 8);
+	out[8] = '-';
+	bm_hex(out + 9, b >> 16, 4);
+	out[13] = '-';
+	out[14] = '4';
+	bm_hex(out + 15, b & 0xfff, 3);
+	out[18] = '-';
+	bm_hex(out + 19, (c >> 16 & 0x3fff) | 0x8000, 4);
+	out[23] = '-';
+	bm_hex(out + 24, c & 0xffff, 4);
+	bm_hex(out + 28, x, 8);
+	out[36] = 0;
+}
+
+/* "<route>.<match>", or "<route>" when the match has no name; truncated to
+ * cap - 1 characters. */
+static void route_name(char *out, size_t cap, const char *route, const char *match)
+{
+	size_t n = route ? strnlen(route, cap - 1) : 0;
+
+	memcpy(out, route ? route : "", n);
+	if (match && match[0] && n < cap - 1) {
+		size_t m = strnlen(match, cap - 2 - n);
+
+		out[n++] = '.';
+		memcpy(out + n, match, m);
+		n += m;
+	}
+	out[n] = 0;
 }
 
 static uint64_t rand64(struct bm_l7_engine *e)
@@ -264,8 +292,8 @@ static int build_uhead(struct l7_req *rq, const char *target, size_t tlen,
 	if (!err && h->chunked)
 		err = bm_h1_hlist_add(hl, "transfer-encoding", "chunked", 7);
 	else if (!err && h->content_length >= 0)
-		snprintf(len, sizeof(len), "%lld", (long long)h->content_length),
-		err = bm_h1_hlist_add(hl, "content-length", len, strlen(len));
+		err = bm_h1_hlist_add(hl, "content-length", len,
+				      bm_utoa(len, (uint64_t)h->content_length));
 	if (!err)
 		err = bm_h1_write_request(rq->d->e->l, &rq->uhead, h->method, target, tlen, hl);
 	free(hl);
@@ -763,12 +791,8 @@ static void outbound_begin(struct l7_req *rq)
 		return;
 	}
 	rq->rt = rt;
-	if (rq->which >= 0 && (size_t)rq->which < rt->n_match && rt->match[rq->which].name &&
-	    rt->match[rq->which].name[0])
-		snprintf(rq->route_name, sizeof(rq->route_name), "%s.%s", rt->name ? rt->name : "",
-			 rt->match[rq->which].name);
-	else
-		snprintf(rq->route_name, sizeof(rq->route_name), "%s", rt->name ? rt->name : "");
+	route_name(rq->route_name, sizeof(rq->route_name), rt->name,
+		   rq->which >= 0 && (size_t)rq->which < rt->n_match ? rt->match[rq->which].name : NULL);
 	if (rt->direct.status) {
 		char *body = NULL;
 

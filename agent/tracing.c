@@ -13,6 +13,7 @@
 #include <time.h>
 #include <arpa/inet.h>
 #include "curlshim.h"
+#include "fmt.h"
 #include "http1.h"
 #include "l7proxy.h"
 #include "log.h"
@@ -319,31 +320,45 @@ void bm_trace_start(struct bm_trace_span *s, const struct bm_http_hdr *hdr, size
 	}
 }
 
-static void trace_id_hex(const struct bm_trace_span *s, int force128, char *out)
+/* The trace id in hex, NUL-terminated; returns its length (16 or 32). */
+static size_t trace_id_hex(const struct bm_trace_span *s, int force128, char *out)
 {
-	if (s->trace128 || force128)
-		sprintf(out, "%016" PRIx64 "%016" PRIx64, s->trace_hi, s->trace_lo);
-	else
-		sprintf(out, "%016" PRIx64, s->trace_lo);
+	size_t n = 0;
+
+	if (s->trace128 || force128) {
+		bm_hex(out, s->trace_hi, 16);
+		n = 16;
+	}
+	bm_hex(out + n, s->trace_lo, 16);
+	out[n + 16] = 0;
+	return n + 16;
 }
 
 void bm_trace_traceparent(const struct bm_trace_span *s, char *out)
 {
-	char tid[33];
-
-	trace_id_hex(s, 1, tid);   /* a 64-bit B3 id is left-padded with zeros */
-	sprintf(out, "00-%s-%016" PRIx64 "-%02x", tid, s->id, s->sampled ? 1 : 0);
+	/* a 64-bit B3 id is left-padded with zeros */
+	memcpy(out, "00-", 3);
+	trace_id_hex(s, 1, out + 3);
+	out[35] = '-';
+	bm_hex(out + 36, s->id, 16);
+	memcpy(out + 52, s->sampled ? "-01" : "-00", 4);
 }
 
 void bm_trace_b3_single(const struct bm_trace_span *s, char *out)
 {
-	char tid[33];
-	int n;
+	size_t n = trace_id_hex(s, 0, out);
 
-	trace_id_hex(s, 0, tid);
-	n = sprintf(out, "%s-%016" PRIx64 "-%s", tid, s->id, s->debug ? "d" : s->sampled ? "1" : "0");
-	if (s->parent)
-		sprintf(out + n, "-%016" PRIx64, s->parent);
+	out[n++] = '-';
+	bm_hex(out + n, s->id, 16);
+	n += 16;
+	out[n++] = '-';
+	out[n++] = s->debug ? 'd' : s->sampled ? '1' : '0';
+	if (s->parent) {
+		out[n++] = '-';
+		bm_hex(out + n, s->parent, 16);
+		n += 16;
+	}
+	out[n] = 0;
 }
 
 int bm_trace_inject(const struct bm_trace_span *s, struct bm_h1_hlist *hl)
@@ -359,13 +374,12 @@ int bm_trace_inject(const struct bm_trace_span *s, struct bm_h1_hlist *hl)
 		bm_h1_hlist_remove(hl, drop[i]);
 	if (!s->keep_tracestate)
 		bm_h1_hlist_remove(hl, "tracestate");
-	trace_id_hex(s, 0, tid);
-	err = bm_h1_hlist_add(hl, "x-b3-traceid", tid, strlen(tid));
-	sprintf(v, "%016" PRIx64, s->id);
+	err = bm_h1_hlist_add(hl, "x-b3-traceid", tid, trace_id_hex(s, 0, tid));
+	bm_hex(v, s->id, 16);
 	if (!err)
 		err = bm_h1_hlist_add(hl, "x-b3-spanid", v, 16);
 	if (!err && s->parent) {
-		sprintf(v, "%016" PRIx64, s->parent);
+		bm_hex(v, s->parent, 16);
 		err = bm_h1_hlist_add(hl, "x-b3-parentspanid", v, 16);
 	}
 	/* Debug is sent as flags alone (B3: it implies sampled). */

@@ -230,8 +230,8 @@ def windows_section(o):
               + (f" (x{min(loo):.3f}–x{max(loo):.3f} with any one round left out)" if loo else "")
               + (f"; median of the per-round ratios x{r99:.3f}" if r99 is not None else "")
               + (f", the unscraped control's x{c99:.3f}" if c99 is not None else "")
-              + f": **{'met' if ok else 'not met'}** in this run"
-              + (" (the pooled ratio and every leave-one-out ratio within 2 %)." if loo else ".")]
+              + f": **{'met' if ok else 'not met'}** in this run (met means the pooled ratio"
+              + (" and every leave-one-out ratio" if loo else "") + " within 2 %)."]
     elif r99 is not None:
         L += ["", f"**Goal** (issue 5: scraping every second under load changes p99 by less than 2 %): "
               f"scraped windows' p99 x{r99:.3f} the quiet windows' (median over {n_r} rounds)"

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "unit.h"
+#include "../../agent/fmt.h"
 #include "../../agent/http1.h"
 
 struct sink {
@@ -309,6 +310,60 @@ static void test_h1_write(void)
 	free(hl);
 }
 
+/* The status line: the version, the code, the reason or the standard one,
+ * a reason cut at 100 characters; and the number formatters under it. */
+static void test_h1_status_line(void)
+{
+	struct bm_loop l;
+	struct bm_wstats st;
+	struct bm_chunkq q = { 0 };
+	struct bm_h1_hlist *hl = calloc(1, sizeof(*hl));
+	char out[1024], reason[300], want[200], x[24];
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(hl);
+	CU_ASSERT_EQUAL_FATAL(bm_loop_init(&l, &st), 0);
+	CU_ASSERT_EQUAL(bm_h1_hlist_add(hl, "content-length", x, bm_utoa(x, 1234567)), 0);
+	CU_ASSERT_EQUAL(bm_h1_write_response(&l, &q, 1, 503, NULL, hl), 0);
+	q_text(&q, out, sizeof(out));
+	CU_ASSERT_STRING_EQUAL(out, "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 1234567\r\n\r\n");
+	bm_chunkq_clear(&l, &q);
+	hl->n = 0;
+	CU_ASSERT_EQUAL(bm_h1_write_response(&l, &q, 0, 200, "Fine", hl), 0);
+	q_text(&q, out, sizeof(out));
+	CU_ASSERT_STRING_EQUAL(out, "HTTP/1.0 200 Fine\r\n\r\n");
+	bm_chunkq_clear(&l, &q);
+	memset(reason, 'r', sizeof(reason) - 1);
+	reason[sizeof(reason) - 1] = 0;
+	CU_ASSERT_EQUAL(bm_h1_write_response(&l, &q, 1, 299, reason, hl), 0);
+	q_text(&q, out, sizeof(out));
+	snprintf(want, sizeof(want), "HTTP/1.1 299 %.100s\r\n\r\n", reason);
+	CU_ASSERT_STRING_EQUAL(out, want);
+	bm_chunkq_clear(&l, &q);
+	bm_loop_fini(&l);
+	free(hl);
+
+	/* bm_utoa and bm_hex against snprintf */
+	{
+		const uint64_t v[] = { 0, 7, 10, 99, 100, 4294967295ull, 18446744073709551615ull,
+				       0x0123456789abcdefull, 0xfedcba9876543210ull };
+
+		for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+			char a[24], b[24];
+			size_t n = bm_utoa(a, v[i]);
+
+			a[n] = 0;
+			snprintf(b, sizeof(b), "%llu", (unsigned long long)v[i]);
+			CU_ASSERT_STRING_EQUAL(a, b);
+			for (int d = 1; d <= 16; d++) {
+				bm_hex(a, v[i], d);
+				a[d] = 0;
+				snprintf(b, sizeof(b), "%016llx", (unsigned long long)v[i]);
+				CU_ASSERT_STRING_EQUAL(a, b + 16 - d);
+			}
+		}
+	}
+}
+
 static void test_h1_tokens(void)
 {
 	CU_ASSERT(bm_h1_has_token("close", 5, "close"));
@@ -324,4 +379,5 @@ BM_SUITE(http1,
 	 BM_CASE(test_h1_connect_no_body),
 	 BM_CASE(test_h1_head_limit),
 	 BM_CASE(test_h1_write),
+	 BM_CASE(test_h1_status_line),
 	 BM_CASE(test_h1_tokens))

@@ -797,8 +797,20 @@ static void test_l7_header_routing(void)
 	CU_ASSERT_EQUAL(r.status, 200);
 	CU_ASSERT(body_is(&r, "B"));
 	resp_free(&r);
-	/* the upstream saw an x-request-id and x-forwarded-proto */
-	CU_ASSERT_PTR_NOT_NULL(strstr(b->last_head, "x-request-id: "));
+	/* the upstream saw an x-request-id (a UUID v4) and x-forwarded-proto */
+	{
+		const char *id = strstr(b->last_head, "x-request-id: ");
+		int ok = id != NULL;
+
+		for (int i = 0; ok && i < 36; i++) {
+			char c = id[14 + i];
+
+			ok = i == 8 || i == 13 || i == 18 || i == 23 ? c == '-' :
+			     (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+		}
+		CU_ASSERT(ok && id[14 + 14] == '4' && strchr("89ab", id[14 + 19]) &&
+			  (id[14 + 36] == '\r' || id[14 + 36] == '\n'));
+	}
 	CU_ASSERT_PTR_NOT_NULL(strstr(b->last_head, "x-forwarded-proto: http"));
 	engine_stop();
 	free(t);
