@@ -72,7 +72,7 @@ static void usage(FILE *f)
 		"                  joining once with a token from `meshctl node join NODE`\n"
 		"  --join-only     with --ca-addr: get the node certificate into --run-dir, then exit\n"
 		"  --no-proxy      no user-space mesh path: every backend on the kernel L4 path\n"
-		"  --workers N     proxy worker threads (default one per CPU)\n"
+		"  --workers N     proxy worker threads (default one per two CPUs, rounded up)\n"
 		"  --access-log-file PATH  access logs of workloads no Telemetry decides for (O_APPEND)\n"
 		"  --zipkin-url URL        report L7 spans (Zipkin v2 JSON) to URL,\n"
 		"                          e.g. http://zipkin:9411/api/v2/spans\n"

@@ -423,6 +423,19 @@ static int worker_init(struct bm_proxy *p, struct worker *w, int idx)
 
 /* ---- API ----------------------------------------------------------------- */
 
+/* One worker per two online CPUs, rounded up. meshd shares the node's CPUs
+ * with the apps whose traffic it carries, and the kernel's network path (on
+ * the sender's and the receiver's side) is most of each request's CPU. With a
+ * worker on every CPU, the run queues hold a worker next to the busy apps on
+ * each of them, and a worker waiting its turn holds up every connection it
+ * owns for a scheduler slice: on 2 vCPUs at saturation the L7 path's p99 was
+ * 3.3 ms with two workers and 0.57 ms with one, at the same throughput
+ * (docs/performance.md, section 4). --workers sets any other count. */
+int bm_proxy_default_workers(long ncpu)
+{
+	return ncpu > 1 ? (int)((ncpu + 1) / 2) : 1;
+}
+
 int bm_proxy_start(struct bm_agent *a, const struct bm_proxy_opts *o, struct bm_proxy **out)
 {
 	struct bm_proxy *p = calloc(1, sizeof(*p));
@@ -433,7 +446,7 @@ int bm_proxy_start(struct bm_agent *a, const struct bm_proxy_opts *o, struct bm_
 		return -ENOMEM;
 	p->a = a;
 	p->ids = o ? o->ids : NULL;
-	p->n = o && o->workers > 0 ? o->workers : (ncpu > 0 ? (int)ncpu : 1);
+	p->n = o && o->workers > 0 ? o->workers : bm_proxy_default_workers(ncpu);
 	p->ping_idle_ms = o && o->ping_idle_ms ? o->ping_idle_ms : 10000;
 	p->ping_timeout_ms = o && o->ping_timeout_ms ? o->ping_timeout_ms : 5000;
 	p->pool_idle_ms = o && o->pool_idle_ms ? o->pool_idle_ms : 120000;

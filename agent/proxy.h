@@ -43,7 +43,7 @@ struct bm_proxy_pod {
 };
 
 struct bm_proxy_opts {
-	int workers;                    /* 0: one per online CPU */
+	int workers;                    /* 0: bm_proxy_default_workers() */
 	struct bm_identity_mgr *ids;    /* SVIDs for TLS; NULL: no HBONE (same-node only) */
 	/* Timers, ms; 0 = defaults. */
 	unsigned ping_idle_ms;          /* PING an HBONE connection idle this long (10 s) */
@@ -52,6 +52,10 @@ struct bm_proxy_opts {
 };
 
 int bm_proxy_start(struct bm_agent *a, const struct bm_proxy_opts *o, struct bm_proxy **out);
+/* The worker count when none is given: one per two online CPUs, rounded up
+ * (proxy.c says why). */
+int bm_proxy_default_workers(long ncpu);
+
 /* Stops the workers, closes every connection and listener. */
 void bm_proxy_stop(struct bm_proxy *p);
 

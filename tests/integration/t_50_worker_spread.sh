@@ -11,6 +11,8 @@
 # Each worker must have taken at least 7/8 of its even share of each burst.
 . "$(dirname "$0")/lib.sh"
 sandbox_wait_free
+# Two workers whatever the CPU count (the default is one per two CPUs).
+export BPFMESH_MESHD_ARGS="--workers 2"
 t_begin --nodes 2
 
 NS=spread PORT=9080 TPORT=8080

@@ -24,6 +24,7 @@
 #include "tcpinfo.h"
 #include "../../agent/l7proxy.h"
 #include "../../agent/l7upstream.h"
+#include "../../agent/proxy.h"
 #include "bpfmesh/abi.h"
 
 /* ---- upstream servers ------------------------------------------------------ */
@@ -1332,7 +1333,19 @@ static void test_l7_teardown(void)
 /* HTTP/2, gRPC, trailers and upgrades: the same harness. */
 #include "l7h2_cases.inc"
 
+/* meshd's worker count when --workers is not given: one per two CPUs,
+ * rounded up, never 0. */
+static void test_default_workers(void)
+{
+	static const long cpus[] = { -1, 0, 1, 2, 3, 4, 7, 8, 64 };
+	static const int want[] = { 1, 1, 1, 1, 2, 2, 4, 4, 32 };
+
+	for (size_t i = 0; i < sizeof(cpus) / sizeof(cpus[0]); i++)
+		CU_ASSERT_EQUAL(bm_proxy_default_workers(cpus[i]), want[i]);
+}
+
 BM_SUITE(l7proxy,
+	 BM_CASE(test_default_workers),
 	 BM_CASE(test_l7_setup),
 	 BM_CASE(test_l7_timer_lazy_rearm),
 	 BM_CASE(test_l7_head_body_one_write),
