@@ -35,10 +35,14 @@ struct view {
 	json_t *wes;               /* the WorkloadEntries, in store order */
 	struct bm_strmap we_at;    /* "ns/address" -> index in wes of the first one */
 	struct bm_strmap we_any;   /* "address" -> index in wes of the first in any namespace */
+	int n_http;                /* AuthorizationPolicies and RequestAuthentications */
 };
 
 static pthread_mutex_t view_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct view *current;
+/* AuthorizationPolicies + RequestAuthentications in the current view: 0
+ * lets a request skip bm_policy_check_http's lock and walk. */
+static atomic_int http_policies;
 
 static void view_put(struct view *v)
 {
@@ -80,6 +84,7 @@ static struct view *view_build(const json_t *resources)
 	if (!v)
 		return NULL;
 	atomic_init(&v->refs, 1);
+	v->n_http = 0;
 	v->policies = json_array();
 	v->wes = json_array();
 	if (!v->policies || !v->wes)
@@ -93,6 +98,7 @@ static struct view *view_build(const json_t *resources)
 		if (is_policy_kind(kind)) {
 			if (json_array_append(v->policies, r))
 				goto fail;
+			v->n_http += strcmp(kind, "PeerAuthentication") != 0;
 			continue;
 		}
 		if (strcmp(kind, "WorkloadEntry"))
@@ -219,6 +225,7 @@ void bm_policy_store_changed(const json_t *resources)
 		pthread_mutex_lock(&view_lock);
 		old = current;
 		current = v;
+		atomic_store(&http_policies, v->n_http);
 		pthread_mutex_unlock(&view_lock);
 		view_put(old);
 	} else {
@@ -238,6 +245,7 @@ void bm_policy_shutdown(void)
 	pthread_mutex_lock(&view_lock);
 	v = current;
 	current = NULL;
+	atomic_store(&http_policies, 0);
 	pthread_mutex_unlock(&view_lock);
 	view_put(v);
 
@@ -246,6 +254,11 @@ void bm_policy_shutdown(void)
 	jwks_cache = NULL;
 	pthread_mutex_unlock(&cache_lock);
 	bm_jwks_cache_free(c);
+}
+
+int bm_policy_http_any(void)
+{
+	return atomic_load_explicit(&http_policies, memory_order_relaxed) > 0;
 }
 
 int bm_policy_check_http(struct bm_agent *a, const struct bm_conn_attrs *c,
@@ -264,6 +277,8 @@ int bm_policy_check_http(struct bm_agent *a, const struct bm_conn_attrs *c,
 	int err;
 
 	memset(out, 0, sizeof(*out));
+	if (!bm_policy_http_any())
+		return 0;
 	v = view_get();
 	if (!v)
 		return 0;

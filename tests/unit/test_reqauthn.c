@@ -427,6 +427,7 @@ static void test_policy_view(void)
 	bm_policy_store_changed(res);
 	json_decref(res);
 	c.http_per_request = 1;
+	CU_ASSERT_EQUAL(bm_policy_http_any(), 1);
 	CU_ASSERT_EQUAL(bm_policy_check(a, &c, reason, sizeof(reason)), 0);
 	CU_ASSERT_EQUAL(bm_policy_workload_needs_http("prod", inet_addr("198.18.2.2")), 1);
 	CU_ASSERT_EQUAL(bm_policy_workload_needs_http("stage", inet_addr("198.18.2.2")), 0);
@@ -443,6 +444,9 @@ static void test_policy_view(void)
 	CU_ASSERT_PTR_NOT_NULL_FATAL(res);
 	bm_policy_store_changed(res);
 	json_decref(res);
+	/* no AuthorizationPolicy or RequestAuthentication left: requests skip
+	 * the check */
+	CU_ASSERT_EQUAL(bm_policy_http_any(), 0);
 	{
 		char ns[64], sa[64];
 
