@@ -281,6 +281,8 @@ addr_of() {
 procs_of() { case $1 in sidecar) echo "$HAP_CLI $HAP_SRV" ;; *) echo "$MESHD1 $MESHD2" ;; esac; }
 
 cpu_ticks() { local t=0 p a; for p in "$@"; do read -ra a <"/proc/$p/stat"; t=$((t + a[13] + a[14])); done; echo $t; }
+# proc_ticks PID...: "t1/t2/..." utime+stime of each
+proc_ticks() { local p a out=(); for p in "$@"; do read -ra a <"/proc/$p/stat"; out+=($((a[13] + a[14]))); done; local IFS=/; echo "${out[*]}"; }
 rss_kb() { local t=0 p v; for p in "$@"; do v=$(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status"); t=$((t + v)); done; echo $t; }
 HZ=$(getconf CLK_TCK)
 
@@ -319,10 +321,10 @@ PY
 
 # run_one WORKLOAD SCENARIO ROUND: appends one line to $RAW.
 run_one() {
-  local w=$1 s=$2 r=$3 cli addr procs c0 c1 res rss
+  local w=$1 s=$2 r=$3 cli addr procs c0 c1 p0 p1 res rss
   cli=$(client_of "$s"); addr=$(addr_of "$s"); procs=$(procs_of "$s")
   # shellcheck disable=SC2086
-  c0=$(cpu_ticks $procs)
+  c0=$(cpu_ticks $procs); p0=$(proc_ticks $procs)
   case $w in
     r1k|r5k)
       local rate=1000; [ "$w" = r5k ] && rate=5000
@@ -336,13 +338,13 @@ run_one() {
       res=$(parse_wrk "$TMP/run.out") ;;
   esac
   # shellcheck disable=SC2086
-  c1=$(cpu_ticks $procs); rss=$(rss_kb $procs)
+  c1=$(cpu_ticks $procs); p1=$(proc_ticks $procs); rss=$(rss_kb $procs)
   [ -n "$res" ] || return 1
-  echo "$w $s $r $res $(( c1 - c0 )) $rss" >>"$RAW"
+  echo "$w $s $r $res $(( c1 - c0 )) $rss $(python3 -c 'import sys; print("/".join(str(int(b) - int(a)) for a, b in zip(sys.argv[1].split("/"), sys.argv[2].split("/"))))' "$p0" "$p1")" >>"$RAW"
 }
 
 RAW=$RESULTS/mesh-raw.txt
-echo "# workload scenario round p50_us p90_us p99_us rps requests errors cpu_ticks(${HZ}/s) rss_kb" >"$RAW"
+echo "# workload scenario round p50_us p90_us p99_us rps requests errors cpu_ticks(${HZ}/s) rss_kb cpu_ticks_per_process (node1/node2 meshd; client/server HAProxy)" >"$RAW"
 n_w=$(wc -w <<<"$WORKLOADS"); n_s=$(wc -w <<<"$SCENARIOS")
 log "$ROUNDS rounds x $n_w workloads x $n_s scenarios x ${SECS}s (~$(( ROUNDS * (n_w * n_s * (SECS + 1) + 20) ))s)"
 ROUND_RAW=$TMP/round.txt

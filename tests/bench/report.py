@@ -420,18 +420,22 @@ for line in open(o.raw):
     if line.startswith("#"):
         continue
     f = line.split()
-    if len(f) != 11:
+    if len(f) not in (11, 12):
         continue
     w, s, r = f[0], f[1], int(f[2])
-    p50, p90, p99, rps, req, err, ticks, rss = map(float, f[3:])
+    p50, p90, p99, rps, req, err, ticks, rss = map(float, f[3:11])
+    # the busiest of the mesh processes (the per-instance figure ztunnel's
+    # and the sidecar's published numbers are)
+    top = max(map(int, f[11].split("/"))) if len(f) == 12 else None
     cpu_s = ticks / o.hz
     runs.setdefault((w, s), []).append(dict(
         p50=p50 / 1e3, p90=p90 / 1e3, p99=p99 / 1e3, rps=rps, err=err,
-        cpu_k=cpu_s * 1000 / req if req else 0.0, rss=rss / 1024))
+        cpu_k=cpu_s * 1000 / req if req else 0.0, rss=rss / 1024,
+        cpu_k1=top / o.hz * 1000 / req if req and top is not None else None))
 
 
 def med(w, s, k):
-    v = [x[k] for x in runs.get((w, s), [])]
+    v = [x[k] for x in runs.get((w, s), []) if x.get(k) is not None]
     return statistics.median(v) if v else None
 
 
@@ -452,26 +456,30 @@ L += ["# bpfmesh benchmark: no mesh, kernel L4, mTLS, sidecar model", "",
       "(p99 range: lowest and highest p99 of the rounds, to show how noisy the machine was).",
       "Client pod on node1, server pod on node2 (mesh-same: both on node2); 1 KB HTTP/1.1 responses.",
       "Mesh CPU = CPU seconds (utime+stime) of both meshds (sidecar: both HAProxies) per 1,000",
-      "requests, which is the same number as vCPU per 1,000 req/s. RSS = VmRSS of those processes,",
+      "requests, which is the same number as vCPU per 1,000 req/s; the busiest process is the one of",
+      "them that used the most (the per-proxy figure Istio publishes for ztunnel and for a sidecar).",
+      "RSS = VmRSS of those processes,",
       "summed, at the end of each run. Everything (load generator, servers, proxies) shares the same",
       f"{o.nproc} CPUs, so saturation figures measure the whole box, not the proxy alone.", ""]
 for w in wls:
     d0 = {k: med(w, "direct", k) for k in ("p50", "p90", "p99", "rps")}
     sc = {k: med(w, "sidecar", k) for k in ("p50", "p90", "p99", "rps", "cpu_k", "rss")}
     L += [f"## {w}: {WL_DESC[w].format(conns=o.conns)}", "",
-          "| scenario | p50 ms | p90 ms | p99 ms | p99 range ms | req/s | errors | mesh vCPU per 1k req/s | mesh RSS MB |"
+          "| scenario | p50 ms | p90 ms | p99 ms | p99 range ms | req/s | errors | mesh vCPU per 1k req/s |"
+          " busiest process vCPU per 1k req/s | mesh RSS MB |"
           " p50 x floor | p99 x floor | p99 added ms | p99 added / sidecar's | p99 x sidecar | req/s x sidecar |",
-          "|---|" + "---:|" * 14]
+          "|---|" + "---:|" * 15]
     for s in scens:
         if (w, s) not in runs:
             continue
-        m = {k: med(w, s, k) for k in ("p50", "p90", "p99", "rps", "err", "cpu_k", "rss")}
+        m = {k: med(w, s, k) for k in ("p50", "p90", "p99", "rps", "err", "cpu_k", "cpu_k1", "rss")}
         added = m["p99"] - d0["p99"] if d0["p99"] is not None else None
         sc_added = sc["p99"] - d0["p99"] if sc["p99"] is not None and d0["p99"] is not None else None
         p99s = [x["p99"] for x in runs[(w, s)]]
         L.append(f"| {s}: {SCEN_DESC[s]} | {fmt(m['p50'])} | {fmt(m['p90'])} | {fmt(m['p99'])} | "
                  f"{min(p99s):.2f}–{max(p99s):.2f} | "
-                 f"{m['rps']:.0f} | {m['err']:.0f} | {fmt(m['cpu_k'])} | {fmt(m['rss'], 1)} | "
+                 f"{m['rps']:.0f} | {m['err']:.0f} | {fmt(m['cpu_k'])} | "
+                 f"{fmt(m['cpu_k1']) if s not in ('direct', 'l4') else '–'} | {fmt(m['rss'], 1)} | "
                  f"{ratio(m['p50'], d0['p50'])} | {ratio(m['p99'], d0['p99'])} | {fmt(added)} | "
                  f"{ratio(added, sc_added) if s not in ('direct', 'sidecar') else '–'} | "
                  f"{ratio(m['p99'], sc['p99'])} | {ratio(m['rps'], sc['rps'])} |")
@@ -502,8 +510,14 @@ if None not in (d99, m99, s99):
 if None not in (d90, m90):
     goal("mTLS cross-node p90 overhead under ztunnel's published 0.17 ms (1k req/s)",
          f"{m90 - d90:.3f} ms", m90 - d90 < 0.17)
-c = med("r1k", "mesh-x", "cpu_k")
-if c is not None:
+c, c1 = med("r1k", "mesh-x", "cpu_k"), med("r1k", "mesh-x", "cpu_k1")
+if c1 is not None:
+    # Istio's 0.06 is per ztunnel, and a cross-node request passes two (as
+    # it passes two meshds): the busier meshd is the comparable figure.
+    goal("meshd under ztunnel's 0.06 vCPU per 1,000 req/s (1k req/s, 1 KB; the busier meshd of the two a "
+         "cross-node request passes, as Istio's figure is per ztunnel)",
+         f"{c1:.3f} vCPU (both meshds {c:.3f})", c1 < 0.06)
+elif c is not None:
     goal("meshd (both nodes) under ztunnel's 0.06 vCPU per 1,000 req/s (1k req/s, 1 KB)", f"{c:.3f} vCPU", c < 0.06)
 big = {}
 try:
