@@ -1,7 +1,8 @@
 /* L7 (HTTP) traffic management: the compiled configuration the HTTP proxy
  * path works from, and the pure-logic pieces around it.
  *
- *   agent/l7model.c  Istio resources -> struct bm_l7_config (routes, clusters)
+ *   agent/l7model.c  Istio resources -> struct bm_l7_config (services; the
+ *                    clusters in l7model_clusters.c, the routes in l7model_routes.c)
  *   agent/l7match.c  string matchers, route selection, rewrite/redirect, header ops,
  *                    path normalization
  *   agent/retry.c    retry decision table and backoff

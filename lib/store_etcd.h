@@ -1,4 +1,4 @@
-/* Internal to the store: the etcd v3 backend (store_etcd.c) and the helpers
+/* Internal to the store: the etcd v3 backend (store_etcd*.c) and the helpers
  * it shares with the file store (store.c), so both stamp, compare and
  * re-validate resources the same way. Users include store.h only.
  *

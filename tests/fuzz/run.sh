@@ -32,6 +32,7 @@ libs=(-ljansson -lpcre2-8 -lhttp_parser -lnghttp2 -lssl -lcrypto -lyaml -lm -lpt
 # The L7 engine without the BPF loader, the agent's main loop or metrics.
 engine=(agent/l7conn.c agent/l7proxy.c agent/l7h1.c agent/h2down.c agent/h2up.c
 	agent/l7reply.c agent/l7mirror.c agent/l7upstream.c agent/l7match.c agent/l7model.c
+	agent/l7model_clusters.c agent/l7model_routes.c
 	agent/model.c agent/modelix.c agent/strmap.c agent/retry.c agent/outlier.c
 	agent/http1.c agent/relay.c agent/tracing.c agent/log.c agent/resutil.c lib/*.c)
 
