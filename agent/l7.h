@@ -254,6 +254,17 @@ struct bm_l7_config {
 int bm_l7_build(const json_t *resources, struct bm_l7_config **out, FILE *log);
 void bm_l7_get(struct bm_l7_config *c);
 void bm_l7_put(struct bm_l7_config *c);
+
+/* One cluster's circuit-breaker state, for /metrics. */
+struct bm_l7_breaker_stat {
+	const char *cluster;   /* the process keeps it (struct bm_l7_cluster_rt outlives configs) */
+	uint32_t pending, requests, retries, connections;
+	uint64_t overflow_pending, overflow_requests, overflow_retries;
+};
+/* Every cluster any L7 configuration of this process has had, sorted by
+ * name: the first max into out; returns how many there are (out may be NULL
+ * with max 0 to count). Any thread. */
+size_t bm_l7_breaker_stats(struct bm_l7_breaker_stat *out, size_t max);
 /* The service at vip:port (port host order) or NULL. */
 const struct bm_l7_service *bm_l7_find(const struct bm_l7_config *c, uint32_t vip, uint16_t port);
 /* The access-log sinks of pod ns/name, or NULL when it logs nothing. */

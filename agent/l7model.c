@@ -208,6 +208,40 @@ static struct bm_l7_cluster_rt *rt_lookup(const char *name)
 	return &e->rt;
 }
 
+static int cmp_breaker(const void *x, const void *y)
+{
+	return strcmp(((const struct bm_l7_breaker_stat *)x)->cluster,
+		      ((const struct bm_l7_breaker_stat *)y)->cluster);
+}
+
+size_t bm_l7_breaker_stats(struct bm_l7_breaker_stat *out, size_t max)
+{
+	size_t n = 0;
+
+	pthread_mutex_lock(&rt_lock);
+	for (size_t b = 0; b < rt_cap; b++)
+		for (struct rt_entry *e = rt_tab[b]; e; e = e->next, n++) {
+			const struct bm_l7_cluster_rt *r = &e->rt;
+
+			if (n >= max)
+				continue;
+			out[n] = (struct bm_l7_breaker_stat){
+				.cluster = e->name,
+				.pending = __atomic_load_n(&r->pending, __ATOMIC_RELAXED),
+				.requests = __atomic_load_n(&r->requests, __ATOMIC_RELAXED),
+				.retries = __atomic_load_n(&r->retries, __ATOMIC_RELAXED),
+				.connections = __atomic_load_n(&r->connections, __ATOMIC_RELAXED),
+				.overflow_pending = __atomic_load_n(&r->overflow_pending, __ATOMIC_RELAXED),
+				.overflow_requests = __atomic_load_n(&r->overflow_requests, __ATOMIC_RELAXED),
+				.overflow_retries = __atomic_load_n(&r->overflow_retries, __ATOMIC_RELAXED),
+			};
+		}
+	pthread_mutex_unlock(&rt_lock);
+	if (out && max)
+		qsort(out, n < max ? n : max, sizeof(*out), cmp_breaker);
+	return n;
+}
+
 /* ---- build context --------------------------------------------------------- */
 
 const char *l7m_jstr(const json_t *o, const char *k)

@@ -221,6 +221,42 @@ out:
 	free(st);
 }
 
+/* The HTTP path's circuit breakers (DestinationRule connectionPool.http),
+ * per cluster: what overflowed (503 UO) and what is in use now. */
+static void render_breakers(struct bm_prom *p)
+{
+	size_t n = bm_l7_breaker_stats(NULL, 0), k;
+	struct bm_l7_breaker_stat *s = n ? calloc(n, sizeof(*s)) : NULL;
+	static const char *const gauges[][2] = {
+		{ "bpfmesh_l7_pending_requests", "HTTP requests waiting for an upstream connection or stream (http1MaxPendingRequests)." },
+		{ "bpfmesh_l7_active_requests", "HTTP requests in flight to the cluster (http2MaxRequests)." },
+		{ "bpfmesh_l7_active_retries", "Retries in flight to the cluster (maxRetries)." },
+	};
+	struct bm_prom_label l[2];
+
+	bm_prom_family(p, "bpfmesh_l7_circuit_breaker_overflow_total", BM_PROM_COUNTER,
+		       "HTTP requests refused (503, UO) or retries not made because a connectionPool.http limit was reached.");
+	k = s ? bm_l7_breaker_stats(s, n) : 0;
+	n = k < n ? k : n;
+	for (size_t i = 0; i < n; i++) {
+		static const char *const lim[] = { "pending", "requests", "retries" };
+		const uint64_t v[] = { s[i].overflow_pending, s[i].overflow_requests, s[i].overflow_retries };
+
+		l[0] = (struct bm_prom_label){ "cluster", s[i].cluster };
+		for (int j = 0; j < 3; j++) {
+			l[1] = (struct bm_prom_label){ "limit", lim[j] };
+			bm_prom_sample_u64(p, "bpfmesh_l7_circuit_breaker_overflow_total", l, 2, v[j]);
+		}
+	}
+	for (int g = 0; g < 3; g++) {
+		bm_prom_family(p, gauges[g][0], BM_PROM_GAUGE, gauges[g][1]);
+		for (size_t i = 0; i < n; i++)
+			bm_prom_sample_u64(p, gauges[g][0], &(struct bm_prom_label){ "cluster", s[i].cluster }, 1,
+					   g == 0 ? s[i].pending : g == 1 ? s[i].requests : s[i].retries);
+	}
+	free(s);
+}
+
 /* Certificates this node holds: every workload SVID's notAfter and, when
  * this node holds the CA, the root's; issue and rotation counters. */
 #define MAX_SVIDS 1024
@@ -360,6 +396,7 @@ void metrics_render_meshd(struct bm_agent *a, struct bm_prom *p, uint64_t stats_
 	render_maps(a, p, stats_rows);
 	render_backends(a, p);
 	render_clusters(a, p);
+	render_breakers(p);
 	render_identity(a, p);
 	render_proxy(a, p);
 }

@@ -159,3 +159,14 @@ s503=$(jget "$cb" status.503 0) ok=$(jget "$cb" ok 0)
 expect_eq "every 503 carries x-envoy-overloaded: true" "$ov" "$s503"
 expect_eq "answered" $((ok + s503)) 20
 log "ok: $ok served, $s503 refused as overflow (UO)"
+
+# ... and node1's /metrics counts each of them against the limit it hit
+# (pending or requests), for the cluster, with nothing left in flight.
+m=$(ip netns exec bmn-node1 curl -sS --max-time 5 http://127.0.0.1:15020/metrics) ||
+  fail "GET node1 :15020/metrics failed"
+cbm=$(grep "^bpfmesh_l7_circuit_breaker_overflow_total{.*cluster=\"outbound|$PORT||cbreak.$NS.svc.cluster.local\"" <<<"$m" || true)
+log "node1 /metrics: $(tr '\n' ' ' <<<"$cbm")"
+over=$(awk '/limit="(pending|requests)"/ { s += $NF } END { print s + 0 }' <<<"$cbm")
+expect_eq "overflows on /metrics (pending + requests)" "$over" "$s503"
+inflight=$(grep -E "^bpfmesh_l7_(pending|active)_requests\{cluster=\"outbound\|$PORT\|\|cbreak" <<<"$m" | awk '{ s += $NF } END { print s + 0 }')
+expect_eq "requests pending or in flight after the burst" "$inflight" 0

@@ -795,6 +795,34 @@ static void test_rt_survives_rebuilds(void)
 	CU_ASSERT_PTR_NOT_EQUAL(a1->rt, a2->rt);
 	CU_ASSERT_PTR_NOT_EQUAL(a1->rt, o->rt);
 	__atomic_add_fetch(&a1->rt->requests, 1, __ATOMIC_RELAXED);
+	/* /metrics reads every cluster's breaker state, sorted by name */
+	__atomic_add_fetch(&a2->rt->overflow_pending, 3, __ATOMIC_RELAXED);
+	{
+		size_t n = bm_l7_breaker_stats(NULL, 0), seen = 0;
+		struct bm_l7_breaker_stat *st = calloc(n, sizeof(*st));
+
+		CU_ASSERT_FATAL(n >= 3 && st != NULL);
+		CU_ASSERT_EQUAL(bm_l7_breaker_stats(st, n), n);
+		for (size_t i = 0; i < n; i++) {
+			if (i)
+				CU_ASSERT(strcmp(st[i - 1].cluster, st[i].cluster) < 0);
+			if (!strcmp(st[i].cluster, a1->name)) {
+				seen++;
+				CU_ASSERT_EQUAL(st[i].requests, 1);
+			}
+			if (!strcmp(st[i].cluster, a2->name)) {
+				seen++;
+				CU_ASSERT_EQUAL(st[i].overflow_pending, 3);
+			}
+			if (!strcmp(st[i].cluster, o->name))
+				seen++;
+		}
+		CU_ASSERT_EQUAL(seen, 3);
+		/* a short buffer gets the first ones and the full count */
+		CU_ASSERT_EQUAL(bm_l7_breaker_stats(st, 1), n);
+		free(st);
+	}
+	__atomic_sub_fetch(&a2->rt->overflow_pending, 3, __ATOMIC_RELAXED);
 	bm_l7_put(a);
 	/* The old configuration is gone; its in-flight count is not. */
 	CU_ASSERT_EQUAL(b1->rt->requests, 1);
