@@ -27,6 +27,7 @@
 #include <string.h>
 #include <pthread.h>
 #include <nghttp2/nghttp2.h>
+#include "fmt.h"
 #include "l7upstream.h"
 
 #define H2_MAX_STREAMS   256           /* SETTINGS_MAX_CONCURRENT_STREAMS we announce */
@@ -520,7 +521,7 @@ static int h2_head(struct l7_req *rq, int status, const char *reason, struct bm_
 	struct l7_h2conn *hc = st->hc;
 	nghttp2_nv snv[48], *nv = snv;  /* on the stack for usual heads */
 	nghttp2_data_provider prd = { .source.ptr = st, .read_callback = data_read };
-	char sbuf[8], lbuf[24];
+	char sbuf[24], lbuf[24];
 	size_t n = 0;
 	int rv;
 
@@ -528,15 +529,13 @@ static int h2_head(struct l7_req *rq, int status, const char *reason, struct bm_
 		return -EPIPE;
 	if (hl->n + 2 > sizeof(snv) / sizeof(snv[0]) && !(nv = malloc((hl->n + 2) * sizeof(*nv))))
 		return -ENOMEM;
-	snprintf(sbuf, sizeof(sbuf), "%d", status);
-	nv_set(&nv[n++], ":status", 7, sbuf, strlen(sbuf));
+	nv_set(&nv[n++], ":status", 7, sbuf, bm_utoa(sbuf, status < 0 ? 0 : (uint64_t)status));
 	for (size_t i = 0; i < hl->n; i++)
 		if (!h2_forbidden(&hl->h[i]))
 			nv_set(&nv[n++], hl->h[i].name, hl->h[i].name_len, hl->h[i].value,
 			       hl->h[i].value_len);
 	if (clen >= 0 && (has_body || clen == 0) && status != 204 && status != 304) {
-		snprintf(lbuf, sizeof(lbuf), "%lld", (long long)clen);
-		nv_set(&nv[n++], "content-length", 14, lbuf, strlen(lbuf));
+		nv_set(&nv[n++], "content-length", 14, lbuf, bm_utoa(lbuf, (uint64_t)clen));
 	}
 	st->has_prd = has_body ? 1 : 0;
 	st->resp_complete = !has_body;

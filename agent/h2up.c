@@ -37,6 +37,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <nghttp2/nghttp2.h>
+#include "fmt.h"
 #include "l7upstream.h"
 
 #define H2U_TRAILERS 16
@@ -273,8 +274,8 @@ static int hs_submit(struct l7_h2us *hs)
 			hs_add_nv(nv, &n, h->hdr[i].name, h->hdr[i].name_len, h->hdr[i].value,
 				  h->hdr[i].value_len);
 	if (h->content_length > 0) {
-		snprintf(clen, sizeof(clen), "%lld", (long long)h->content_length);
-		hs_add_nv(nv, &n, "content-length", 14, clen, strlen(clen));
+		hs_add_nv(nv, &n, "content-length", 14, clen,
+			  bm_utoa(clen, (uint64_t)h->content_length));
 	}
 	id = nghttp2_submit_request(hs->uc->s, NULL, nv, n, h->has_body ? &prd : NULL, hs);
 	if (nv != snv)

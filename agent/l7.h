@@ -258,7 +258,7 @@ void bm_l7_put(struct bm_l7_config *c);
 /* One cluster's circuit-breaker state, for /metrics. */
 struct bm_l7_breaker_stat {
 	const char *cluster;   /* the process keeps it (struct bm_l7_cluster_rt outlives configs) */
-	uint32_t pending, requests, retries, connections;
+	uint32_t pending, requests, retries;
 	uint64_t overflow_pending, overflow_requests, overflow_retries;
 };
 /* Every cluster any L7 configuration of this process has had, sorted by

@@ -230,7 +230,6 @@ size_t bm_l7_breaker_stats(struct bm_l7_breaker_stat *out, size_t max)
 				.pending = __atomic_load_n(&r->pending, __ATOMIC_RELAXED),
 				.requests = __atomic_load_n(&r->requests, __ATOMIC_RELAXED),
 				.retries = __atomic_load_n(&r->retries, __ATOMIC_RELAXED),
-				.connections = __atomic_load_n(&r->connections, __ATOMIC_RELAXED),
 				.overflow_pending = __atomic_load_n(&r->overflow_pending, __ATOMIC_RELAXED),
 				.overflow_requests = __atomic_load_n(&r->overflow_requests, __ATOMIC_RELAXED),
 				.overflow_retries = __atomic_load_n(&r->overflow_retries, __ATOMIC_RELAXED),

@@ -250,9 +250,12 @@ static void render_breakers(struct bm_prom *p)
 	}
 	for (int g = 0; g < 3; g++) {
 		bm_prom_family(p, gauges[g][0], BM_PROM_GAUGE, gauges[g][1]);
-		for (size_t i = 0; i < n; i++)
-			bm_prom_sample_u64(p, gauges[g][0], &(struct bm_prom_label){ "cluster", s[i].cluster }, 1,
-					   g == 0 ? s[i].pending : g == 1 ? s[i].requests : s[i].retries);
+		for (size_t i = 0; i < n; i++) {
+			const uint32_t v[] = { s[i].pending, s[i].requests, s[i].retries };
+
+			bm_prom_sample_u64(p, gauges[g][0], &(struct bm_prom_label){ "cluster", s[i].cluster },
+					   1, v[g]);
+		}
 	}
 	free(s);
 }

@@ -84,7 +84,6 @@ static struct view *view_build(const json_t *resources)
 	if (!v)
 		return NULL;
 	atomic_init(&v->refs, 1);
-	v->n_http = 0;
 	v->policies = json_array();
 	v->wes = json_array();
 	if (!v->policies || !v->wes)

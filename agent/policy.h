@@ -73,15 +73,15 @@ struct bm_policy_http_result {
 	size_t n_strip_param;
 };
 
-/* c: the connection the request came on (as given to bm_policy_check).
- * 0 allow; -EPERM invalid JWT: answer 401 with res->www_authenticate and
- * res->body; -EACCES: answer 403 "RBAC: access denied". Thread-safe (proxy
- * workers); takes the agent lock only to copy the snapshot pointer. */
 /* 0 when the configuration has no AuthorizationPolicy and no
  * RequestAuthentication: every request passes bm_policy_check_http untouched,
  * and a caller may skip it. No lock (an atomic read), any thread. */
 int bm_policy_http_any(void);
 
+/* c: the connection the request came on (as given to bm_policy_check).
+ * 0 allow; -EPERM invalid JWT: answer 401 with res->www_authenticate and
+ * res->body; -EACCES: answer 403 "RBAC: access denied". Thread-safe (proxy
+ * workers); takes the agent lock only to copy the snapshot pointer. */
 int bm_policy_check_http(struct bm_agent *a, const struct bm_conn_attrs *c,
 			 const struct bm_policy_http *h, struct bm_policy_http_result *res);
 

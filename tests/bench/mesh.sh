@@ -280,9 +280,8 @@ addr_of() {
 }
 procs_of() { case $1 in sidecar) echo "$HAP_CLI $HAP_SRV" ;; *) echo "$MESHD1 $MESHD2" ;; esac; }
 
-cpu_ticks() { local t=0 p a; for p in "$@"; do read -ra a <"/proc/$p/stat"; t=$((t + a[13] + a[14])); done; echo $t; }
-# proc_ticks PID...: "t1/t2/..." utime+stime of each
-proc_ticks() { local p a out=(); for p in "$@"; do read -ra a <"/proc/$p/stat"; out+=($((a[13] + a[14]))); done; local IFS=/; echo "${out[*]}"; }
+# proc_ticks PID...: utime+stime of each, space-separated
+proc_ticks() { local p a out=(); for p in "$@"; do read -ra a <"/proc/$p/stat"; out+=($((a[13] + a[14]))); done; echo "${out[*]}"; }
 rss_kb() { local t=0 p v; for p in "$@"; do v=$(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status"); t=$((t + v)); done; echo $t; }
 HZ=$(getconf CLK_TCK)
 
@@ -321,10 +320,10 @@ PY
 
 # run_one WORKLOAD SCENARIO ROUND: appends one line to $RAW.
 run_one() {
-  local w=$1 s=$2 r=$3 cli addr procs c0 c1 p0 p1 res rss
+  local w=$1 s=$2 r=$3 cli addr procs p0 p1 i sum each res rss
   cli=$(client_of "$s"); addr=$(addr_of "$s"); procs=$(procs_of "$s")
   # shellcheck disable=SC2086
-  c0=$(cpu_ticks $procs); p0=$(proc_ticks $procs)
+  read -ra p0 <<<"$(proc_ticks $procs)"
   case $w in
     r1k|r5k)
       local rate=1000; [ "$w" = r5k ] && rate=5000
@@ -338,9 +337,12 @@ run_one() {
       res=$(parse_wrk "$TMP/run.out") ;;
   esac
   # shellcheck disable=SC2086
-  c1=$(cpu_ticks $procs); p1=$(proc_ticks $procs); rss=$(rss_kb $procs)
+  read -ra p1 <<<"$(proc_ticks $procs)"; rss=$(rss_kb $procs)
   [ -n "$res" ] || return 1
-  echo "$w $s $r $res $(( c1 - c0 )) $rss $(python3 -c 'import sys; print("/".join(str(int(b) - int(a)) for a, b in zip(sys.argv[1].split("/"), sys.argv[2].split("/"))))' "$p0" "$p1")" >>"$RAW"
+  # the mesh processes' CPU in total and each (node1/node2, client/server)
+  sum=0 each=()
+  for i in "${!p0[@]}"; do each+=($(( p1[i] - p0[i] ))); sum=$(( sum + p1[i] - p0[i] )); done
+  echo "$w $s $r $res $sum $rss $(IFS=/; echo "${each[*]}")" >>"$RAW"
 }
 
 RAW=$RESULTS/mesh-raw.txt

@@ -407,6 +407,7 @@ struct rec {
 	char flags[64];
 	uint32_t attempts;
 	char request_id[40];
+	char route_name[160];
 };
 
 static struct {
@@ -456,6 +457,7 @@ static void t_complete(void *ctx, const struct bm_l7_record *r)
 		snprintf(x->flags, sizeof(x->flags), "%s", r->flags);
 		x->attempts = r->attempts;
 		snprintf(x->request_id, sizeof(x->request_id), "%s", r->request_id);
+		snprintf(x->route_name, sizeof(x->route_name), "%s", r->route_name ? r->route_name : "");
 	}
 	pthread_mutex_unlock(&T.mu);
 }
@@ -785,8 +787,10 @@ static void test_l7_header_routing(void)
 	t->kv[0].m.s = "alice";
 	t->match[0].headers = &t->kv[0];
 	t->match[0].n_headers = 1;
+	t->match[0].name = "alice";
 	t->rt[0].match = &t->match[0];
 	t->rt[0].n_match = 1;
+	t->rt[1].name = "fallback";
 	tc_dest(t, 0, 0, 0, 100);
 	tc_dest(t, 1, 0, 1, 100);
 	engine_start(&t->cfg, 0, 0);
@@ -814,6 +818,15 @@ static void test_l7_header_routing(void)
 	}
 	CU_ASSERT_PTR_NOT_NULL(strstr(b->last_head, "x-forwarded-proto: http"));
 	engine_stop();
+	/* route_name: "<http.name>.<match.name>", the route's name alone when
+	 * no named match took the request */
+	pthread_mutex_lock(&T.mu);
+	CU_ASSERT_EQUAL(T.n_recs, 2);
+	if (T.n_recs == 2) {
+		CU_ASSERT_STRING_EQUAL(T.recs[0].route_name, "r.alice");
+		CU_ASSERT_STRING_EQUAL(T.recs[1].route_name, "fallback");
+	}
+	pthread_mutex_unlock(&T.mu);
 	free(t);
 }
 
