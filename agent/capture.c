@@ -114,10 +114,14 @@ int bm_netns_connect_fd(int netns_fd, uint32_t src_ip, uint32_t ip, uint16_t por
 		return -errno;
 	/* Only socket() needs the namespace: bind and connect use the socket's. */
 	setsockopt(fd, IPPROTO_TCP, 1 /* TCP_NODELAY */, &one, sizeof(one));
-	if (src_ip) {
-		setsockopt(fd, SOL_IP, IP_FREEBIND, &one, sizeof(one));
-		if (bind(fd, (struct sockaddr *)&src, sizeof(src))) {
+	/* A loopback source (127.0.0.6) binds as is; IP_FREEBIND only when the
+	 * address is not there (the pod's lo is down). */
+	if (src_ip && bind(fd, (struct sockaddr *)&src, sizeof(src))) {
+		err = errno == EADDRNOTAVAIL ? 0 : -errno;
+		if (!err && (setsockopt(fd, SOL_IP, IP_FREEBIND, &one, sizeof(one)) ||
+			     bind(fd, (struct sockaddr *)&src, sizeof(src))))
 			err = -errno;
+		if (err) {
 			close(fd);
 			return err;
 		}
@@ -219,18 +223,16 @@ void bm_capture_pod_detach(struct bm_loader *l, uint32_t pod_ip, uint32_t slot)
 	bpf_map_delete_elem(l->fd.inbound_socks, &slot);
 }
 
-int bm_capture_orig_dst(const struct bm_loader *l, int accepted_fd, struct bm_orig_dst *out)
+int bm_capture_orig_dst(const struct bm_loader *l, uint64_t netns_cookie, uint16_t sport,
+			struct bm_orig_dst *out)
 {
-	struct bm_orig_key k = { 0 };
-	struct sockaddr_in peer;
-	socklen_t len = sizeof(uint64_t);
+	struct bm_orig_key k = { .netns_cookie = netns_cookie, .sport = sport };
 
-	if (getsockopt(accepted_fd, SOL_SOCKET, SO_NETNS_COOKIE, &k.netns_cookie, &len))
-		return -errno;
-	len = sizeof(peer);
-	if (getpeername(accepted_fd, (struct sockaddr *)&peer, &len))
-		return -errno;
-	k.sport = ntohs(peer.sin_port);
+	/* One system call per connection (LRU hashes have had it since 5.14). */
+	if (!bpf_map_lookup_and_delete_elem(l->fd.orig_dst, &k, out))
+		return 0;
+	if (errno != EINVAL && errno != EOPNOTSUPP && errno != 524 /* kernel ENOTSUPP */)
+		return -ENOENT;
 	if (bpf_map_lookup_elem(l->fd.orig_dst, &k, out))
 		return -ENOENT;
 	bpf_map_delete_elem(l->fd.orig_dst, &k);

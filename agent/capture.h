@@ -36,7 +36,9 @@ int bm_capture_pod_mode(struct bm_loader *l, uint32_t pod_ip, const struct bm_po
 void bm_capture_pod_detach(struct bm_loader *l, uint32_t pod_ip, uint32_t slot);
 
 /* Where a connection accepted on a pod's 15001 listener was going: looked up
- * by the listener netns' cookie and the client's port, then deleted. */
-int bm_capture_orig_dst(const struct bm_loader *l, int accepted_fd, struct bm_orig_dst *out);
+ * by the listener netns' cookie and the client's port (host order), and
+ * deleted in the same call. */
+int bm_capture_orig_dst(const struct bm_loader *l, uint64_t netns_cookie, uint16_t sport,
+			struct bm_orig_dst *out);
 
 #endif

@@ -46,6 +46,7 @@ struct hb_stream {
 	uint8_t dead;
 	uint8_t drained;              /* a short read emptied the socket: no read until its next event */
 	uint8_t rdhup;                /* the peer's FIN was seen: read to EOF, never stop on short */
+	uint8_t hold_200;             /* server: connected, the 200 waits for the app's first bytes */
 	uint64_t up, down;            /* payload bytes: read from / written to the socket */
 	struct bm_mesh_row *row;      /* istio_tcp_* row of this stream, or NULL */
 };
@@ -179,6 +180,18 @@ static int stream_drain(struct hb_stream *s)
 static void conn_flush(struct bm_hbone_conn *c);
 static void conn_after(struct bm_hbone_conn *c);
 
+/* Server: the 200, with the upstream socket as the response's body. */
+static void stream_respond_200(struct bm_hbone_conn *c, struct hb_stream *s)
+{
+	static const nghttp2_nv st200[] = {
+		{ (uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE },
+	};
+	nghttp2_data_provider prd = { .source.ptr = s, .read_callback = read_source };
+
+	s->hold_200 = 0;
+	nghttp2_submit_response(c->h2, s->id, st200, 1, &prd);
+}
+
 static void stream_on_event(struct bm_ev *ev, uint32_t events)
 {
 	struct hb_stream *s = (struct hb_stream *)ev;
@@ -194,18 +207,16 @@ static void stream_on_event(struct bm_ev *ev, uint32_t events)
 		return;
 	}
 	if (s->connecting) {
-		static const nghttp2_nv st200[] = {
-			{ (uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE },
-		};
 		static const nghttp2_nv st503[] = {
 			{ (uint8_t *)":status", (uint8_t *)"503", 7, 3, NGHTTP2_NV_FLAG_NONE },
 		};
-		nghttp2_data_provider prd = { .source.ptr = s, .read_callback = read_source };
 
 		if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
 			return;
 		s->connecting = 0;
-		if (bm_sock_connect_result(ev->fd)) {
+		/* A failed connect reports EPOLLERR (and HUP); EPOLLOUT alone is
+		 * an established connection, no SO_ERROR to ask. */
+		if ((events & (EPOLLERR | EPOLLHUP)) && bm_sock_connect_result(ev->fd)) {
 			l->st->status_503++;
 			count_result(l, s, BM_PDIR_IN_HBONE, BM_PRES_UPSTREAM);
 			nghttp2_submit_response(c->h2, s->id, st503, 1, NULL);
@@ -220,13 +231,25 @@ static void stream_on_event(struct bm_ev *ev, uint32_t events)
 		s->established = 1;
 		l->st->status_200++;
 		count_result(l, s, BM_PDIR_IN_HBONE, BM_PRES_OK);
-		nghttp2_submit_response(c->h2, s->id, st200, 1, &prd);
+		/* The client sent its first bytes with the CONNECT (they are in
+		 * the backlog, going to the app now): the app's answer comes
+		 * soon, and the 200 leaves with it, one write and one wake-up
+		 * of the client's side fewer. A client that waits for the 200
+		 * before sending gets it at once; a held 200 goes at the next
+		 * tick at the latest (bm_hbone_conn_tick). */
+		if ((s->backlog.bytes || s->remote_end) &&
+		    !(events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
+			s->hold_200 = 1;
+		else
+			stream_respond_200(c, s);
 	}
 	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
 		s->drained = 0;
 		if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
 			s->rdhup = 1;
-		if (s->deferred) {
+		if (s->hold_200)
+			stream_respond_200(c, s);
+		else if (s->deferred) {
 			s->deferred = 0;
 			nghttp2_session_resume_data(c->h2, s->id);
 		}
@@ -255,8 +278,13 @@ static ssize_t read_source(nghttp2_session *h2, int32_t id, uint8_t *buf, size_t
 	}
 	/* A short read means the socket was empty: with edge-triggered events
 	 * more data comes with an event (stream_on_event resumes), so the
-	 * read that would only say EAGAIN is skipped, one per request. */
-	if (!s->established || s->drained) {
+	 * read that would only say EAGAIN is skipped, one per request.
+	 * A client stream sends what its app wrote without waiting for the
+	 * 200: the server keeps it until its connection to the app is up (or
+	 * drops it with a 401/503), and a new connection's first request
+	 * leaves with the CONNECT, in the same write, a round trip sooner. A
+	 * server stream reads its app once it is connected. */
+	if ((!s->established && s->dir != BM_PDIR_OUT_HBONE) || s->drained) {
 		s->deferred = 1;
 		return NGHTTP2_ERR_DEFERRED;
 	}
@@ -931,6 +959,9 @@ int bm_hbone_conn_tick(struct bm_hbone_conn *c, uint64_t now_ms, uint64_t ping_m
 		conn_destroy(c);
 		return 1;
 	}
+	for (struct hb_stream *s = c->streams; s; s = s->next)
+		if (s->hold_200)
+			stream_respond_200(c, s);
 	if (close_idle_ms && !c->n_streams && now_ms - c->idle_since_ms > close_idle_ms) {
 		nghttp2_session_terminate_session(c->h2, NGHTTP2_NO_ERROR);
 		c->draining = 1;

@@ -100,17 +100,19 @@ void px_ip_str(uint32_t ip, char *buf)
 
 /* ---- worker -------------------------------------------------------------- */
 
-static void dispatch_conn(struct worker *w, struct ppod *pod, int kind, int fd)
+static void dispatch_conn(struct worker *w, struct ppod *pod, int kind, int fd,
+			  const struct sockaddr_in *peer)
 {
 	w->st.accepted++;
 	switch (kind) {
-	case L_OUTBOUND: px_accept_outbound(w, pod, fd); break;
-	case L_INBOUND: px_accept_inbound_plain(w, pod, fd); break;
-	case L_HBONE: px_accept_hbone(w, pod, fd); break;
+	case L_OUTBOUND: px_accept_outbound(w, pod, fd, peer); break;
+	case L_INBOUND: px_accept_inbound_plain(w, pod, fd, peer); break;
+	case L_HBONE: px_accept_hbone(w, pod, fd, peer); break;
 	}
 }
 
-static int post_conn(struct worker *w, struct ppod *pod, int kind, int fd);
+static int post_conn(struct worker *w, struct ppod *pod, int kind, int fd,
+		     const struct sockaddr_in *peer);
 
 static void on_listener(struct bm_ev *ev, uint32_t events)
 {
@@ -119,8 +121,10 @@ static void on_listener(struct bm_ev *ev, uint32_t events)
 	unsigned t;
 
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
-		int fd = accept4(ev->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		int one = 1;
+		struct sockaddr_in peer;
+		socklen_t plen = sizeof(peer);
+		/* TCP_NODELAY comes from the listener (px_listener_prepare). */
+		int fd = accept4(ev->fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
 			/* Out of descriptors: the level-triggered listener would wake
@@ -146,13 +150,32 @@ static void on_listener(struct bm_ev *ev, uint32_t events)
 		}
 		if (fd < 0)
 			return; /* EAGAIN: another worker took it, or none left */
-		setsockopt(fd, IPPROTO_TCP, 1 /* TCP_NODELAY */, &one, sizeof(one));
+		if (plen != sizeof(peer) || peer.sin_family != AF_INET) {
+			bm_close_reset(fd); /* the listeners are IPv4 */
+			continue;
+		}
 		t = w->p->n > 1 ? __atomic_fetch_add(&w->p->rr, 1, __ATOMIC_RELAXED) % (unsigned)w->p->n
 				: (unsigned)w->idx;
-		if (t != (unsigned)w->idx && !post_conn(&w->p->w[t], pl->pod, pl->kind, fd))
+		if (t != (unsigned)w->idx && !post_conn(&w->p->w[t], pl->pod, pl->kind, fd, &peer))
 			continue;
-		dispatch_conn(w, pl->pod, pl->kind, fd);
+		dispatch_conn(w, pl->pod, pl->kind, fd, &peer);
 	}
+}
+
+/* Accepted connections inherit TCP_NODELAY from their listener, which saves
+ * a system call per connection; set here also on listeners an earlier meshd
+ * made. The netns cookie keys captured connections' original destinations. */
+static void listeners_prepare(struct ppod *pod)
+{
+	socklen_t len = sizeof(pod->netns_cookie);
+	int one = 1;
+
+	for (int k = 0; k < L_KINDS; k++)
+		if (pod->lfd[k] >= 0)
+			setsockopt(pod->lfd[k], IPPROTO_TCP, 1 /* TCP_NODELAY */, &one, sizeof(one));
+	if (pod->lfd[L_OUTBOUND] < 0 ||
+	    getsockopt(pod->lfd[L_OUTBOUND], SOL_SOCKET, SO_NETNS_COOKIE, &pod->netns_cookie, &len))
+		pod->netns_cookie = 0;
 }
 
 static void worker_add_pod(struct worker *w, struct ppod *pod)
@@ -237,7 +260,7 @@ static void on_cmd(struct bm_ev *ev, uint32_t events)
 			if (w->stop)
 				close(c->fd); /* stopping: nobody would serve it */
 			else
-				dispatch_conn(w, c->pod, c->kind, c->fd);
+				dispatch_conn(w, c->pod, c->kind, c->fd, &c->peer);
 			px_pod_put(c->pod);
 		} else
 			w->stop = 1;
@@ -307,7 +330,8 @@ static int post(struct worker *w, int op, struct ppod *pod)
 
 /* Hands an accepted connection to worker w (with a pod reference for it).
  * 0, or -errno and the caller keeps the connection. */
-static int post_conn(struct worker *w, struct ppod *pod, int kind, int fd)
+static int post_conn(struct worker *w, struct ppod *pod, int kind, int fd,
+		     const struct sockaddr_in *peer)
 {
 	struct cmd *c;
 
@@ -318,6 +342,7 @@ static int post_conn(struct worker *w, struct ppod *pod, int kind, int fd)
 	c->pod = pod;
 	c->fd = fd;
 	c->kind = kind;
+	c->peer = *peer;
 	/* Queued even if the wake-up fails: the worker gets it at its next
 	 * wake-up, and worker_fini closes it if that never comes. */
 	if (cmd_enqueue(w, c))
@@ -568,6 +593,7 @@ int bm_proxy_pod_add(struct bm_proxy *p, const struct bm_proxy_pod *cfg)
 				pod->lfd[k] = fcntl(old->lfd[k], F_DUPFD_CLOEXEC, 0);
 	}
 	pthread_mutex_unlock(&p->lock);
+	listeners_prepare(pod);
 	if (p->ids && cfg->spiffe_id[0]) {
 		pod->sctx = bm_tls_server_ctx(p->ids, cfg->spiffe_id);
 		pod->cctx = bm_tls_client_ctx(p->ids, cfg->spiffe_id);

@@ -363,15 +363,13 @@ static int on_request(struct bm_hbone_conn *c, const struct bm_hbone_req *r, int
 	return 0;
 }
 
-void px_accept_hbone(struct worker *w, struct ppod *pod, int fd)
+void px_accept_hbone(struct worker *w, struct ppod *pod, int fd, const struct sockaddr_in *peer)
 {
-	struct sockaddr_in peer;
-	socklen_t pl = sizeof(peer);
 	struct conn_owner *o;
 	struct bm_hbone_conn *c;
 	SSL *ssl;
 
-	if (!pod->sctx || getpeername(fd, (struct sockaddr *)&peer, &pl)) {
+	if (!pod->sctx) {
 		w->st.conns[BM_PDIR_IN_HBONE][BM_PRES_ERROR]++;
 		bm_close_reset(fd);
 		return;
@@ -393,6 +391,6 @@ void px_accept_hbone(struct worker *w, struct ppod *pod, int fd)
 		free(o);
 		return;
 	}
-	c->peer_ip = peer.sin_addr.s_addr;
+	c->peer_ip = peer->sin_addr.s_addr;
 	conn_track(w, c);
 }

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
+#include <netinet/in.h>
 #include <jansson.h>
 #include <openssl/ssl.h>
 #include "proxy.h"
@@ -47,6 +48,7 @@ struct ppod {
 	SSL_CTX *sctx, *cctx;       /* NULL without an identity manager */
 	int lfd[L_KINDS];
 	int nsfd;                   /* the pod's netns, for deliveries and tunnels */
+	uint64_t netns_cookie;      /* of that netns (captured connections' key) */
 	struct plistener *lst;      /* [worker * L_KINDS + kind] */
 };
 
@@ -56,6 +58,7 @@ struct cmd {
 	struct ppod *pod;              /* CMD_CONN: a reference for the connection */
 	struct bm_l7_config *l7;       /* CMD_L7: a reference for the worker */
 	int fd, kind;                  /* CMD_CONN: an accepted connection, its listener kind */
+	struct sockaddr_in peer;       /* CMD_CONN: its client's address */
 };
 
 struct sess_ent {
@@ -125,10 +128,12 @@ void px_ip_str(uint32_t ip, char *buf);
 /* ---- the ways a connection comes in, from the worker's dispatch --------- */
 
 /* proxy_local.c: 15001 and 15006 */
-void px_accept_outbound(struct worker *w, struct ppod *src, int fd);
-void px_accept_inbound_plain(struct worker *w, struct ppod *pod, int fd);
+/* peer: the client's address as accept4 gave it. */
+void px_accept_outbound(struct worker *w, struct ppod *src, int fd, const struct sockaddr_in *peer);
+void px_accept_inbound_plain(struct worker *w, struct ppod *pod, int fd,
+			     const struct sockaddr_in *peer);
 /* proxy_hbone.c: 15008 */
-void px_accept_hbone(struct worker *w, struct ppod *pod, int fd);
+void px_accept_hbone(struct worker *w, struct ppod *pod, int fd, const struct sockaddr_in *peer);
 
 /* ---- between the files ----------------------------------------------------- */
 

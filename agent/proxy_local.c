@@ -76,18 +76,20 @@ static void deliver_local(struct worker *w, int fd, const struct ppod *src,
 	bm_relay_start_rows(&w->loop, fd, ufd, dir, rs, rd);
 }
 
-void px_accept_inbound_plain(struct worker *w, struct ppod *pod, int fd)
+void px_accept_inbound_plain(struct worker *w, struct ppod *pod, int fd,
+			     const struct sockaddr_in *peer)
 {
-	struct sockaddr_in src, dst;
-	socklen_t sl = sizeof(src), dl = sizeof(dst);
+	struct sockaddr_in dst;
+	socklen_t dl = sizeof(dst);
 	struct bm_conn_attrs at = { 0 };
 
-	if (getpeername(fd, (struct sockaddr *)&src, &sl) || getsockname(fd, (struct sockaddr *)&dst, &dl)) {
+	/* The local address is where the client was going (sk_lookup). */
+	if (getsockname(fd, (struct sockaddr *)&dst, &dl)) {
 		w->st.conns[BM_PDIR_IN_PLAIN][BM_PRES_ERROR]++;
 		bm_close_reset(fd);
 		return;
 	}
-	at.src_ip = src.sin_addr.s_addr;
+	at.src_ip = peer->sin_addr.s_addr;
 	at.dst_ip = dst.sin_addr.s_addr;
 	at.dst_port = ntohs(dst.sin_port);
 	at.dst_pod_ns = pod->cfg.ns;
@@ -106,16 +108,17 @@ void px_accept_inbound_plain(struct worker *w, struct ppod *pod, int fd)
 	deliver_local(w, fd, NULL, NULL, pod, at.dst_ip, at.dst_port, BM_PDIR_IN_PLAIN);
 }
 
-void px_accept_outbound(struct worker *w, struct ppod *src, int fd)
+void px_accept_outbound(struct worker *w, struct ppod *src, int fd, const struct sockaddr_in *peer)
 {
 	struct bm_agent *a = w->p->a;
 	struct bm_orig_dst od;
-	struct sockaddr_in peer;
-	socklen_t pl = sizeof(peer);
+	uint64_t cookie = src->netns_cookie;
+	socklen_t cl = sizeof(cookie);
 	struct ppod *dst;
 	struct bm_conn_attrs at = { 0 };
 
-	if (bm_capture_orig_dst(&a->loader, fd, &od) || getpeername(fd, (struct sockaddr *)&peer, &pl)) {
+	if ((!cookie && getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &cl)) ||
+	    bm_capture_orig_dst(&a->loader, cookie, ntohs(peer->sin_port), &od)) {
 		/* Not captured by connect4 (someone dialled 127.0.0.1:15001). */
 		w->st.conns[BM_PDIR_OUT_LOCAL][BM_PRES_ERROR]++;
 		bm_close_reset(fd);
@@ -127,7 +130,7 @@ void px_accept_outbound(struct worker *w, struct ppod *src, int fd)
 	}
 	dst = px_worker_pod_by_ip(w, od.bip);
 	if (!dst) {
-		px_outbound_hbone(w, src, fd, &od, ntohs(peer.sin_port));
+		px_outbound_hbone(w, src, fd, &od, ntohs(peer->sin_port));
 		return;
 	}
 	/* Both ends are this meshd: no TLS, same identity and policy. */

@@ -226,6 +226,68 @@ static void test_hbone_connect_200(void)
 	tb_fini(&t);
 }
 
+/* A new connection's first bytes go with the CONNECT: the server has them
+ * at its upstream before the client has seen the 200. */
+static void test_hbone_data_before_200(void)
+{
+	struct tb t;
+	char buf[16];
+	ssize_t got = 0;
+	int ap[2];
+
+	tb_init(&t, NULL, NULL);
+	CU_ASSERT_EQUAL_FATAL(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, ap), 0);
+	CU_ASSERT_EQUAL(write(ap[0], "GET / HTTP/1.1", 14), 14); /* there before the accept */
+	CU_ASSERT_EQUAL(bm_hbone_stream_open(t.cli, ap[1], "198.18.1.5:8080", NULL, NULL), 0);
+	/* Only the server runs: whatever it delivers came in the client's
+	 * first write. */
+	for (int i = 0; i < 20 && got < 14; i++) {
+		bm_loop_run_once(&t.sl, 1);
+		if (t.up_fd >= 0) {
+			ssize_t r = read(t.up_fd, buf + got, sizeof(buf) - (size_t)got);
+
+			if (r > 0)
+				got += r;
+		}
+	}
+	CU_ASSERT_EQUAL(got, 14);
+	CU_ASSERT_NSTRING_EQUAL(buf, "GET / HTTP/1.1", 14);
+	CU_ASSERT_EQUAL(t.sst.status_200, 1);
+	CU_ASSERT_EQUAL(t.cst.status_200, 0);
+	/* The server holds its 200 until the app answers, and sends both in
+	 * one write. */
+	pump(&t, 10);
+	CU_ASSERT_EQUAL(t.cst.status_200, 0);
+	CU_ASSERT_EQUAL(write(t.up_fd, "200 OK", 6), 6);
+	CU_ASSERT_EQUAL(read_some(&t, ap[0], buf, 6, 50), 6);
+	CU_ASSERT_NSTRING_EQUAL(buf, "200 OK", 6);
+	CU_ASSERT_EQUAL(t.cst.status_200, 1);
+	close(ap[0]);
+	close(t.up_fd);
+	t.up_fd = -1;
+	pump(&t, 10);
+	CU_ASSERT_EQUAL(t.cst.active[BM_PDIR_OUT_HBONE], 0);
+	CU_ASSERT_EQUAL(t.sst.active[BM_PDIR_IN_HBONE], 0);
+	CU_ASSERT_EQUAL(t.cst.conns[BM_PDIR_OUT_HBONE][BM_PRES_OK], 1);
+
+	/* An app that says nothing: the tick sends the held 200. */
+	CU_ASSERT_EQUAL_FATAL(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, ap), 0);
+	CU_ASSERT_EQUAL(write(ap[0], "x", 1), 1);
+	CU_ASSERT_EQUAL(bm_hbone_stream_open(t.cli, ap[1], "198.18.1.5:8080", NULL, NULL), 0);
+	for (int i = 0; i < 20 && t.up_fd < 0; i++)
+		pump(&t, 1);
+	CU_ASSERT_FATAL(t.up_fd >= 0);
+	CU_ASSERT_EQUAL(read_some(&t, t.up_fd, buf, 1, 50), 1);
+	pump(&t, 10);
+	CU_ASSERT_EQUAL(t.cst.status_200, 1);
+	bm_hbone_conn_tick(t.srv, t.sl.now_ms, 1000000, 1000000, 0);
+	pump(&t, 10);
+	CU_ASSERT_EQUAL(t.cst.status_200, 2);
+	CU_ASSERT_EQUAL(t.cst.active[BM_PDIR_OUT_HBONE], 1);
+	close(ap[0]);
+	tb_fini(&t);
+}
+
 static void refused(int mode, int status)
 {
 	struct tb t;
@@ -235,6 +297,8 @@ static void refused(int mode, int status)
 	tb_init(&t, NULL, NULL);
 	t.mode = mode;
 	app = open_stream(&t);
+	/* Sent before the refusal comes back: the server drops it. */
+	CU_ASSERT_EQUAL(write(app, "early", 5), 5);
 	pump(&t, 30);
 	/* The app sees its connection end without a byte. */
 	CU_ASSERT(read_some(&t, app, buf, sizeof(buf), 30) <= 0);
@@ -514,6 +578,7 @@ static void test_hbone_tls(void)
 	EVP_PKEY_free(root_key);
 }
 
-BM_SUITE(hbone, BM_CASE(test_hbone_connect_200), BM_CASE(test_hbone_deny_401),
+BM_SUITE(hbone, BM_CASE(test_hbone_connect_200), BM_CASE(test_hbone_data_before_200),
+	 BM_CASE(test_hbone_deny_401),
 	 BM_CASE(test_hbone_unreachable_503), BM_CASE(test_hbone_not_connect_400),
 	 BM_CASE(test_hbone_flow_control_8mib), BM_CASE(test_hbone_tls))
