@@ -179,6 +179,7 @@ static int stream_drain(struct hb_stream *s)
 
 static void conn_flush(struct bm_hbone_conn *c);
 static void conn_after(struct bm_hbone_conn *c);
+static void conn_kick(struct bm_hbone_conn *c);
 
 /* Server: the 200, with the upstream socket as the response's body. */
 static void stream_respond_200(struct bm_hbone_conn *c, struct hb_stream *s)
@@ -225,7 +226,7 @@ static void stream_on_event(struct bm_ev *ev, uint32_t events)
 			s->ev.dead = 1;
 			close(s->ev.fd);
 			s->ev.fd = -1;
-			conn_after(c);
+			conn_kick(c);
 			return;
 		}
 		s->established = 1;
@@ -261,7 +262,7 @@ static void stream_on_event(struct bm_ev *ev, uint32_t events)
 			stream_finish(s, 1);
 		}
 	}
-	conn_after(c);
+	conn_kick(c);
 }
 
 /* nghttp2 data source: the socket itself. Called only while the peer's
@@ -689,6 +690,25 @@ static void conn_flush(struct bm_hbone_conn *c)
 		c->fatal = 1; /* GOAWAY exchanged and nothing left */
 }
 
+/* What the streams queued goes out once per event batch: frames of several
+ * streams (and WINDOW_UPDATEs) share a TLS record and a write. A fatal
+ * connection goes at once. */
+static void conn_kick(struct bm_hbone_conn *c)
+{
+	if (c->closed)
+		return;
+	if (c->fatal) {
+		conn_destroy(c);
+		return;
+	}
+	bm_loop_after(c->l, &c->flush);
+}
+
+static void conn_flush_cb(struct bm_after *a)
+{
+	conn_after((struct bm_hbone_conn *)((char *)a - offsetof(struct bm_hbone_conn, flush)));
+}
+
 static void conn_after(struct bm_hbone_conn *c)
 {
 	if (c->closed)
@@ -818,7 +838,7 @@ static void conn_on_event(struct bm_ev *ev, uint32_t events)
 	}
 	if (readable)
 		conn_read(c);
-	conn_after(c);
+	conn_kick(c);
 }
 
 struct bm_hbone_conn *bm_hbone_conn_new(struct bm_loop *l, int fd, SSL *ssl, int server,
@@ -831,6 +851,7 @@ struct bm_hbone_conn *bm_hbone_conn_new(struct bm_loop *l, int fd, SSL *ssl, int
 		goto err;
 	c->ev.fd = fd;
 	c->ev.fn = conn_on_event;
+	c->flush.fn = conn_flush_cb;
 	c->l = l;
 	c->ops = ops;
 	c->user = user;
@@ -937,7 +958,7 @@ int bm_hbone_stream_open_row(struct bm_hbone_conn *c, int app_fd, const char *au
 		count_result(c->l, s, BM_PDIR_OUT_HBONE, BM_PRES_ERROR);
 		stream_finish(s, 1);
 	}
-	conn_after(c);
+	conn_kick(c);
 	return 0;
 }
 

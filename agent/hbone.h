@@ -76,6 +76,7 @@ struct bm_hbone_conn {
 	struct bm_hbone_hdrs req;
 	/* the owner's list links */
 	struct bm_hbone_conn *next, *prev;
+	struct bm_after flush;         /* one write per event batch (conn_kick) */
 };
 
 /* Take over fd (non-blocking; client: connecting or connected) and ssl (connect or

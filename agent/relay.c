@@ -66,8 +66,29 @@ static void run_zombies(struct bm_loop *l)
 	l->n_zombies = 0;
 }
 
+void bm_loop_after(struct bm_loop *l, struct bm_after *a)
+{
+	if (a->queued)
+		return;
+	a->queued = 1;
+	a->next = l->after;
+	l->after = a;
+}
+
+static void run_after(struct bm_loop *l)
+{
+	struct bm_after *a;
+
+	while ((a = l->after)) {
+		l->after = a->next;
+		a->queued = 0;
+		a->fn(a);
+	}
+}
+
 void bm_loop_fini(struct bm_loop *l)
 {
+	l->after = NULL; /* nothing runs any more */
 	run_zombies(l);
 	free(l->zombies);
 	while (l->obj_pool)
@@ -143,6 +164,7 @@ int bm_loop_run_once(struct bm_loop *l, int timeout_ms)
 		if (!ev->dead)
 			ev->fn(ev, evs[i].events);
 	}
+	run_after(l);
 	run_zombies(l);
 	return n;
 }

@@ -137,6 +137,14 @@ struct bm_zombie {
 	void (*free_fn)(void *obj);
 };
 
+/* Work a handler wants done once, after the current batch of events (an
+ * HBONE connection writes what all its streams queued in one go). */
+struct bm_after {
+	struct bm_after *next;
+	void (*fn)(struct bm_after *a);
+	uint8_t queued;
+};
+
 struct bm_loop {
 	int ep;
 	uint64_t now_ms;
@@ -150,6 +158,7 @@ struct bm_loop {
 	uint8_t *scratch;          /* BM_SCRATCH bytes for one read at a time */
 	void *obj_pool;            /* recycled fixed-size objects (hbone streams) */
 	unsigned n_obj_pool;
+	struct bm_after *after;    /* queued by bm_loop_after */
 };
 #define BM_SCRATCH 65536
 
@@ -161,6 +170,10 @@ int bm_loop_add(struct bm_loop *l, struct bm_ev *ev, uint32_t events);
 int bm_loop_mod(struct bm_loop *l, struct bm_ev *ev, uint32_t events);
 void bm_loop_del(struct bm_loop *l, struct bm_ev *ev);
 void bm_loop_defer_free(struct bm_loop *l, void *obj, void (*free_fn)(void *obj));
+/* Run a->fn once after the events of this batch were dispatched (before
+ * deferred frees); queuing twice is queuing once. Called outside
+ * bm_loop_run_once, it runs after the next batch. */
+void bm_loop_after(struct bm_loop *l, struct bm_after *a);
 
 /* A recycled object (contents undefined) or NULL; put keeps at most a few
  * hundred. One object size per loop (hbone's streams). */

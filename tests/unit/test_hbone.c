@@ -18,7 +18,9 @@
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <netinet/tcp.h>
 #include "unit.h"
+#include "tcpinfo.h"
 #include "../../agent/hbone.h"
 
 enum { UP_OK, UP_DENY, UP_UNREACHABLE };
@@ -107,20 +109,26 @@ static void pump(struct tb *t, int rounds)
 	}
 }
 
-static void tb_init(struct tb *t, SSL *cssl, SSL *sssl)
+/* The two halves on sfd (server) and cfd (client), both non-blocking. */
+static void tb_init_fds(struct tb *t, SSL *cssl, SSL *sssl, int cfd, int sfd)
 {
-	int sv[2];
-
 	signal(SIGPIPE, SIG_IGN); /* meshd ignores it too; EPIPE is handled */
 	memset(t, 0, sizeof(*t));
 	t->up_fd = -1;
 	CU_ASSERT_EQUAL_FATAL(bm_loop_init(&t->cl, &t->cst), 0);
 	CU_ASSERT_EQUAL_FATAL(bm_loop_init(&t->sl, &t->sst), 0);
-	CU_ASSERT_EQUAL_FATAL(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
-	t->srv = bm_hbone_conn_new(&t->sl, sv[0], sssl, 1, &t_ops, t);
-	t->cli = bm_hbone_conn_new(&t->cl, sv[1], cssl, 0, &t_ops, t);
+	t->srv = bm_hbone_conn_new(&t->sl, sfd, sssl, 1, &t_ops, t);
+	t->cli = bm_hbone_conn_new(&t->cl, cfd, cssl, 0, &t_ops, t);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(t->srv);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(t->cli);
+}
+
+static void tb_init(struct tb *t, SSL *cssl, SSL *sssl)
+{
+	int sv[2];
+
+	CU_ASSERT_EQUAL_FATAL(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+	tb_init_fds(t, cssl, sssl, sv[1], sv[0]);
 }
 
 static void tb_fini(struct tb *t)
@@ -239,8 +247,9 @@ static void test_hbone_data_before_200(void)
 	CU_ASSERT_EQUAL_FATAL(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, ap), 0);
 	CU_ASSERT_EQUAL(write(ap[0], "GET / HTTP/1.1", 14), 14); /* there before the accept */
 	CU_ASSERT_EQUAL(bm_hbone_stream_open(t.cli, ap[1], "198.18.1.5:8080", NULL, NULL), 0);
-	/* Only the server runs: whatever it delivers came in the client's
-	 * first write. */
+	/* The client's loop runs once (its write goes after the batch), then
+	 * only the server: whatever it delivers came in that first write. */
+	bm_loop_run_once(&t.cl, 0);
 	for (int i = 0; i < 20 && got < 14; i++) {
 		bm_loop_run_once(&t.sl, 1);
 		if (t.up_fd >= 0) {
@@ -285,6 +294,50 @@ static void test_hbone_data_before_200(void)
 	CU_ASSERT_EQUAL(t.cst.status_200, 2);
 	CU_ASSERT_EQUAL(t.cst.active[BM_PDIR_OUT_HBONE], 1);
 	close(ap[0]);
+	tb_fini(&t);
+}
+
+/* Streams opened in one event batch leave in one write: three CONNECTs with
+ * their first bytes arrive at the server as one TCP segment. */
+static void test_hbone_one_write_per_batch(void)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(sa);
+	int l = socket(AF_INET, SOCK_STREAM, 0), cfd, sfd, one = 1, ap[3][2];
+	struct tb t;
+	long segs;
+
+	CU_ASSERT_FATAL(l >= 0);
+	CU_ASSERT_EQUAL_FATAL(bind(l, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	CU_ASSERT_EQUAL_FATAL(listen(l, 1), 0);
+	CU_ASSERT_EQUAL_FATAL(getsockname(l, (struct sockaddr *)&sa, &len), 0);
+	cfd = socket(AF_INET, SOCK_STREAM, 0);
+	CU_ASSERT_EQUAL_FATAL(connect(cfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	sfd = accept4(l, NULL, NULL, SOCK_NONBLOCK);
+	close(l);
+	CU_ASSERT_FATAL(sfd >= 0);
+	fcntl(cfd, F_SETFL, O_NONBLOCK);
+	/* Each write its own segment, as meshd's sockets. */
+	setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	tb_init_fds(&t, NULL, NULL, cfd, sfd);
+	pump(&t, 5); /* SETTINGS both ways */
+	for (int i = 0; i < 3; i++) {
+		CU_ASSERT_EQUAL_FATAL(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, ap[i]), 0);
+		CU_ASSERT_EQUAL(write(ap[i][0], "hello", 5), 5);
+	}
+	segs = t_data_segs_in(sfd);
+	CU_ASSERT_FATAL(segs >= 0);
+	for (int i = 0; i < 3; i++)
+		CU_ASSERT_EQUAL(bm_hbone_stream_open(t.cli, ap[i][1], "198.18.1.5:8080", NULL, NULL), 0);
+	bm_loop_run_once(&t.cl, 0);
+	CU_ASSERT_EQUAL(t_data_segs_in(sfd) - segs, 1);
+	pump(&t, 20);
+	CU_ASSERT_EQUAL(t.sst.conns[BM_PDIR_IN_HBONE][BM_PRES_OK], 3);
+	for (int i = 0; i < 3; i++)
+		close(ap[i][0]);
+	if (t.up_fd >= 0)
+		close(t.up_fd);
+	t.up_fd = -1;
 	tb_fini(&t);
 }
 
@@ -579,6 +632,7 @@ static void test_hbone_tls(void)
 }
 
 BM_SUITE(hbone, BM_CASE(test_hbone_connect_200), BM_CASE(test_hbone_data_before_200),
+	 BM_CASE(test_hbone_one_write_per_batch),
 	 BM_CASE(test_hbone_deny_401),
 	 BM_CASE(test_hbone_unreachable_503), BM_CASE(test_hbone_not_connect_400),
 	 BM_CASE(test_hbone_flow_control_8mib), BM_CASE(test_hbone_tls))
