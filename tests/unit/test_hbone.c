@@ -579,6 +579,21 @@ static void test_hbone_tls(void)
 	SSL *c;
 
 	tb_init(&t, SSL_new(cctx), SSL_new(sctx));
+	/* Idle tunnels give their TLS buffers back; busy ones keep them. */
+	CU_ASSERT(SSL_get_mode(t.cli->ssl) & SSL_MODE_RELEASE_BUFFERS);
+	{
+		int app = open_stream(&t);
+
+		CU_ASSERT_FALSE(SSL_get_mode(t.cli->ssl) & SSL_MODE_RELEASE_BUFFERS);
+		pump(&t, 20);
+		CU_ASSERT_FALSE(SSL_get_mode(t.srv->ssl) & SSL_MODE_RELEASE_BUFFERS);
+		close(app);
+		close(t.up_fd);
+		t.up_fd = -1;
+		pump(&t, 20);
+		CU_ASSERT(SSL_get_mode(t.cli->ssl) & SSL_MODE_RELEASE_BUFFERS);
+		CU_ASSERT(SSL_get_mode(t.srv->ssl) & SSL_MODE_RELEASE_BUFFERS);
+	}
 	exchange_ok(&t);
 	CU_ASSERT_STRING_EQUAL(t.peer, "spiffe://cluster.local/ns/default/sa/sleep");
 	CU_ASSERT_STRING_EQUAL(t.cli->peer, "spiffe://cluster.local/ns/default/sa/reviews");
