@@ -79,7 +79,7 @@ const char *bm_kind_fullname(const struct bm_kind *k, char *buf, size_t size);
 /* Does "group/version" name this kind? */
 bool bm_kind_accepts_api_version(const struct bm_kind *k, const char *api_version);
 
-/* Spec tables (lib/schema_networking.c). */
+/* Spec tables (lib/schema_networking.c, lib/schema_virtualservice.c). */
 extern const struct bm_field bm_spec_virtualservice;
 extern const struct bm_field bm_spec_destinationrule;
 extern const struct bm_field bm_spec_serviceentry;

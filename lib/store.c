@@ -1,6 +1,8 @@
 /* File store: see store.h for the layout and the consistency protocol.
- * Also the front of every store: etcd:// URLs go to store_etcd.c. */
-#include <dirent.h>
+ * Also the front of every store: etcd:// URLs go to store_etcd.c.
+ * This file: opening, watching, health, the generation, the file primitives
+ * the other files share (store_int.h), key/value records and tokens; writes
+ * are in store_apply.c, listing and reading in store_list.c. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -8,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -16,28 +17,14 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
-#include "resource.h"
-#include "schema.h"
 #include "store.h"
 #include "store_cache.h"
 #include "store_etcd.h"
+#include "store_int.h"
 
-/* Reader retries: 1 ms doubling to 100 ms, about 5 s in all, which covers an
- * apply of many resources each paying two fsyncs. */
-#define LIST_ATTEMPTS 56
 #define MAX_RESOURCE_FILE (4 << 20)
 
-struct bm_store {
-	struct bm_etcd *etcd; /* set: an etcd store, nothing below is used */
-	char *dir;
-	char *resdir;
-	char *genpath;
-	char *lockpath;
-	int watch_fd;         /* inotify on dir, -1 until bm_store_watch_fd() */
-	struct bm_fcache *cache; /* full listings: parse only changed files */
-};
-
-static int sys_err(const char *what, const char *path)
+int store_sys_err(const char *what, const char *path)
 {
 	int err = errno;
 
@@ -76,7 +63,7 @@ static int url_to_dir(const char *url, char **dir)
 	return *dir ? 0 : -ENOMEM;
 }
 
-static int mkdir_p(const char *path)
+int store_mkdir_p(const char *path)
 {
 	char *tmp = strdup(path);
 	int r = 0;
@@ -90,7 +77,7 @@ static int mkdir_p(const char *path)
 
 		*p = '\0';
 		if (mkdir(tmp, 0755) && errno != EEXIST) {
-			r = sys_err("mkdir", tmp);
+			r = store_sys_err("mkdir", tmp);
 			break;
 		}
 		*p = c;
@@ -135,7 +122,7 @@ static int store_new(const char *url, bool create, struct bm_store **out)
 		goto err_free;
 	}
 	if (create) {
-		r = mkdir_p(s->resdir);
+		r = store_mkdir_p(s->resdir);
 		if (r)
 			goto err_free;
 	}
@@ -191,14 +178,14 @@ int bm_store_watch_fd(struct bm_store *s)
 	*strrchr(dir, '/') = '\0';
 	s->watch_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (s->watch_fd < 0) {
-		int r = sys_err("inotify_init1 for", dir);
+		int r = store_sys_err("inotify_init1 for", dir);
 
 		free(dir);
 		return r;
 	}
 	/* The generation file is replaced by rename: watch its directory. */
 	if (inotify_add_watch(s->watch_fd, dir, IN_MOVED_TO | IN_CLOSE_WRITE | IN_CREATE) < 0) {
-		int r = sys_err("inotify_add_watch", dir);
+		int r = store_sys_err("inotify_add_watch", dir);
 
 		close(s->watch_fd);
 		s->watch_fd = -1;
@@ -232,7 +219,7 @@ int bm_store_watch_ack(struct bm_store *s)
 		}
 	}
 	if (len < 0 && errno != EAGAIN && errno != EINTR)
-		return sys_err("read inotify for", s->dir);
+		return store_sys_err("read inotify for", s->dir);
 	return changed;
 }
 
@@ -252,7 +239,7 @@ int bm_store_health(struct bm_store *s, int *connected, time_t *last_ok)
 }
 
 /* Reads a whole file; -ENOENT passes through silently (absence is normal). */
-static int read_all(const char *path, char **buf, size_t *len)
+int store_read_all(const char *path, char **buf, size_t *len)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	struct stat st;
@@ -260,9 +247,9 @@ static int read_all(const char *path, char **buf, size_t *len)
 	int r = 0;
 
 	if (fd < 0)
-		return errno == ENOENT ? -ENOENT : sys_err("open", path);
+		return errno == ENOENT ? -ENOENT : store_sys_err("open", path);
 	if (fstat(fd, &st)) {
-		r = sys_err("stat", path);
+		r = store_sys_err("stat", path);
 		goto out;
 	}
 	if (st.st_size > MAX_RESOURCE_FILE) {
@@ -278,7 +265,7 @@ static int read_all(const char *path, char **buf, size_t *len)
 	}
 	n = read(fd, *buf, (size_t)st.st_size);
 	if (n < 0) {
-		r = sys_err("read", path);
+		r = store_sys_err("read", path);
 		free(*buf);
 		*buf = NULL;
 		goto out;
@@ -298,7 +285,7 @@ int bm_store_generation(struct bm_store *s, uint64_t *gen)
 
 	if (s->etcd)
 		return bm_etcd_generation(s->etcd, gen);
-	r = read_all(s->genpath, &buf, &len);
+	r = store_read_all(s->genpath, &buf, &len);
 
 	if (r == -ENOENT) {
 		*gen = 0;
@@ -316,22 +303,22 @@ int bm_store_generation(struct bm_store *s, uint64_t *gen)
 	return r;
 }
 
-static int fsync_dir(const char *dir)
+int store_fsync_dir(const char *dir)
 {
 	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	int r = 0;
 
 	if (fd < 0)
-		return sys_err("open", dir);
+		return store_sys_err("open", dir);
 	if (fsync(fd))
-		r = sys_err("fsync", dir);
+		r = store_sys_err("fsync", dir);
 	close(fd);
 	return r;
 }
 
 /* Temp file in the same directory, fsync, rename over the target, fsync the
  * directory: after a crash the file is either old or new, never torn. */
-static int write_atomic(const char *dir, const char *path, const char *data, size_t len)
+int store_write_atomic(const char *dir, const char *path, const char *data, size_t len)
 {
 	const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
 	char *tmp = NULL;
@@ -341,7 +328,7 @@ static int write_atomic(const char *dir, const char *path, const char *data, siz
 		return -ENOMEM;
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0) {
-		r = sys_err("create", tmp);
+		r = store_sys_err("create", tmp);
 		goto out;
 	}
 	for (size_t off = 0; off < len;) {
@@ -350,24 +337,24 @@ static int write_atomic(const char *dir, const char *path, const char *data, siz
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
-			r = sys_err("write", tmp);
+			r = store_sys_err("write", tmp);
 			goto err_close;
 		}
 		off += (size_t)n;
 	}
 	if (fsync(fd)) {
-		r = sys_err("fsync", tmp);
+		r = store_sys_err("fsync", tmp);
 		goto err_close;
 	}
 	if (close(fd)) {
-		r = sys_err("close", tmp);
+		r = store_sys_err("close", tmp);
 		goto err_unlink;
 	}
 	if (rename(tmp, path)) {
-		r = sys_err("rename to", path);
+		r = store_sys_err("rename to", path);
 		goto err_unlink;
 	}
-	r = fsync_dir(dir);
+	r = store_fsync_dir(dir);
 	goto out;
 
 err_close:
@@ -377,599 +364,6 @@ err_unlink:
 out:
 	free(tmp);
 	return r;
-}
-
-static int write_generation(struct bm_store *s, uint64_t gen)
-{
-	char buf[32];
-	int n = snprintf(buf, sizeof(buf), "%" PRIu64 "\n", gen);
-
-	return write_atomic(s->dir, s->genpath, buf, (size_t)n);
-}
-
-static int lock_store(struct bm_store *s, int *fd)
-{
-	*fd = open(s->lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-	if (*fd < 0)
-		return sys_err("open", s->lockpath);
-	while (flock(*fd, LOCK_EX)) {
-		if (errno != EINTR) {
-			int r = sys_err("flock", s->lockpath);
-
-			close(*fd);
-			return r;
-		}
-	}
-	return 0;
-}
-
-/* Closing the descriptor drops the flock. */
-static void unlock_store(int fd)
-{
-	close(fd);
-}
-
-static bool writer_active(struct bm_store *s)
-{
-	int fd = open(s->lockpath, O_RDONLY | O_CLOEXEC);
-	bool busy;
-
-	if (fd < 0)
-		return false;
-	busy = flock(fd, LOCK_SH | LOCK_NB) && errno == EWOULDBLOCK;
-	close(fd);
-	return busy;
-}
-
-/* Names come from validated resources, but the store is a library: never let
- * a name escape its directory. */
-int bm_store_res_identity(const json_t *res, const struct bm_kind **k, const char **ns,
-		    const char **name)
-{
-	const char *kind = bm_res_kind(res);
-
-	*ns = bm_res_namespace(res);
-	*name = bm_res_name(res);
-	*k = kind ? bm_kind_find(kind) : NULL;
-	if (!*k || !(*k)->spec || !*ns || !*name || !bm_is_dns1123_label(*ns) ||
-	    !bm_is_dns1123_subdomain(*name))
-		return -EINVAL;
-	return 0;
-}
-
-static char *resource_path(struct bm_store *s, const char *kind, const char *ns,
-			   const char *name)
-{
-	char *p;
-
-	if (asprintf(&p, "%s/%s/%s/%s.json", s->resdir, kind, ns, name) < 0)
-		return NULL;
-	return p;
-}
-
-bool bm_store_same_content(const json_t *a, const json_t *b)
-{
-	const json_t *ma = json_object_get(a, "metadata"), *mb = json_object_get(b, "metadata");
-	static const char *const keys[] = { "labels", "annotations" };
-
-	if (!json_equal(json_object_get(a, "spec"), json_object_get(b, "spec")))
-		return false;
-	for (size_t i = 0; i < 2; i++) {
-		json_t *x = json_object_get(ma, keys[i]), *y = json_object_get(mb, keys[i]);
-
-		/* An empty map and no map mean the same thing. */
-		if (!json_object_size(x) && !json_object_size(y))
-			continue;
-		if (!x || !y || !json_equal(x, y))
-			return false;
-	}
-	return true;
-}
-
-static void now_rfc3339(char *buf, size_t size)
-{
-	time_t t = time(NULL);
-	struct tm tm;
-
-	gmtime_r(&t, &tm);
-	strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
-json_t *bm_store_stamp(const json_t *res, const json_t *old, uint64_t gen)
-{
-	json_t *obj = json_deep_copy(res), *meta;
-	const char *created = json_string_value(
-		json_object_get(json_object_get(old, "metadata"), "creationTimestamp"));
-	char ts[32];
-
-	if (!obj)
-		return NULL;
-	meta = json_object_get(obj, "metadata");
-	if (!created) {
-		now_rfc3339(ts, sizeof(ts));
-		created = ts;
-	}
-	if (json_object_set_new(meta, "generation", json_integer((json_int_t)gen)) ||
-	    json_object_set_new(meta, "creationTimestamp", json_string(created))) {
-		json_decref(obj);
-		return NULL;
-	}
-	return obj;
-}
-
-static int write_resource(struct bm_store *s, const json_t *res, const json_t *old,
-			  uint64_t gen, const char *path)
-{
-	json_t *obj = bm_store_stamp(res, old, gen);
-	char *dir = NULL, *text = NULL;
-	int r = -ENOMEM;
-
-	if (!obj)
-		return -ENOMEM;
-	text = json_dumps(obj, JSON_INDENT(2));
-	dir = strdup(path);
-	if (!text || !dir)
-		goto out;
-	*strrchr(dir, '/') = '\0';
-	r = mkdir_p(dir);
-	if (!r) {
-		size_t len = strlen(text);
-
-		/* json_dumps gives no trailing newline; files read nicer with one. */
-		char *nl = realloc(text, len + 2);
-
-		if (!nl) {
-			r = -ENOMEM;
-			goto out;
-		}
-		text = nl;
-		memcpy(text + len, "\n", 2);
-		r = write_atomic(dir, path, text, len + 1);
-	}
-out:
-	free(dir);
-	free(text);
-	json_decref(obj);
-	return r;
-}
-
-static int store_apply(struct bm_store *s, json_t *resources, json_t **results, bool dry)
-{
-	json_t *out = json_array();
-	bool changed = false;
-	uint64_t gen = 0;
-	int lockfd = -1, r;
-	size_t i;
-	json_t *res;
-
-	if (results)
-		*results = NULL;
-	if (!out)
-		return -ENOMEM;
-	if (!json_is_array(resources)) {
-		r = -EINVAL;
-		goto out;
-	}
-	if (s->etcd) {
-		r = bm_etcd_apply(s->etcd, resources, results, dry);
-		goto out;
-	}
-	if (!dry) {
-		r = lock_store(s, &lockfd);
-		if (r)
-			goto out;
-	}
-	r = bm_store_generation(s, &gen);
-	if (r)
-		goto out_unlock;
-	json_array_foreach(resources, i, res) {
-		const struct bm_kind *k;
-		const char *ns, *name, *action;
-		char *path;
-		json_t *old;
-
-		r = bm_store_res_identity(res, &k, &ns, &name);
-		if (r)
-			goto out_unlock;
-		path = resource_path(s, k->kind, ns, name);
-		if (!path) {
-			r = -ENOMEM;
-			goto out_unlock;
-		}
-		/* A stored file that no longer reads is replaced, not trusted. */
-		old = json_load_file(path, 0, NULL);
-		action = !old ? "created" : bm_store_same_content(old, res) ? "unchanged" : "configured";
-		if (!dry && strcmp(action, "unchanged")) {
-			r = write_resource(s, res, old, gen + 1, path);
-			changed = true;
-		}
-		json_decref(old);
-		free(path);
-		if (r)
-			goto out_unlock;
-		if (json_array_append_new(out, json_pack("{s:s,s:s,s:s,s:s}", "kind", k->kind,
-							 "namespace", ns, "name", name,
-							 "action", action))) {
-			r = -ENOMEM;
-			goto out_unlock;
-		}
-	}
-	/* Last, and once: this rename is what tells watchers to reload. */
-	if (changed)
-		r = write_generation(s, gen + 1);
-out_unlock:
-	if (lockfd >= 0)
-		unlock_store(lockfd);
-out:
-	if (!r && results && !*results)
-		*results = json_incref(out);
-	json_decref(out);
-	return r;
-}
-
-int bm_store_apply(struct bm_store *s, json_t *resources, json_t **results)
-{
-	return store_apply(s, resources, results, false);
-}
-
-int bm_store_plan(struct bm_store *s, json_t *resources, json_t **results)
-{
-	return store_apply(s, resources, results, true);
-}
-
-int bm_store_delete(struct bm_store *s, const char *kind, const char *ns, const char *name)
-{
-	const struct bm_kind *k = kind ? bm_kind_lookup(kind) : NULL;
-	char *path = NULL, *dir;
-	uint64_t gen;
-	int lockfd, r;
-
-	if (!k || !ns || !name || !bm_is_dns1123_label(ns) || !bm_is_dns1123_subdomain(name))
-		return -EINVAL;
-	if (s->etcd)
-		return bm_etcd_delete(s->etcd, k, ns, name);
-	path = resource_path(s, k->kind, ns, name);
-	if (!path)
-		return -ENOMEM;
-	r = lock_store(s, &lockfd);
-	if (r)
-		goto out;
-	r = bm_store_generation(s, &gen);
-	if (r)
-		goto out_unlock;
-	if (unlink(path)) {
-		r = errno == ENOENT ? -ENOENT : sys_err("unlink", path);
-		goto out_unlock;
-	}
-	dir = path;
-	*strrchr(dir, '/') = '\0';
-	r = fsync_dir(dir);
-	if (!r)
-		r = write_generation(s, gen + 1);
-	/* Tidy an emptied namespace directory; failure (not empty) is fine. */
-	rmdir(dir);
-out_unlock:
-	unlock_store(lockfd);
-out:
-	free(path);
-	return r;
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Sorted entry names of dir (skipping dot files: temp files start with '.').
- * A missing directory is an empty list. */
-static int list_dir(const char *dir, bool want_dirs, char ***names, size_t *n)
-{
-	DIR *d = opendir(dir);
-	struct dirent *e;
-	size_t cap = 0;
-	int r = 0;
-
-	*names = NULL;
-	*n = 0;
-	if (!d)
-		return errno == ENOENT || errno == ENOTDIR ? 0 : sys_err("opendir", dir);
-	while ((e = readdir(d))) {
-		size_t len = strlen(e->d_name);
-
-		if (e->d_name[0] == '.')
-			continue;
-		if (!want_dirs && (len < 6 || strcmp(e->d_name + len - 5, ".json")))
-			continue;
-		if (*n == cap) {
-			char **v = realloc(*names, (cap = cap ? cap * 2 : 16) * sizeof(*v));
-
-			if (!v) {
-				r = -ENOMEM;
-				break;
-			}
-			*names = v;
-		}
-		(*names)[*n] = strdup(e->d_name);
-		if (!(*names)[*n]) {
-			r = -ENOMEM;
-			break;
-		}
-		(*n)++;
-	}
-	closedir(d);
-	if (*n)
-		qsort(*names, *n, sizeof(**names), cmp_str);
-	return r;
-}
-
-static void free_names(char **names, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		free(names[i]);
-	free(names);
-}
-
-/* Hand edits must not reach meshd unchecked: every stored value is parsed
- * and validated again on read, and must name what its path (or key) says. */
-json_t *bm_store_load_text(const char *buf, size_t len, const char *path, const char *kind,
-			   const char *ns, const char *name, struct bm_errlist *skipped)
-{
-	struct bm_errlist errs = { 0 };
-	json_t *arr = NULL, *res = NULL;
-	int r = bm_resources_parse(buf, len, path, BM_PARSE_STORED, &arr, &errs);
-
-	if (r) {
-		bm_errlist_add(skipped, path, 0, NULL, "invalid stored resource, skipped:");
-		bm_errlist_splice(skipped, &errs);
-		bm_errlist_free(&errs);
-		return NULL;
-	}
-	bm_errlist_free(&errs);
-	res = json_array_get(arr, 0);
-	if (json_array_size(arr) != 1 || strcmp(bm_res_kind(res), kind) ||
-	    strcmp(bm_res_namespace(res), ns) || strcmp(bm_res_name(res), name)) {
-		bm_errlist_add(skipped, path, 0, NULL, "does not hold exactly the %s %s/%s its "
-			       "path names, skipped", kind, ns, name);
-		res = NULL;
-	}
-	json_incref(res);
-	json_decref(arr);
-	return res;
-}
-
-/* Reads and re-validates one stored file. Problems go to skipped; the
- * resource is then left out. */
-static json_t *load_resource(const char *path, const char *kind, const char *ns,
-			     const char *name, struct bm_errlist *skipped)
-{
-	char *buf = NULL;
-	size_t len = 0;
-	int r = read_all(path, &buf, &len);
-	json_t *res;
-
-	if (r == -ENOENT) /* deleted while we listed: the retry sorts it out */
-		return NULL;
-	if (r) {
-		bm_errlist_add(skipped, path, 0, NULL, "unreadable (%s), skipped", strerror(-r));
-		return NULL;
-	}
-	res = bm_store_load_text(buf, len, path, kind, ns, name, skipped);
-	free(buf);
-	return res;
-}
-
-/* load_resource() through the parse cache: a file whose identity (inode,
- * size, times) is unchanged since the last listing is not read again. The
- * stat goes through the namespace directory's descriptor (dfd): no path
- * walk per file. *res NULL: left out (reported, or gone meanwhile). */
-static int load_cached(struct bm_fcache *fc, int dfd, const char *nsdir, int kidx,
-		       const char *kind, const char *ns, const char *fname,
-		       struct bm_errlist *skipped, json_t **res)
-{
-	struct bm_errlist mine = { 0 };
-	char *buf = NULL, *path = NULL, *name = NULL;
-	struct stat st;
-	size_t len = 0;
-	int r, have_st;
-
-	*res = NULL;
-	have_st = dfd >= 0 && !fstatat(dfd, fname, &st, 0);
-	if (have_st && bm_fcache_lookup(fc, kidx, ns, fname, &st, res, skipped)) {
-		json_incref(*res);
-		return 0;
-	}
-	if (asprintf(&path, "%s/%s", nsdir, fname) < 0)
-		return -ENOMEM;
-	name = strndup(fname, strlen(fname) - 5); /* without ".json" */
-	r = name ? 0 : -ENOMEM;
-	if (name && (!have_st || read_all(path, &buf, &len))) {
-		/* gone meanwhile (the retry sorts it out), or load_resource reports */
-		*res = load_resource(path, kind, ns, name, skipped);
-	} else if (name) {
-		*res = bm_store_load_text(buf, len, path, kind, ns, name, &mine);
-		bm_fcache_add(fc, kidx, ns, fname, &st, *res, &mine);
-		bm_errlist_splice(skipped, &mine);
-		bm_errlist_free(&mine);
-	}
-	free(buf);
-	free(path);
-	free(name);
-	return r;
-}
-
-static int list_kind(struct bm_store *s, const struct bm_kind *k, const char *ns,
-		     const char *name, json_t *out, uint64_t *maxgen,
-		     struct bm_errlist *skipped, struct bm_fcache *fc)
-{
-	char *kdir = NULL, **nss = NULL;
-	size_t nns = 0;
-	int r;
-
-	if (asprintf(&kdir, "%s/%s", s->resdir, k->kind) < 0)
-		return -ENOMEM;
-	if (ns) {
-		nss = malloc(sizeof(*nss));
-		r = nss ? 0 : -ENOMEM;
-		if (nss) {
-			nss[0] = strdup(ns);
-			nns = 1;
-			if (!nss[0])
-				r = -ENOMEM;
-		}
-	} else {
-		r = list_dir(kdir, true, &nss, &nns);
-	}
-	for (size_t i = 0; !r && i < nns; i++) {
-		char *nsdir = NULL, **files = NULL;
-		size_t nfiles = 0;
-		int dfd;
-
-		if (!bm_is_dns1123_label(nss[i]))
-			continue;
-		if (asprintf(&nsdir, "%s/%s", kdir, nss[i]) < 0) {
-			r = -ENOMEM;
-			break;
-		}
-		r = list_dir(nsdir, false, &files, &nfiles);
-		dfd = fc ? open(nsdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
-		for (size_t j = 0; !r && j < nfiles; j++) {
-			char *path = NULL;
-			json_t *res;
-
-			if (fc) {
-				/* The cache keys on the whole file name: the listing's order. */
-				r = load_cached(fc, dfd, nsdir, (int)(k - bm_kinds), k->kind, nss[i],
-						files[j], skipped, &res);
-				if (r)
-					break;
-			} else {
-				files[j][strlen(files[j]) - 5] = '\0'; /* drop ".json" */
-				if (name && strcmp(files[j], name))
-					continue;
-				if (asprintf(&path, "%s/%s.json", nsdir, files[j]) < 0) {
-					r = -ENOMEM;
-					break;
-				}
-				res = load_resource(path, k->kind, nss[i], files[j], skipped);
-				free(path);
-			}
-			if (!res)
-				continue;
-			{
-				json_int_t g = json_integer_value(json_object_get(
-					json_object_get(res, "metadata"), "generation"));
-
-				if (g > 0 && (uint64_t)g > *maxgen)
-					*maxgen = (uint64_t)g;
-			}
-			if (json_array_append_new(out, res))
-				r = -ENOMEM;
-		}
-		if (dfd >= 0)
-			close(dfd);
-		free_names(files, nfiles);
-		free(nsdir);
-	}
-	free_names(nss, nns);
-	free(kdir);
-	return r;
-}
-
-static int store_list(struct bm_store *s, const char *kind, const char *ns, const char *name,
-		      json_t **out_array, uint64_t *generation)
-{
-	const struct bm_kind *only = NULL;
-	struct bm_fcache *fc;
-	unsigned delay_ms = 1;
-	int r = -EAGAIN;
-
-	*out_array = NULL;
-	if (kind) {
-		only = bm_kind_lookup(kind);
-		if (!only)
-			return -EINVAL;
-	}
-	if (ns && !bm_is_dns1123_label(ns))
-		return -EINVAL;
-	if (s->etcd)
-		return bm_etcd_list(s->etcd, only, ns, name, out_array, generation);
-	/* Only whole-store listings (meshd's) use the parse cache. */
-	if (!only && !ns && !name && !s->cache)
-		s->cache = bm_fcache_new();
-	fc = !only && !ns && !name ? s->cache : NULL;
-	for (int attempt = 0; attempt < LIST_ATTEMPTS; attempt++) {
-		struct bm_errlist skipped = { 0 };
-		uint64_t g1, g2, maxgen = 0;
-		json_t *arr = json_array();
-
-		if (!arr)
-			return -ENOMEM;
-		r = bm_store_generation(s, &g1);
-		/* A store reset (restored, recreated): trust nothing from before. */
-		if (!r && fc && g1 < bm_fcache_generation(fc))
-			bm_fcache_clear(fc);
-		if (fc)
-			bm_fcache_begin(fc);
-		for (const struct bm_kind *k = bm_kinds; !r && k->kind; k++) {
-			if ((only && k != only) || !k->spec)
-				continue;
-			r = list_kind(s, k, ns, name, arr, &maxgen, &skipped, fc);
-		}
-		if (!r)
-			r = bm_store_generation(s, &g2);
-		if (!r && g1 == g2 && (maxgen <= g1 || !writer_active(s))) {
-			bm_errlist_print(&skipped, stderr);
-			bm_errlist_free(&skipped);
-			if (fc)
-				bm_fcache_commit(fc, g1);
-			*out_array = arr;
-			if (generation)
-				*generation = g1;
-			return 0;
-		}
-		if (fc)
-			bm_fcache_abort(fc);
-		bm_errlist_free(&skipped);
-		json_decref(arr);
-		if (r)
-			return r;
-		r = -EAGAIN;
-		usleep(delay_ms * 1000);
-		delay_ms = delay_ms * 2 > 100 ? 100 : delay_ms * 2;
-	}
-	fprintf(stderr, "bpfmesh store: %s: kept changing while being read\n", s->dir);
-	return r;
-}
-
-int bm_store_list(struct bm_store *s, const char *kind, const char *ns, json_t **out_array,
-		  uint64_t *generation)
-{
-	return store_list(s, kind, ns, NULL, out_array, generation);
-}
-
-size_t bm_store_list_parsed(const struct bm_store *s)
-{
-	return s->cache ? bm_fcache_parsed(s->cache) : 0;
-}
-
-int bm_store_get(struct bm_store *s, const char *kind, const char *ns, const char *name,
-		 json_t **out)
-{
-	json_t *arr;
-	int r;
-
-	*out = NULL;
-	if (!kind || !ns || !name)
-		return -EINVAL;
-	if (!bm_is_dns1123_subdomain(name))
-		return -ENOENT;
-	r = store_list(s, kind, ns, name, &arr, NULL);
-	if (r)
-		return r;
-	if (json_array_size(arr))
-		*out = json_incref(json_array_get(arr, 0));
-	json_decref(arr);
-	return *out ? 0 : -ENOENT;
 }
 
 /* ---------------------------------------------------------------- key/value */
@@ -1032,9 +426,9 @@ int bm_store_kv_put(struct bm_store *s, const char *key, const char *value)
 		return -ENOMEM;
 	}
 	*strrchr(dir, '/') = '\0';
-	r = mkdir_p(dir);
+	r = store_mkdir_p(dir);
 	if (!r)
-		r = write_atomic(dir, path, value, len);
+		r = store_write_atomic(dir, path, value, len);
 	free(dir);
 	free(path);
 	return r;
@@ -1054,7 +448,7 @@ int bm_store_kv_get(struct bm_store *s, const char *key, char **value)
 	path = kv_path(s, key);
 	if (!path)
 		return -ENOMEM;
-	r = read_all(path, value, &len);
+	r = store_read_all(path, value, &len);
 	if (!r && len > BM_STORE_KV_MAX) {
 		free(*value);
 		*value = NULL;
@@ -1078,10 +472,10 @@ int bm_store_kv_del(struct bm_store *s, const char *key)
 		return -ENOMEM;
 	/* unlink succeeds for exactly one caller: the one-use guarantee. */
 	if (unlink(path))
-		r = errno == ENOENT ? -ENOENT : sys_err("unlink", path);
+		r = errno == ENOENT ? -ENOENT : store_sys_err("unlink", path);
 	else {
 		*strrchr(path, '/') = '\0';
-		fsync_dir(path);
+		store_fsync_dir(path);
 	}
 	free(path);
 	return r;

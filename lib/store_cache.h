@@ -1,4 +1,4 @@
-/* The file store's parse cache (lib/store.c): what a full listing read from
+/* The file store's parse cache (lib/store_list.c): what a full listing read from
  * each resource file, keyed by the file's identity (device, inode, size,
  * mtime, ctime), so the next listing parses and validates only the files
  * that changed. Writers replace a file by rename (a new inode), and hand

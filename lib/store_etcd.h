@@ -1,8 +1,8 @@
 /* Internal to the store: the etcd v3 backend (store_etcd*.c) and the helpers
- * it shares with the file store (store.c), so both stamp, compare and
+ * it shares with the file store (store*.c), so both stamp, compare and
  * re-validate resources the same way. Users include store.h only.
  *
- * Arguments reach bm_etcd_* already checked by store.c: kinds resolved,
+ * Arguments reach bm_etcd_* already checked by store*.c: kinds resolved,
  * namespaces and names valid DNS names. */
 #ifndef BM_STORE_ETCD_H
 #define BM_STORE_ETCD_H
@@ -35,7 +35,7 @@ int bm_etcd_health(struct bm_etcd *e, int *connected, time_t *last_ok);
 extern void (*bm_etcd_test_before_commit)(void *arg);
 extern void *bm_etcd_test_arg;
 
-/* ---- shared with the file store (implemented in store.c) ---- */
+/* ---- shared with the file store (implemented in store_apply.c and store_list.c) ---- */
 
 /* Kind, namespace and name of a canonical resource, checked to be usable as
  * key or path components. -EINVAL otherwise. */
