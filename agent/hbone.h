@@ -4,7 +4,13 @@
  * plain TCP socket (the app's connection on the client side, the upstream
  * app on the server side) with HTTP/2 flow control as the back-pressure:
  * a stream never buffers more than its receive window, and app bytes are
- * read only when the peer's window has room. */
+ * read only when the peer's window has room.
+ * Per new stream: the client sends its app's first bytes with the CONNECT,
+ * not after the 200 (the server keeps them until its upstream is connected,
+ * or drops them with its refusal); the server holds its 200 until the
+ * upstream's first bytes when the client's came first (at most until the
+ * next tick), so request and answer each take one write. A connection
+ * writes once per batch of events, whatever its streams queued. */
 #ifndef BM_HBONE_H
 #define BM_HBONE_H
 #include <stdint.h>

@@ -123,7 +123,7 @@ static void on_listener(struct bm_ev *ev, uint32_t events)
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
 		struct sockaddr_in peer;
 		socklen_t plen = sizeof(peer);
-		/* TCP_NODELAY comes from the listener (px_listener_prepare). */
+		/* TCP_NODELAY comes from the listener (listeners_prepare). */
 		int fd = accept4(ev->fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
