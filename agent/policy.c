@@ -5,13 +5,15 @@
  * the PeerAuthentications, AuthorizationPolicies and RequestAuthentications
  * (the evaluators' inputs, in store order) and an index of WorkloadEntries by
  * namespace and address, so a decision costs the number of policies, not the
- * size of the store (12,000 resources at the scale bench). Workers take a
- * reference to the current view under view_lock, held for a pointer copy and
- * never across a reload (the agent lock is held for whole reloads and
- * scrapes), and evaluate without it: the view is immutable, jansson's
- * reference counts are atomic and evaluation only reads. The JWKS cache has
- * its own lock (see reqauthn.c). The connection/request split is described
- * in policy.h.
+ * size of the store (12,000 resources at the scale bench). Each thread keeps
+ * a reference to the view it last used and a generation number; a decision
+ * on an unchanged configuration takes no lock (an atomic load of the
+ * generation and a reference count), and only a thread that sees a new
+ * generation takes view_lock, for a pointer copy, never across a reload (the
+ * agent lock is held for whole reloads and scrapes). Evaluation needs no lock:
+ * the view is immutable, jansson's reference counts are atomic and evaluation
+ * only reads. The JWKS cache has its own lock (see reqauthn.c). The
+ * connection/request split is described in policy.h.
  */
 #include <arpa/inet.h>
 #include <pthread.h>
@@ -40,6 +42,12 @@ struct view {
 
 static pthread_mutex_t view_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct view *current;
+static atomic_ulong view_gen = 1;          /* moves with current */
+static atomic_ulong view_refreshes;        /* threads that took view_lock (tests) */
+static __thread struct view *thread_view;  /* with a reference; freed at thread exit */
+static __thread unsigned long thread_gen;
+static pthread_key_t thread_key;
+static pthread_once_t thread_key_once = PTHREAD_ONCE_INIT;
 /* AuthorizationPolicies + RequestAuthentications in the current view: 0
  * lets a request skip bm_policy_check_http's lock and walk. */
 static atomic_int http_policies;
@@ -55,16 +63,48 @@ static void view_put(struct view *v)
 	free(v);
 }
 
+static void thread_view_drop(void *v)
+{
+	view_put(v);
+}
+
+static void thread_key_init(void)
+{
+	if (pthread_key_create(&thread_key, thread_view_drop))
+		bm_log("policy: no thread key: a thread's last policy view stays when it ends");
+}
+
+/* The current view with a reference for the caller (view_put it). */
 static struct view *view_get(void)
 {
-	struct view *v;
+	unsigned long g = atomic_load_explicit(&view_gen, memory_order_acquire);
+	struct view *v, *old;
 
-	pthread_mutex_lock(&view_lock);
-	v = current;
+	if (thread_gen != g) {
+		pthread_once(&thread_key_once, thread_key_init);
+		pthread_mutex_lock(&view_lock);
+		v = current;
+		if (v)
+			atomic_fetch_add(&v->refs, 1);
+		g = atomic_load_explicit(&view_gen, memory_order_relaxed);
+		pthread_mutex_unlock(&view_lock);
+		old = thread_view;
+		thread_view = v;
+		thread_gen = g;
+		pthread_setspecific(thread_key, v);
+		view_put(old);
+		atomic_fetch_add_explicit(&view_refreshes, 1, memory_order_relaxed);
+	}
+	/* The thread's own reference keeps it alive meanwhile. */
+	v = thread_view;
 	if (v)
 		atomic_fetch_add(&v->refs, 1);
-	pthread_mutex_unlock(&view_lock);
 	return v;
+}
+
+unsigned long bm_policy_view_refreshes(void)
+{
+	return atomic_load(&view_refreshes);
 }
 
 static int is_policy_kind(const char *kind)
@@ -200,17 +240,22 @@ out:
 /* ---- per request ---------------------------------------------------------------- */
 
 static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct bm_jwks_cache *jwks_cache;
+static struct bm_jwks_cache *_Atomic jwks_cache;
 
-/* The node's JWKS cache, created on first use. */
+/* The node's JWKS cache, created on first use (under cache_lock; after
+ * that, an atomic load per request). */
 static struct bm_jwks_cache *cache_get(void)
 {
-	struct bm_jwks_cache *c;
+	struct bm_jwks_cache *c = atomic_load_explicit(&jwks_cache, memory_order_acquire);
 
+	if (c)
+		return c;
 	pthread_mutex_lock(&cache_lock);
-	if (!jwks_cache)
-		jwks_cache = bm_jwks_cache_new(300, 5); /* Envoy: 5 min cache, 5 s fetch timeout */
-	c = jwks_cache;
+	c = atomic_load_explicit(&jwks_cache, memory_order_relaxed);
+	if (!c) {
+		c = bm_jwks_cache_new(300, 5); /* Envoy: 5 min cache, 5 s fetch timeout */
+		atomic_store_explicit(&jwks_cache, c, memory_order_release);
+	}
 	pthread_mutex_unlock(&cache_lock);
 	return c;
 }
@@ -225,6 +270,7 @@ void bm_policy_store_changed(const json_t *resources)
 		old = current;
 		current = v;
 		atomic_store(&http_policies, v->n_http);
+		atomic_fetch_add_explicit(&view_gen, 1, memory_order_release);
 		pthread_mutex_unlock(&view_lock);
 		view_put(old);
 	} else {
@@ -245,12 +291,19 @@ void bm_policy_shutdown(void)
 	v = current;
 	current = NULL;
 	atomic_store(&http_policies, 0);
+	atomic_fetch_add_explicit(&view_gen, 1, memory_order_release);
 	pthread_mutex_unlock(&view_lock);
 	view_put(v);
+	/* This thread's reference; other threads drop theirs at their next
+	 * decision or when they end. */
+	view_put(thread_view);
+	thread_view = NULL;
+	thread_gen = 0;
+	pthread_once(&thread_key_once, thread_key_init);
+	pthread_setspecific(thread_key, NULL);
 
 	pthread_mutex_lock(&cache_lock);
-	c = jwks_cache;
-	jwks_cache = NULL;
+	c = atomic_exchange(&jwks_cache, NULL);
 	pthread_mutex_unlock(&cache_lock);
 	bm_jwks_cache_free(c);
 }

@@ -78,6 +78,10 @@ struct bm_policy_http_result {
  * and a caller may skip it. No lock (an atomic read), any thread. */
 int bm_policy_http_any(void);
 
+/* How many times a thread found a new policy view and took the view lock to
+ * pick it up (decisions on an unchanged view take no lock): for tests. */
+unsigned long bm_policy_view_refreshes(void);
+
 /* c: the connection the request came on (as given to bm_policy_check).
  * 0 allow; -EPERM invalid JWT: answer 401 with res->www_authenticate and
  * res->body; -EACCES: answer 403 "RBAC: access denied". Thread-safe (proxy

@@ -3,6 +3,8 @@
  * per-request policy entry point with its connection-level counterpart. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -468,5 +470,76 @@ static void test_policy_view(void)
 	free(a);
 }
 
+/* Two sets that differ only in the service account of 198.18.3.1. */
+static json_t *account_set(const char *sa)
+{
+	char text[512];
+
+	snprintf(text, sizeof(text),
+		 "[{\"kind\":\"WorkloadEntry\",\"metadata\":{\"name\":\"w\",\"namespace\":\"t\"},"
+		 "\"spec\":{\"address\":\"198.18.3.1\",\"serviceAccount\":\"%s\"}}]", sa);
+	return json_loads(text, 0, NULL);
+}
+
+static atomic_int reader_stop;
+
+/* Decisions while views come and go: every answer is one of the two sets'
+ * (ASan catches a view freed under a reader). Returns the wrong answers. */
+static void *view_reader(void *arg)
+{
+	long bad = 0;
+
+	(void)arg;
+	while (!atomic_load(&reader_stop)) {
+		char ns[64], sa[64];
+
+		if (bm_policy_workload_account(inet_addr("198.18.3.1"), ns, sizeof(ns), sa, sizeof(sa)) ||
+		    strcmp(ns, "t") || (strcmp(sa, "one") && strcmp(sa, "two")))
+			bad++;
+		bm_policy_workload_needs_http("t", inet_addr("198.18.3.1"));
+	}
+	return (void *)bad;
+}
+
+/* Decisions on an unchanged view take no lock; a reload is picked up by
+ * each thread once; readers on other threads are safe across reloads. */
+static void test_policy_view_threads(void)
+{
+	json_t *one = account_set("one"), *two = account_set("two");
+	pthread_t th[2];
+	unsigned long r0;
+	char ns[64], sa[64];
+	void *bad;
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(one);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(two);
+	bm_policy_store_changed(one);
+	r0 = bm_policy_view_refreshes();
+	for (int i = 0; i < 1000; i++)
+		CU_ASSERT_EQUAL(bm_policy_workload_account(inet_addr("198.18.3.1"), ns, sizeof(ns), sa,
+							   sizeof(sa)), 0);
+	CU_ASSERT_STRING_EQUAL(sa, "one");
+	CU_ASSERT_EQUAL(bm_policy_view_refreshes() - r0, 1);
+	bm_policy_store_changed(two);
+	CU_ASSERT_EQUAL(bm_policy_workload_account(inet_addr("198.18.3.1"), ns, sizeof(ns), sa, sizeof(sa)), 0);
+	CU_ASSERT_STRING_EQUAL(sa, "two");
+	CU_ASSERT_EQUAL(bm_policy_view_refreshes() - r0, 2);
+
+	atomic_store(&reader_stop, 0);
+	for (int i = 0; i < 2; i++)
+		CU_ASSERT_EQUAL_FATAL(pthread_create(&th[i], NULL, view_reader, NULL), 0);
+	for (int i = 0; i < 300; i++)
+		bm_policy_store_changed(i % 2 ? two : one);
+	atomic_store(&reader_stop, 1);
+	for (int i = 0; i < 2; i++) {
+		CU_ASSERT_EQUAL(pthread_join(th[i], &bad), 0);
+		CU_ASSERT_EQUAL((long)bad, 0);
+	}
+	json_decref(one);
+	json_decref(two);
+	bm_policy_shutdown();
+	CU_ASSERT_EQUAL(bm_policy_workload_account(inet_addr("198.18.3.1"), ns, sizeof(ns), sa, sizeof(sa)), -ENOENT);
+}
+
 BM_SUITE(reqauthn, BM_CASE(test_reqauthn_table), BM_CASE(test_jwks_fetch), BM_CASE(test_policy_http),
-	 BM_CASE(test_policy_view))
+	 BM_CASE(test_policy_view), BM_CASE(test_policy_view_threads))
