@@ -31,6 +31,7 @@ struct tb {
 	struct bm_hbone_conn *cli, *srv;
 	int mode;
 	int up_fd;                       /* the test's end of the upstream */
+	int older_up[8], n_older_up;     /* earlier streams' ends still open (tb_fini closes) */
 	char authority[64], baggage[256], forwarded[128], method[16];
 	char peer[BM_HBONE_PEER_MAX];
 	int closed_cli, closed_srv;
@@ -66,6 +67,8 @@ static int t_on_request(struct bm_hbone_conn *c, const struct bm_hbone_req *r, i
 	}
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv))
 		return 503;
+	if (t->up_fd >= 0 && t->n_older_up < 8)
+		t->older_up[t->n_older_up++] = t->up_fd;
 	t->up_fd = sv[0];
 	*fd = sv[1];
 	return 0;
@@ -140,6 +143,8 @@ static void tb_fini(struct tb *t)
 	pump(t, 2);
 	if (t->up_fd >= 0)
 		close(t->up_fd);
+	for (int i = 0; i < t->n_older_up; i++)
+		close(t->older_up[i]);
 	bm_loop_fini(&t->cl);
 	bm_loop_fini(&t->sl);
 }
