@@ -686,7 +686,7 @@ static void uc_on_event(struct bm_ev *ev, uint32_t events)
 	if (uc->connecting) {
 		if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
 			return;
-		if (bm_sock_connect_result(ev->fd)) {
+		if (bm_sock_connect_result(ev->fd, events)) {
 			uc_fail(uc, BM_AR_CONNECT_FAILURE);
 			return;
 		}

@@ -223,9 +223,7 @@ static void stream_on_event(struct bm_ev *ev, uint32_t events)
 		if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
 			return;
 		s->connecting = 0;
-		/* A failed connect reports EPOLLERR (and HUP); EPOLLOUT alone is
-		 * an established connection, no SO_ERROR to ask. */
-		if ((events & (EPOLLERR | EPOLLHUP)) && bm_sock_connect_result(ev->fd)) {
+		if (bm_sock_connect_result(ev->fd, events)) {
 			l->st->status_503++;
 			count_result(l, s, BM_PDIR_IN_HBONE, BM_PRES_UPSTREAM);
 			nghttp2_submit_response(c->h2, s->id, st503, 1, NULL);
@@ -828,7 +826,7 @@ static void conn_on_event(struct bm_ev *ev, uint32_t events)
 	if (c->tcp_connecting) {
 		if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
 			return;
-		if (bm_sock_connect_result(ev->fd)) {
+		if (bm_sock_connect_result(ev->fd, events)) {
 			c->connect_failed = 1;
 			conn_destroy(c);
 			return;

@@ -324,11 +324,13 @@ void bm_close_reset(int fd)
 	close(fd);
 }
 
-int bm_sock_connect_result(int fd)
+int bm_sock_connect_result(int fd, uint32_t events)
 {
 	int err = 0;
 	socklen_t len = sizeof(err);
 
+	if (!(events & (EPOLLERR | EPOLLHUP)))
+		return 0;
 	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len))
 		return -errno;
 	return err ? -err : 0;
@@ -570,7 +572,7 @@ static void relay_on_event(struct bm_ev *ev, uint32_t events)
 	if (r->connecting && side == &r->s[1]) {
 		if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
 			return;
-		if (bm_sock_connect_result(ev->fd)) {
+		if (bm_sock_connect_result(ev->fd, events)) {
 			r->l->st->conns[r->dir][BM_PRES_UPSTREAM]++;
 			relay_end(r, 1);
 			return;

@@ -194,8 +194,10 @@ size_t bm_chunkq_take(struct bm_loop *l, struct bm_chunkq *q, uint8_t *buf, size
 
 /* Close so that the peer sees a reset, not an orderly end. */
 void bm_close_reset(int fd);
-/* 0 when a non-blocking connect on fd completed, else -errno. */
-int bm_sock_connect_result(int fd);
+/* 0 when the non-blocking connect on fd that epoll reported with events
+ * (EPOLLOUT, EPOLLERR or EPOLLHUP) completed, else -errno. A failed connect
+ * always reports EPOLLERR or EPOLLHUP: EPOLLOUT alone needs no SO_ERROR. */
+int bm_sock_connect_result(int fd, uint32_t events);
 
 /* Relay bytes between a and b (both non-blocking, owned by the relay from
  * now on) until both directions ended. b may still be connecting: a failed
