@@ -65,6 +65,8 @@ int bm_netns_listen(const char *netns, uint32_t ip, uint16_t port, int backlog)
 		goto out;
 	}
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	/* Accepted connections inherit it: no setsockopt per connection. */
+	setsockopt(fd, IPPROTO_TCP, 1 /* TCP_NODELAY */, &one, sizeof(one));
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) || listen(fd, backlog)) {
 		err = -errno;
 		close(fd);
@@ -228,13 +230,6 @@ int bm_capture_orig_dst(const struct bm_loader *l, uint64_t netns_cookie, uint16
 {
 	struct bm_orig_key k = { .netns_cookie = netns_cookie, .sport = sport };
 
-	/* One system call per connection (LRU hashes have had it since 5.14). */
-	if (!bpf_map_lookup_and_delete_elem(l->fd.orig_dst, &k, out))
-		return 0;
-	if (errno != EINVAL && errno != EOPNOTSUPP && errno != 524 /* kernel ENOTSUPP */)
-		return -ENOENT;
-	if (bpf_map_lookup_elem(l->fd.orig_dst, &k, out))
-		return -ENOENT;
-	bpf_map_delete_elem(l->fd.orig_dst, &k);
-	return 0;
+	/* One system call (LRU hashes have it since 5.14, as SO_NETNS_COOKIE). */
+	return bpf_map_lookup_and_delete_elem(l->fd.orig_dst, &k, out) ? -ENOENT : 0;
 }

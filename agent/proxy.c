@@ -123,7 +123,7 @@ static void on_listener(struct bm_ev *ev, uint32_t events)
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
 		struct sockaddr_in peer;
 		socklen_t plen = sizeof(peer);
-		/* TCP_NODELAY comes from the listener (listeners_prepare). */
+		/* TCP_NODELAY comes from the listener (bm_netns_listen). */
 		int fd = accept4(ev->fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
@@ -150,32 +150,12 @@ static void on_listener(struct bm_ev *ev, uint32_t events)
 		}
 		if (fd < 0)
 			return; /* EAGAIN: another worker took it, or none left */
-		if (plen != sizeof(peer) || peer.sin_family != AF_INET) {
-			bm_close_reset(fd); /* the listeners are IPv4 */
-			continue;
-		}
 		t = w->p->n > 1 ? __atomic_fetch_add(&w->p->rr, 1, __ATOMIC_RELAXED) % (unsigned)w->p->n
 				: (unsigned)w->idx;
 		if (t != (unsigned)w->idx && !post_conn(&w->p->w[t], pl->pod, pl->kind, fd, &peer))
 			continue;
 		dispatch_conn(w, pl->pod, pl->kind, fd, &peer);
 	}
-}
-
-/* Accepted connections inherit TCP_NODELAY from their listener, which saves
- * a system call per connection; set here also on listeners an earlier meshd
- * made. The netns cookie keys captured connections' original destinations. */
-static void listeners_prepare(struct ppod *pod)
-{
-	socklen_t len = sizeof(pod->netns_cookie);
-	int one = 1;
-
-	for (int k = 0; k < L_KINDS; k++)
-		if (pod->lfd[k] >= 0)
-			setsockopt(pod->lfd[k], IPPROTO_TCP, 1 /* TCP_NODELAY */, &one, sizeof(one));
-	if (pod->lfd[L_OUTBOUND] < 0 ||
-	    getsockopt(pod->lfd[L_OUTBOUND], SOL_SOCKET, SO_NETNS_COOKIE, &pod->netns_cookie, &len))
-		pod->netns_cookie = 0;
 }
 
 static void worker_add_pod(struct worker *w, struct ppod *pod)
@@ -593,7 +573,15 @@ int bm_proxy_pod_add(struct bm_proxy *p, const struct bm_proxy_pod *cfg)
 				pod->lfd[k] = fcntl(old->lfd[k], F_DUPFD_CLOEXEC, 0);
 	}
 	pthread_mutex_unlock(&p->lock);
-	listeners_prepare(pod);
+	/* The pod netns' cookie keys its captured connections' original
+	 * destinations (0: none can be found, as without the listener). */
+	{
+		socklen_t len = sizeof(pod->netns_cookie);
+
+		if (pod->lfd[L_OUTBOUND] < 0 || getsockopt(pod->lfd[L_OUTBOUND], SOL_SOCKET,
+							   SO_NETNS_COOKIE, &pod->netns_cookie, &len))
+			pod->netns_cookie = 0;
+	}
 	if (p->ids && cfg->spiffe_id[0]) {
 		pod->sctx = bm_tls_server_ctx(p->ids, cfg->spiffe_id);
 		pod->cctx = bm_tls_client_ctx(p->ids, cfg->spiffe_id);

@@ -112,13 +112,10 @@ void px_accept_outbound(struct worker *w, struct ppod *src, int fd, const struct
 {
 	struct bm_agent *a = w->p->a;
 	struct bm_orig_dst od;
-	uint64_t cookie = src->netns_cookie;
-	socklen_t cl = sizeof(cookie);
 	struct ppod *dst;
 	struct bm_conn_attrs at = { 0 };
 
-	if ((!cookie && getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &cl)) ||
-	    bm_capture_orig_dst(&a->loader, cookie, ntohs(peer->sin_port), &od)) {
+	if (bm_capture_orig_dst(&a->loader, src->netns_cookie, ntohs(peer->sin_port), &od)) {
 		/* Not captured by connect4 (someone dialled 127.0.0.1:15001). */
 		w->st.conns[BM_PDIR_OUT_LOCAL][BM_PRES_ERROR]++;
 		bm_close_reset(fd);
