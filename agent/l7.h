@@ -262,8 +262,9 @@ struct bm_l7_breaker_stat {
 	uint64_t overflow_pending, overflow_requests, overflow_retries;
 };
 /* Every cluster any L7 configuration of this process has had, sorted by
- * name: the first max into out; returns how many there are (out may be NULL
- * with max 0 to count). Any thread. */
+ * name, into out; returns how many there are (out may be NULL with max 0 to
+ * count). A buffer shorter than that gets max of them (not the first max by
+ * name), sorted. Any thread. */
 size_t bm_l7_breaker_stats(struct bm_l7_breaker_stat *out, size_t max);
 /* The service at vip:port (port host order) or NULL. */
 const struct bm_l7_service *bm_l7_find(const struct bm_l7_config *c, uint32_t vip, uint16_t port);

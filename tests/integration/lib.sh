@@ -396,6 +396,8 @@ meshd_log_tail() { tail -n "${2:-20}" "$BPFMESH_RUN/sandbox/meshd-$1.log" 2>/dev
 
 # pstat JSON PATH: a proxy counter (dotted path) from proxy_stats output, 0 if absent.
 pstat() { jget "$1" "$2" 0; }
+# pdelta AFTER BEFORE PATH: how much a proxy counter grew between two proxy_stats.
+pdelta() { echo $(( $(pstat "$1" "$3") - $(pstat "$2" "$3") )); }
 
 # ------------------------------------------------------------ L7 (issue 4) helpers
 

@@ -43,9 +43,9 @@ expect_eq "banner (server reached through the VIP)" "$(jget "$out" banner)" srv3
 log "ok: marker $MARK arrived intact and came back"
 expect_eq "cross-node bm-probe failed" "$(jget "$bulk" failed)" 0
 n1_after=$(proxy_stats node1) n2_after=$(proxy_stats node2)
-d_out=$(( $(pstat "$n1_after" connections.outbound_hbone.ok) - $(pstat "$n1_before" connections.outbound_hbone.ok) ))
-d_in=$(( $(pstat "$n2_after" connections.inbound_hbone.ok) - $(pstat "$n2_before" connections.inbound_hbone.ok) ))
-d_200=$(( $(pstat "$n2_after" hbone.status.200) - $(pstat "$n2_before" hbone.status.200) ))
+d_out=$(pdelta "$n1_after" "$n1_before" connections.outbound_hbone.ok)
+d_in=$(pdelta "$n2_after" "$n2_before" connections.inbound_hbone.ok)
+d_200=$(pdelta "$n2_after" "$n2_before" hbone.status.200)
 log "proxy counters: node1 outbound_hbone.ok +$d_out, node2 inbound_hbone.ok +$d_in, CONNECT 200 +$d_200," \
     "node1 tls client_handshakes $(pstat "$n1_after" tls.client_handshakes) (resumed $(pstat "$n1_after" tls.resumed))," \
     "node2 server_handshakes $(pstat "$n2_after" tls.server_handshakes)"
@@ -98,8 +98,8 @@ podsall=$(pcap_count "$PCAP3" "tcp")
 log "same-node captures: hub 15008 packets $hub15008; node2 pods0: $podsall TCP packets, $pods15008 on 15008"
 expect_eq "port-15008 packets on the hub for same-node traffic" "$hub15008" 0
 expect_eq "port-15008 packets on node2's pod bridge for same-node traffic" "$pods15008" 0
-d_local=$(( $(pstat "$p2_after" connections.outbound_local.ok) - $(pstat "$p2_before" connections.outbound_local.ok) ))
-d_hb=$(( $(pstat "$p2_after" connections.inbound_hbone.ok) - $(pstat "$p2_before" connections.inbound_hbone.ok) ))
+d_local=$(pdelta "$p2_after" "$p2_before" connections.outbound_local.ok)
+d_hb=$(pdelta "$p2_after" "$p2_before" connections.inbound_hbone.ok)
 d_hs=$(( $(pstat "$p2_after" tls.server_handshakes) + $(pstat "$p2_after" tls.client_handshakes) -
          $(pstat "$p2_before" tls.server_handshakes) - $(pstat "$p2_before" tls.client_handshakes) ))
 log "node2 proxy counters: outbound_local.ok +$d_local, inbound_hbone.ok +$d_hb, TLS handshakes +$d_hs"

@@ -117,12 +117,12 @@ expect_eq "held connections alive after the rotations" "$(jget "$final" alive)" 
 fresh_ok=0
 while read -r pod ts o; do fresh_ok=$(( fresh_ok + $(jget "$o" ok 0) )); done <"$FRESH"
 expect_eq "fresh-source connections (new handshakes with rotated certificates)" "$fresh_ok" $(( 5 * NFRESH ))
-hs=$(( $(pstat "$p1_after" tls.client_handshakes) - $(pstat "$p1_before" tls.client_handshakes) ))
+hs=$(pdelta "$p1_after" "$p1_before" tls.client_handshakes)
 [ "$hs" -ge "$NFRESH" ] || fail "node1 made $hs TLS handshakes during the run, want >= $NFRESH (one per fresh source)"
 log "NOTE: the steady load ($(jget "$out" ok) connections from rc34) rode on $(( hs - NFRESH )) new TLS handshake(s) besides the" \
     "$NFRESH fresh sources (pools are per proxy worker): a pooled HBONE connection keeps opening streams long after the SVIDs it was" \
     "authenticated with expired (TTL 10 s, run ${DUR} s); expiry is only checked at handshake"
-log "ok: node1 TLS client handshakes during the run = $hs (>= $NFRESH), resumed $(( $(pstat "$p1_after" tls.resumed) - $(pstat "$p1_before" tls.resumed) ))"
+log "ok: node1 TLS client handshakes during the run = $hs (>= $NFRESH), resumed $(pdelta "$p1_after" "$p1_before" tls.resumed)"
 for n in node1 node2; do
   line=$(grep "^$n " "$T_TMP/rot.txt" | head -n 1)
   [ -n "$line" ] || fail "no certificate samples for $n"

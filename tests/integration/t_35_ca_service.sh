@@ -79,9 +79,9 @@ expect_eq "banner (server on node2 reached through the VIP)" "$(jget "$out" bann
 [[ $(jget "$out" echo) == *"$MARK"* ]] || fail "echo does not carry the marker: $out"
 after1=$(proxy_stats node1) after2=$(proxy_stats node2)
 expect_eq "node1 outbound HBONE connections" \
-  $(( $(pstat "$after1" connections.outbound_hbone.ok) - $(pstat "$before1" connections.outbound_hbone.ok) )) 1
+  $(pdelta "$after1" "$before1" connections.outbound_hbone.ok) 1
 expect_eq "node2 inbound HBONE connections" \
-  $(( $(pstat "$after2" connections.inbound_hbone.ok) - $(pstat "$before2" connections.inbound_hbone.ok) )) 1
+  $(pdelta "$after2" "$before2" connections.inbound_hbone.ok) 1
 
 # --- 3. a forged request: an identity with no workload on node2
 svc1=$(jctl ca show --node node1)

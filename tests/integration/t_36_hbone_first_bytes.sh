@@ -62,7 +62,7 @@ CLI=$!
 # client's python starts in well under a second).
 sleep 2.5
 n1_mid=$(proxy_stats node1)
-d200_mid=$(( $(pstat "$n1_mid" hbone.status.200) - $(pstat "$n1_before" hbone.status.200) ))
+d200_mid=$(pdelta "$n1_mid" "$n1_before" hbone.status.200)
 wait "$CLI" || true
 out=$(cat "$OUT")
 log "client: $out; node1 had counted $d200_mid 200 after 2.5 s"
@@ -73,10 +73,10 @@ python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) >= 3.9 else 1)" "$(jget
 expect_eq "200s node1 saw while the app was silent (the tick released the held 200)" "$d200_mid" 1
 sleep 0.3
 n1_after=$(proxy_stats node1) n2_after=$(proxy_stats node2)
-d_out=$(( $(pstat "$n1_after" connections.outbound_hbone.ok) - $(pstat "$n1_before" connections.outbound_hbone.ok) ))
-d_in=$(( $(pstat "$n2_after" connections.inbound_hbone.ok) - $(pstat "$n2_before" connections.inbound_hbone.ok) ))
-d_rst=$(( $(pstat "$n1_after" hbone.streams_reset) + $(pstat "$n2_after" hbone.streams_reset) -
-          $(pstat "$n1_before" hbone.streams_reset) - $(pstat "$n2_before" hbone.streams_reset) ))
+d_out=$(pdelta "$n1_after" "$n1_before" connections.outbound_hbone.ok)
+d_in=$(pdelta "$n2_after" "$n2_before" connections.inbound_hbone.ok)
+d_rst=$(( $(pdelta "$n1_after" "$n1_before" hbone.streams_reset) +
+          $(pdelta "$n2_after" "$n2_before" hbone.streams_reset) ))
 log "node1 outbound_hbone.ok +$d_out, node2 inbound_hbone.ok +$d_in, streams reset +$d_rst"
 expect_eq "node1 outbound HBONE connections ok" "$d_out" 1
 expect_eq "node2 inbound HBONE connections ok" "$d_in" 1

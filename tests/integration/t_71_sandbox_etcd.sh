@@ -170,7 +170,7 @@ after=$(proxy_stats node1)
 expect_eq "mesh connection node1 -> node3: banner" "$(jget "$out" banner)" ms-srv
 [[ $(jget "$out" echo) == *"$mark"* ]] || fail "mesh connection: echo lacks the marker: $out"
 expect_eq "node1 outbound HBONE connections" \
-  $(( $(pstat "$after" connections.outbound_hbone.ok) - $(pstat "$before" connections.outbound_hbone.ok) )) 1
+  $(pdelta "$after" "$before" connections.outbound_hbone.ok) 1
 
 # ------------------------------------------------------------ etcd outage
 
