@@ -24,6 +24,11 @@
  *   --hist-out FILE    with --split-period, also write every recorded latency
  *                      of both halves to FILE, one "even|odd US COUNT" line per
  *                      distinct microsecond value, so that runs can be pooled
+ *   --windows-out FILE with --split-period, also write one line per window:
+ *                      "WINDOW PARITY REQUESTS P50 P90 P99 P999" (WINDOW: the
+ *                      window's number since CLOCK_MONOTONIC's zero, latencies
+ *                      in us), so that each window can be set against its
+ *                      neighbours of the other parity
  *
  * Open loop: connection c sends its j-th request at t0 + (c + j*N)/R. The
  * latency of a request is counted from the time it was *scheduled*, not sent,
@@ -85,8 +90,10 @@ static struct {
 	uint32_t *lat;
 	size_t n_lat, cap_lat;
 	uint64_t split_ns;
-	const char *hist_out;
+	const char *hist_out, *windows_out;
 	struct samples { uint32_t *v; size_t n, cap; } half[2];
+	struct wsample { uint64_t window; uint32_t us; } *ws;
+	size_t n_ws, cap_ws;
 	uint64_t errors, sent_total;
 	int epfd;
 } g;
@@ -129,6 +136,15 @@ static void record(uint64_t ns, uint64_t due)
 		struct samples *h = &g.half[(due / g.split_ns) & 1];
 
 		push(&h->v, &h->n, &h->cap, v);
+		if (g.windows_out && g.n_ws < MAX_SAMPLES) {
+			if (g.n_ws == g.cap_ws) {
+				g.cap_ws = g.cap_ws ? g.cap_ws * 2 : 65536;
+				g.ws = realloc(g.ws, g.cap_ws * sizeof(*g.ws));
+				if (!g.ws)
+					die("realloc");
+			}
+			g.ws[g.n_ws++] = (struct wsample){ due / g.split_ns, v };
+		}
 	}
 }
 
@@ -363,10 +379,40 @@ static void write_hist(FILE *f, const char *name, const struct samples *h)
 	}
 }
 
+static int cmp_wsample(const void *a, const void *b)
+{
+	const struct wsample *x = a, *y = b;
+
+	if (x->window != y->window)
+		return x->window < y->window ? -1 : 1;
+	return x->us < y->us ? -1 : x->us > y->us;
+}
+
+/* One "WINDOW PARITY REQUESTS P50 P90 P99 P999" line per window, in order. */
+static void write_windows(FILE *f)
+{
+	uint32_t *v = malloc((g.n_ws ? g.n_ws : 1) * sizeof(*v));
+
+	if (!v)
+		die("malloc");
+	qsort(g.ws, g.n_ws, sizeof(*g.ws), cmp_wsample);
+	for (size_t i = 0; i < g.n_ws;) {
+		size_t n = 0;
+		uint64_t w = g.ws[i].window;
+
+		while (i < g.n_ws && g.ws[i].window == w)
+			v[n++] = g.ws[i++].us;
+		fprintf(f, "%llu %s %zu %.0f %.0f %.0f %.0f\n", (unsigned long long)w, w & 1 ? "odd" : "even", n,
+			pct_of(v, n, 0.5), pct_of(v, n, 0.9), pct_of(v, n, 0.99), pct_of(v, n, 0.999));
+	}
+	free(v);
+}
+
 static void usage(void)
 {
 	fprintf(stderr, "usage: bm-load --addr IP:PORT [--path P] [--host H] [--conns N] [--rate R] "
-			"[--duration S] [--warmup S] [--close] [--timeout-ms MS] [--split-period S] [--hist-out FILE]\n");
+			"[--duration S] [--warmup S] [--close] [--timeout-ms MS] [--split-period S] [--hist-out FILE]\n"
+			"       [--windows-out FILE]\n");
 	exit(2);
 }
 
@@ -395,6 +441,7 @@ int main(int argc, char **argv)
 		else if (!strcmp(a, "--warmup") && more) g.warmup = atof(argv[++i]);
 		else if (!strcmp(a, "--split-period") && more) g.split_ns = (uint64_t)(atof(argv[++i]) * 1e9);
 		else if (!strcmp(a, "--hist-out") && more) g.hist_out = argv[++i];
+		else if (!strcmp(a, "--windows-out") && more) g.windows_out = argv[++i];
 		else if (!strcmp(a, "--timeout-ms") && more) g.timeout_ns = strtoull(argv[++i], NULL, 10) * 1000000;
 		else if (!strcmp(a, "--close")) g.close_mode = true;
 		else usage();
@@ -544,6 +591,15 @@ int main(int argc, char **argv)
 			write_hist(f, "odd", &g.half[1]);
 			if (fclose(f))
 				die(g.hist_out);
+		}
+		if (g.windows_out) {
+			FILE *f = fopen(g.windows_out, "w");
+
+			if (!f)
+				die(g.windows_out);
+			write_windows(f);
+			if (fclose(f))
+				die(g.windows_out);
 		}
 	}
 	printf("}\n");

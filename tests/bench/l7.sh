@@ -43,12 +43,17 @@
 #                 windows are compared with quiet windows of the same run,
 #                 interleaved every few seconds (the machine's drift falls on
 #                 both); the "l7" run, split the same way with no scraper,
-#                 shows the split's own noise. The goal is judged on all
-#                 rounds' requests pooled (scraped windows' p99 against the
-#                 quiet windows'). The meshd CPU of the pair shows what the
-#                 scrapes cost; l7-scrape.txt has each fetch's node, status,
-#                 size and time, l7-scrape-windows.txt the percentiles per
-#                 side and round, l7-scrape-hist.txt every latency.
+#                 shows the split's own noise. The goal is judged window by
+#                 window: each scraped window's p99 against the quiet
+#                 windows just before and after it, the median over all
+#                 rounds with a confidence interval from resampling rounds
+#                 (the control gives the same with nobody scraping); all
+#                 rounds' requests pooled are shown too. The meshd CPU of
+#                 the pair shows what the scrapes cost; l7-scrape.txt has
+#                 each fetch's node, status, size and time,
+#                 l7-scrape-windows.txt the percentiles per side and round,
+#                 l7-scrape-perwindow.txt per window, l7-scrape-hist.txt
+#                 every latency.
 # Per run: req/s, p50/p90/p99, errors (socket errors + non-2xx), CPU seconds
 # of the mesh processes (both meshds for l4 and l7; for sidecar the client
 # HAProxy and the v1 server HAProxy, the two in the path), req/s per core
@@ -622,10 +627,10 @@ run_one() {
       # control is split the same way.
       par=$(( (r + 1) % 2 ))
       [ "$s" = l7-scraped ] && { : >"$TMP/scrape.out"; scraper_start "$TMP/scrape.out" "$par"; }
-      rm -f "$TMP/hist.out"
+      rm -f "$TMP/hist.out" "$TMP/win.out"
       sb exec "$cli" -- timeout $((SCRAPE_SECS + 20)) "$LOAD" --addr "$addr" --rate "$SCRAPE_RATE" --conns 4 \
         --duration "$SCRAPE_SECS" --warmup 0.5 --split-period "$SCRAPE_PERIOD" \
-        --hist-out "$TMP/hist.out" >"$TMP/run.out" 2>&1 || true
+        --hist-out "$TMP/hist.out" --windows-out "$TMP/win.out" >"$TMP/run.out" 2>&1 || true
       if [ "$s" = l7-scraped ]; then
         scraper_stop
         sed "s/^/$r /" "$TMP/scrape.out" >>"$SCRAPE_RND"
@@ -636,6 +641,9 @@ run_one() {
         [ ! -s "$TMP/hist.out" ] ||
           awk -v p="$r $s" -v par="$par" '{ h = (($1 == "even") == (par == 0)) ? "scraped" : "quiet"; print p, h, $2, $3 }' \
             "$TMP/hist.out" >>"$HIST_RND"
+        [ ! -s "$TMP/win.out" ] ||
+          awk -v p="$r $s" -v par="$par" '{ h = (($2 == "even") == (par == 0)) ? "scraped" : "quiet"; print p, h, $1, $3, $4, $5, $6, $7 }' \
+            "$TMP/win.out" >>"$PERWIN_RND"
       fi ;;
     sat)
       sb exec "$cli" -- timeout $((SECS + 20)) wrk -t1 -c"$CONNS" -d"${SECS}s" --latency \
@@ -659,8 +667,10 @@ THREADS=$RESULTS/l7-threads.txt THREADS_RND=$TMP/threads.txt
 SCRAPES=$RESULTS/l7-scrape.txt SCRAPE_RND=$TMP/scrape-round.txt
 WINDOWS=$RESULTS/l7-scrape-windows.txt WIN_RND=$TMP/windows-round.txt
 HIST=$RESULTS/l7-scrape-hist.txt HIST_RND=$TMP/hist-round.txt
+PERWIN=$RESULTS/l7-scrape-perwindow.txt PERWIN_RND=$TMP/perwindow-round.txt
 echo "# round scenario parity, requests p50 p90 p99 p999 (us) of the windows of that parity (scraped in l7-scraped), then of the others (quiet); ${SCRAPE_PERIOD}s windows" >"$WINDOWS"
 echo "# round scenario side latency_us count: every recorded request of the scrape workload (side: scraped or quiet windows)" >"$HIST"
+echo "# round scenario side window requests p50 p90 p99 p999 (us): each ${SCRAPE_PERIOD}s window of the scrape workload (window: its number since CLOCK_MONOTONIC's zero; side: scraped or quiet)" >"$PERWIN"
 echo "# round node_ip http_code bytes seconds: every fetch of /metrics during the l7-scraped runs" >"$SCRAPES"
 echo "# workload scenario round pid/tid=cpu_ticks(${HZ}/s), threads busy during the run" >"$THREADS"
 echo "# workload scenario round p50_us p90_us p99_us rps requests errors cpu_ticks(${HZ}/s) elapsed_s" \
@@ -675,7 +685,7 @@ t_start=$(date +%s)
 for r in $(seq "$ROUNDS"); do
   for try in $(seq $((1 + RETRIES))); do
     setup
-    : >"$ROUND_RAW"; : >"$SCRAPE_RND"; : >"$WIN_RND"; : >"$HIST_RND"
+    : >"$ROUND_RAW"; : >"$SCRAPE_RND"; : >"$WIN_RND"; : >"$HIST_RND"; : >"$PERWIN_RND"
     echo "# round $r: meshd node1 $MESHD1, node2 $MESHD2; haproxy client $HAP_CLI, server v1 $HAP_SV1" >"$THREADS_RND"
     RAW_SAVE=$RAW; RAW=$ROUND_RAW
     done_ok=1
@@ -703,6 +713,7 @@ for r in $(seq "$ROUNDS"); do
       cat "$SCRAPE_RND" >>"$SCRAPES"
       cat "$WIN_RND" >>"$WINDOWS"
       cat "$HIST_RND" >>"$HIST"
+      cat "$PERWIN_RND" >>"$PERWIN"
       teardown
       break
     fi
@@ -715,7 +726,7 @@ done
 # ---------------------------------------------------------------- report
 stamp=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
-python3 "$ROOT/tests/bench/report.py" --l7-raw "$RAW" --l7-checks "$CHECKS" --l7-threads "$THREADS" --l7-scrape "$SCRAPES" --l7-windows "$WINDOWS" --l7-hist "$HIST" --scrape-period "$SCRAPE_PERIOD" --scraper-nice "$SCRAPER_NICE" \
+python3 "$ROOT/tests/bench/report.py" --l7-raw "$RAW" --l7-checks "$CHECKS" --l7-threads "$THREADS" --l7-scrape "$SCRAPES" --l7-windows "$WINDOWS" --l7-hist "$HIST" --l7-perwindow "$PERWIN" --scrape-period "$SCRAPE_PERIOD" --scraper-nice "$SCRAPER_NICE" \
   --out "$RESULTS/l7.md" --hz "$HZ" --stamp "$stamp" --rounds "$ROUNDS" \
   --secs "$SECS" --scrape-secs "$SCRAPE_SECS" --scrape-rate "$SCRAPE_RATE" --conns "$CONNS" --kernel "$(uname -r)" --nproc "$(nproc)" --cpu "$cpu_model" \
   --version "$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo dev)" \

@@ -1,0 +1,76 @@
+"""tests/bench/estimators.py: how the scrape benchmark (l7.sh's scrape
+workload) judges issue 5's goal, apart from report.py so that
+test_estimators.py can check it on made-up windows. Standard library only."""
+import math
+import random
+import statistics
+
+
+def read_perwindow(path):
+    """{(scenario, round): {window: (side, requests, p99_us)}} from l7.sh's
+    l7-scrape-perwindow.txt."""
+    runs = {}
+    try:
+        for line in open(path) if path else []:
+            f = line.split()
+            if line.startswith("#") or len(f) != 9:
+                continue
+            runs.setdefault((f[1], int(f[0])), {})[int(f[3])] = (f[2], int(f[4]), float(f[7]))
+    except (OSError, ValueError):
+        return {}
+    return runs
+
+
+def neighbour_logratios(windows):
+    """Each scraped window's p99 against the quiet windows just before and
+    after it: ln p99(w) - (ln p99(w-1) + ln p99(w+1)) / 2. Windows with fewer
+    than 80 % of the run's median request count (the partial first and last
+    ones) take no part."""
+    if not windows:
+        return []
+    full = statistics.median(n for _, n, _ in windows.values()) * 0.8
+    ok = {w: v for w, v in windows.items() if v[1] >= full and v[2] > 0}
+    out = []
+    for w, (side, _, p99) in sorted(ok.items()):
+        a, b = ok.get(w - 1), ok.get(w + 1)
+        if side != "scraped" or not a or not b or a[0] != "quiet" or b[0] != "quiet":
+            continue
+        out.append(math.log(p99) - (math.log(a[2]) + math.log(b[2])) / 2)
+    return out
+
+
+def neighbour_estimate(by_round, resamples=2000):
+    """exp(median) of the log-ratios of all rounds, and a 95 % interval from
+    resampling whole rounds (windows of one round share the machine's state;
+    rounds are the independent units). Fixed seed: the same data give the
+    same report."""
+    rounds = [v for v in by_round.values() if v]
+    allv = [x for v in rounds for x in v]
+    if not allv:
+        return None
+    est = math.exp(statistics.median(allv))
+    if len(rounds) < 3:
+        return est, None, None, len(allv), len(rounds)
+    rnd, meds = random.Random(1), []
+    for _ in range(resamples):
+        pick = [x for _ in rounds for x in rounds[rnd.randrange(len(rounds))]]
+        meds.append(math.exp(statistics.median(pick)))
+    meds.sort()
+    lo, hi = meds[int(0.025 * resamples)], meds[int(0.975 * resamples) - 1]
+    return est, lo, hi, len(allv), len(rounds)
+
+
+def neighbour_verdict(scraped, control, limit=0.02):
+    """not met: the scraped run's whole interval above x(1 + limit); met: its
+    whole interval within the limit of x1 and the control's interval holding
+    x1 (the estimator finds no effect where there is none); otherwise not
+    shown."""
+    ctl_ok = control is not None and control[1] is not None and control[1] <= 1 <= control[2]
+    lo, hi = scraped[1], scraped[2]
+    if lo is None:
+        return "not shown"
+    if lo >= 1 + limit:
+        return "not met"
+    if ctl_ok and 1 - limit < lo and hi < 1 + limit:
+        return "met"
+    return "not shown"
