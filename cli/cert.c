@@ -70,20 +70,20 @@ static int cert_request(int argc, char **argv)
 	return rc;
 }
 
-int do_cert(int argc, char **argv)
+/* meshctl VERB SUB [--node NODE] [-o json]: one {"cmd":cmd} to the selected
+ * nodes, printed as JSON or by show() followed by the nodes' errors. */
+static int ask_and_show(int argc, char **argv, const char *sub, const char *cmd,
+			const char *usage, void (*show)(json_t *all))
 {
 	struct cli_node_opts o = {};
-	json_t *req, *all, *n, *id;
-	size_t i, j;
+	json_t *req, *all;
 	int pos, fails;
 
-	if (argc >= 2 && !strcmp(argv[1], "request"))
-		return cert_request(argc - 1, argv + 1);
-	if (argc < 2 || strcmp(argv[1], "ls") || cli_parse_node_opts(argc - 1, argv + 1, &o, &pos) || pos != argc - 1) {
-		fprintf(stderr, "usage: meshctl cert ls [--node NODE] [-o json] | cert request NS/SA --node NODE\n");
+	if (argc < 2 || strcmp(argv[1], sub) || cli_parse_node_opts(argc - 1, argv + 1, &o, &pos) || pos != argc - 1) {
+		fputs(usage, stderr);
 		return 2;
 	}
-	req = json_pack("{s:s}", "cmd", "certs");
+	req = json_pack("{s:s}", "cmd", cmd);
 	all = cli_ask_nodes(o.node, req, &fails);
 	json_decref(req);
 	if (!all)
@@ -91,67 +91,70 @@ int do_cert(int argc, char **argv)
 	if (o.json) {
 		cli_print_json(all);
 	} else {
-		printf("%-12s %-56s %-34s %s\n", "NODE", "IDENTITY", "SERIAL", "NOT AFTER");
-		json_array_foreach(json_object_get(all, "nodes"), i, n)
-			json_array_foreach(json_object_get(n, "identities"), j, id)
-				printf("%-12s %-56s %-34s %s\n", str(n, "node"), str(id, "spiffe_id"),
-				       str(id, "serial"), str(id, "not_after"));
+		show(all);
 		node_errors(all);
 	}
 	json_decref(all);
 	return fails ? 1 : 0;
 }
 
-int do_ca(int argc, char **argv)
+static void show_certs(json_t *all)
 {
-	struct cli_node_opts o = {};
-	json_t *req;
-	int pos;
-	json_t *all, *n;
-	int fails;
+	json_t *n, *id;
+	size_t i, j;
+
+	printf("%-12s %-56s %-34s %s\n", "NODE", "IDENTITY", "SERIAL", "NOT AFTER");
+	json_array_foreach(json_object_get(all, "nodes"), i, n)
+		json_array_foreach(json_object_get(n, "identities"), j, id)
+			printf("%-12s %-56s %-34s %s\n", str(n, "node"), str(id, "spiffe_id"),
+			       str(id, "serial"), str(id, "not_after"));
+}
+
+int do_cert(int argc, char **argv)
+{
+	if (argc >= 2 && !strcmp(argv[1], "request"))
+		return cert_request(argc - 1, argv + 1);
+	return ask_and_show(argc, argv, "ls", "certs",
+			    "usage: meshctl cert ls [--node NODE] [-o json] | cert request NS/SA --node NODE\n",
+			    show_certs);
+}
+
+static void show_ca(json_t *all)
+{
+	json_t *n;
 	size_t i;
 
-	if (argc < 2 || strcmp(argv[1], "show") || cli_parse_node_opts(argc - 1, argv + 1, &o, &pos) || pos != argc - 1) {
-		fprintf(stderr, "usage: meshctl ca show [--node NODE] [-o json]\n");
-		return 2;
-	}
-	req = json_pack("{s:s}", "cmd", "ca");
-	all = cli_ask_nodes(o.node, req, &fails);
-	json_decref(req);
-	if (!all)
-		return 1;
-	if (o.json) {
-		cli_print_json(all);
-	} else {
-		json_array_foreach(json_object_get(all, "nodes"), i, n) {
-			if (!json_is_true(json_object_get(n, "ok")))
-				continue;
-			printf("%sNode:          %s\n", i ? "\n" : "", str(n, "node"));
-			printf("Subject:       %s\n", str(n, "subject"));
-			printf("Trust domain:  %s\n", str(n, "trust_domain"));
-			printf("Serial:        %s\n", str(n, "serial"));
-			printf("Not before:    %s\n", str(n, "not_before"));
-			printf("Not after:     %s\n", str(n, "not_after"));
-			printf("SHA-256:       %s\n", str(n, "sha256_fingerprint"));
-			printf("Mode:          %s\n", str(n, "mode"));
-			if (json_object_get(n, "service")) {
-				json_t *sv = json_object_get(n, "service");
+	json_array_foreach(json_object_get(all, "nodes"), i, n) {
+		if (!json_is_true(json_object_get(n, "ok")))
+			continue;
+		printf("%sNode:          %s\n", i ? "\n" : "", str(n, "node"));
+		printf("Subject:       %s\n", str(n, "subject"));
+		printf("Trust domain:  %s\n", str(n, "trust_domain"));
+		printf("Serial:        %s\n", str(n, "serial"));
+		printf("Not before:    %s\n", str(n, "not_before"));
+		printf("Not after:     %s\n", str(n, "not_after"));
+		printf("SHA-256:       %s\n", str(n, "sha256_fingerprint"));
+		printf("Mode:          %s\n", str(n, "mode"));
+		if (json_object_get(n, "service")) {
+			json_t *sv = json_object_get(n, "service");
 
-				printf("CA service:    %s: %lld joined, %lld renewed, %lld signed, %lld refused\n",
-				       str(sv, "listen"), json_integer_value(json_object_get(sv, "joined")),
-				       json_integer_value(json_object_get(sv, "renewed")),
-				       json_integer_value(json_object_get(sv, "signed")),
-				       json_integer_value(json_object_get(sv, "refused")));
-			}
-			if (json_object_get(n, "client")) {
-				json_t *cl = json_object_get(n, "client");
-
-				printf("CA service:    %s (node %s, node certificate not after %s)\n", str(cl, "ca_addr"),
-				       str(cl, "node_id"), str(cl, "node_cert_not_after"));
-			}
+			printf("CA service:    %s: %lld joined, %lld renewed, %lld signed, %lld refused\n",
+			       str(sv, "listen"), json_integer_value(json_object_get(sv, "joined")),
+			       json_integer_value(json_object_get(sv, "renewed")),
+			       json_integer_value(json_object_get(sv, "signed")),
+			       json_integer_value(json_object_get(sv, "refused")));
 		}
-		node_errors(all);
+		if (json_object_get(n, "client")) {
+			json_t *cl = json_object_get(n, "client");
+
+			printf("CA service:    %s (node %s, node certificate not after %s)\n", str(cl, "ca_addr"),
+			       str(cl, "node_id"), str(cl, "node_cert_not_after"));
+		}
 	}
-	json_decref(all);
-	return fails ? 1 : 0;
+}
+
+int do_ca(int argc, char **argv)
+{
+	return ask_and_show(argc, argv, "show", "ca", "usage: meshctl ca show [--node NODE] [-o json]\n",
+			    show_ca);
 }

@@ -59,32 +59,33 @@ static void check_kernel(struct check_ctx *c)
 	       "a kernel built with CONFIG_DEBUG_INFO_BTF=y is needed");
 }
 
-static void check_prog(struct check_ctx *c, enum bpf_prog_type t, const char *name)
+/* libbpf's probes answer 1 (supported), 0 (not) or -errno (could not tell). */
+static void report_probe(struct check_ctx *c, int r, const char *kind, const char *name,
+			 const char *missing)
 {
 	char what[128];
-	int r = libbpf_probe_bpf_prog_type(t, NULL);
 
-	snprintf(what, sizeof(what), "BPF program type %s", name);
-	report(c, r == 1 ? "ok" : "fail", what, r < 0 ? strerror(-r) : "not supported by this kernel");
+	snprintf(what, sizeof(what), "%s %s", kind, name);
+	report(c, r == 1 ? "ok" : "fail", what, r < 0 ? strerror(-r) : missing);
+}
+
+static void check_prog(struct check_ctx *c, enum bpf_prog_type t, const char *name)
+{
+	report_probe(c, libbpf_probe_bpf_prog_type(t, NULL), "BPF program type", name,
+		     "not supported by this kernel");
 }
 
 static void check_map(struct check_ctx *c, enum bpf_map_type t, const char *name)
 {
-	char what[128];
-	int r = libbpf_probe_bpf_map_type(t, NULL);
-
-	snprintf(what, sizeof(what), "BPF map type %s", name);
-	report(c, r == 1 ? "ok" : "fail", what, r < 0 ? strerror(-r) : "not supported by this kernel");
+	report_probe(c, libbpf_probe_bpf_map_type(t, NULL), "BPF map type", name,
+		     "not supported by this kernel");
 }
 
 static void check_helper(struct check_ctx *c, enum bpf_prog_type t, enum bpf_func_id f,
 			 const char *name)
 {
-	char what[128];
-	int r = libbpf_probe_bpf_helper(t, f, NULL);
-
-	snprintf(what, sizeof(what), "BPF helper %s", name);
-	report(c, r == 1 ? "ok" : "fail", what, r < 0 ? strerror(-r) : "not available to the program type");
+	report_probe(c, libbpf_probe_bpf_helper(t, f, NULL), "BPF helper", name,
+		     "not available to the program type");
 }
 
 static void check_mounts(struct check_ctx *c)

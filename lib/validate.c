@@ -96,6 +96,23 @@ void bm_vpath_pop(struct bm_vctx *v, size_t mark)
 	}
 }
 
+/* For bm_verr_at / bm_vwarn_at: the suffix names a field below the current
+ * path, for this one entry only. */
+static void vreport_at(struct bm_vctx *v, bool warn, unsigned line, const char *suffix,
+		       const char *fmt, va_list ap)
+{
+	size_t mark = v->plen;
+
+	if (*suffix == '.' && !v->plen)
+		suffix++;
+	path_append(v, suffix, strlen(suffix));
+	if (warn)
+		bm_errlist_vwarn(v->errs, v->file, line, v->path, fmt, ap);
+	else
+		bm_errlist_vadd(v->errs, v->file, line, v->path, fmt, ap);
+	bm_vpath_pop(v, mark);
+}
+
 void bm_verr(struct bm_vctx *v, unsigned line, const char *fmt, ...)
 {
 	va_list ap;
@@ -107,16 +124,11 @@ void bm_verr(struct bm_vctx *v, unsigned line, const char *fmt, ...)
 
 void bm_verr_at(struct bm_vctx *v, unsigned line, const char *suffix, const char *fmt, ...)
 {
-	size_t mark = v->plen;
 	va_list ap;
 
-	if (*suffix == '.' && !v->plen)
-		suffix++;
-	path_append(v, suffix, strlen(suffix));
 	va_start(ap, fmt);
-	bm_errlist_vadd(v->errs, v->file, line, v->path, fmt, ap);
+	vreport_at(v, false, line, suffix, fmt, ap);
 	va_end(ap);
-	bm_vpath_pop(v, mark);
 }
 
 void bm_vwarn(struct bm_vctx *v, unsigned line, const char *fmt, ...)
@@ -130,16 +142,11 @@ void bm_vwarn(struct bm_vctx *v, unsigned line, const char *fmt, ...)
 
 void bm_vwarn_at(struct bm_vctx *v, unsigned line, const char *suffix, const char *fmt, ...)
 {
-	size_t mark = v->plen;
 	va_list ap;
 
-	if (*suffix == '.' && !v->plen)
-		suffix++;
-	path_append(v, suffix, strlen(suffix));
 	va_start(ap, fmt);
-	bm_errlist_vwarn(v->errs, v->file, line, v->path, fmt, ap);
+	vreport_at(v, true, line, suffix, fmt, ap);
 	va_end(ap);
-	bm_vpath_pop(v, mark);
 }
 
 static bool in_list(const char *const *list, const char *s, bool icase)
