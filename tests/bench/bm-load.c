@@ -4,6 +4,10 @@
  * request rate (open loop), which wrk does not have and wrk2 is not in Debian.
  *
  *   --addr IP:PORT     where to connect (IPv4)
+ *   --addr2 IP:PORT    every other connection (the odd-numbered ones) goes
+ *                      here instead, in the same run: two paths to the same
+ *                      server measured side by side, with the same drift
+ *                      ("a": --addr, "b": --addr2 in the output)
  *   --path P           request path (default /)
  *   --host H           Host header (default the address)
  *   --conns N          connections (default 4); in --close mode, the number of
@@ -21,9 +25,10 @@
  *                      "odd"): a process that acts only in even windows (the
  *                      benchmark's scraper) is compared with the same run's
  *                      quiet windows, with the machine's drift shared
- *   --hist-out FILE    with --split-period, also write every recorded latency
- *                      of both halves to FILE, one "even|odd US COUNT" line per
- *                      distinct microsecond value, so that runs can be pooled
+ *   --hist-out FILE    with --split-period or --addr2, also write every
+ *                      recorded latency of both halves to FILE, one
+ *                      "even|odd|a|b US COUNT" line per distinct microsecond
+ *                      value, so that runs can be pooled
  *   --windows-out FILE with --split-period, also write one line per window:
  *                      "WINDOW PARITY REQUESTS P50 P90 P99 P999" (WINDOW: the
  *                      window's number since CLOCK_MONOTONIC's zero, latencies
@@ -78,7 +83,8 @@ struct conn {
 };
 
 static struct {
-	struct sockaddr_in addr;
+	struct sockaddr_in addr, addr2;
+	bool two;            /* --addr2: odd connections go to addr2 */
 	const char *path, *host;
 	int conns;
 	double rate, duration, warmup;
@@ -91,7 +97,7 @@ static struct {
 	size_t n_lat, cap_lat;
 	uint64_t split_ns;
 	const char *hist_out, *windows_out;
-	struct samples { uint32_t *v; size_t n, cap; } half[2];
+	struct samples { uint32_t *v; size_t n, cap; } half[2], target[2];
 	struct wsample { uint64_t window; uint32_t us; } *ws;
 	size_t n_ws, cap_ws;
 	uint64_t errors, sent_total;
@@ -125,13 +131,19 @@ static void push(uint32_t **v, size_t *n, size_t *cap, uint32_t us)
 	(*v)[(*n)++] = us;
 }
 
-/* due: when the request was scheduled (CLOCK_MONOTONIC ns) */
-static void record(uint64_t ns, uint64_t due)
+/* due: when the request was scheduled (CLOCK_MONOTONIC ns); idx: its
+ * connection's */
+static void record(uint64_t ns, uint64_t due, int idx)
 {
 	uint64_t us = ns / 1000;
 	uint32_t v = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
 
 	push(&g.lat, &g.n_lat, &g.cap_lat, v);
+	if (g.two) {
+		struct samples *t = &g.target[idx & 1];
+
+		push(&t->v, &t->n, &t->cap, v);
+	}
 	if (g.split_ns) {
 		struct samples *h = &g.half[(due / g.split_ns) & 1];
 
@@ -167,7 +179,9 @@ static int conn_open(struct conn *c)
 	if (fd < 0)
 		return -1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (connect(fd, (struct sockaddr *)&g.addr, sizeof(g.addr)) && errno != EINPROGRESS) {
+	const struct sockaddr_in *to = g.two && (c->idx & 1) ? &g.addr2 : &g.addr;
+
+	if (connect(fd, (const struct sockaddr *)to, sizeof(*to)) && errno != EINPROGRESS) {
 		close(fd);
 		return -1;
 	}
@@ -193,7 +207,7 @@ static void schedule_next(struct conn *c, uint64_t now)
 static void finish(struct conn *c, bool ok, uint64_t now)
 {
 	if (ok && c->record)
-		record(now - c->due, c->due);
+		record(now - c->due, c->due, c->idx);
 	else if (!ok && c->record)
 		g.errors++;
 	c->sent = false;
@@ -408,9 +422,23 @@ static void write_windows(FILE *f)
 	free(v);
 }
 
+static int parse_addr(const char *s, struct sockaddr_in *out)
+{
+	char ip[64];
+	const char *colon = strrchr(s, ':');
+
+	if (!colon || colon - s >= (long)sizeof(ip))
+		return -1;
+	memcpy(ip, s, (size_t)(colon - s));
+	ip[colon - s] = 0;
+	out->sin_family = AF_INET;
+	out->sin_port = htons((uint16_t)atoi(colon + 1));
+	return inet_pton(AF_INET, ip, &out->sin_addr) == 1 ? 0 : -1;
+}
+
 static void usage(void)
 {
-	fprintf(stderr, "usage: bm-load --addr IP:PORT [--path P] [--host H] [--conns N] [--rate R] "
+	fprintf(stderr, "usage: bm-load --addr IP:PORT [--addr2 IP:PORT] [--path P] [--host H] [--conns N] [--rate R] "
 			"[--duration S] [--warmup S] [--close] [--timeout-ms MS] [--split-period S] [--hist-out FILE]\n"
 			"       [--windows-out FILE]\n");
 	exit(2);
@@ -418,7 +446,7 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-	const char *addr = NULL;
+	const char *addr = NULL, *addr2 = NULL;
 	char host[64];
 	struct conn *cs;
 	struct epoll_event evs[256];
@@ -433,6 +461,7 @@ int main(int argc, char **argv)
 		const char *a = argv[i];
 		bool more = i + 1 < argc;
 		if (!strcmp(a, "--addr") && more) addr = argv[++i];
+		else if (!strcmp(a, "--addr2") && more) addr2 = argv[++i];
 		else if (!strcmp(a, "--path") && more) g.path = argv[++i];
 		else if (!strcmp(a, "--host") && more) g.host = argv[++i];
 		else if (!strcmp(a, "--conns") && more) g.conns = atoi(argv[++i]);
@@ -449,21 +478,12 @@ int main(int argc, char **argv)
 	if (!addr || g.conns < 1 || g.conns > 100000 || g.rate < 0 || g.duration <= 0 ||
 	    g.duration > 600 || g.warmup < 0 || g.warmup > 60)
 		usage();
-	{
-		char ip[64];
-		const char *colon = strrchr(addr, ':');
-		if (!colon || colon - addr >= (long)sizeof(ip))
-			usage();
-		memcpy(ip, addr, (size_t)(colon - addr));
-		ip[colon - addr] = 0;
-		g.addr.sin_family = AF_INET;
-		g.addr.sin_port = htons((uint16_t)atoi(colon + 1));
-		if (inet_pton(AF_INET, ip, &g.addr.sin_addr) != 1)
-			usage();
-		snprintf(host, sizeof(host), "%s", addr);
-		if (!g.host)
-			g.host = host;
-	}
+	if (parse_addr(addr, &g.addr) || (addr2 && parse_addr(addr2, &g.addr2)))
+		usage();
+	g.two = addr2 != NULL;
+	snprintf(host, sizeof(host), "%s", addr);
+	if (!g.host)
+		g.host = host;
 	g.req_len = (size_t)snprintf(g.req, sizeof(g.req), "GET %s HTTP/1.1\r\nHost: %s\r\n%s\r\n",
 				     g.path, g.host, g.close_mode ? "Connection: close\r\n" : "");
 	signal(SIGPIPE, SIG_IGN);
@@ -582,25 +602,35 @@ int main(int argc, char **argv)
 	if (g.split_ns) {
 		print_half("even", &g.half[0]);
 		print_half("odd", &g.half[1]);
-		if (g.hist_out) {
-			FILE *f = fopen(g.hist_out, "w");
+	}
+	if (g.two) {
+		print_half("a", &g.target[0]);
+		print_half("b", &g.target[1]);
+	}
+	if (g.hist_out && (g.split_ns || g.two)) {
+		FILE *f = fopen(g.hist_out, "w");
 
-			if (!f)
-				die(g.hist_out);
+		if (!f)
+			die(g.hist_out);
+		if (g.split_ns) {
 			write_hist(f, "even", &g.half[0]);
 			write_hist(f, "odd", &g.half[1]);
-			if (fclose(f))
-				die(g.hist_out);
 		}
-		if (g.windows_out) {
-			FILE *f = fopen(g.windows_out, "w");
+		if (g.two) {
+			write_hist(f, "a", &g.target[0]);
+			write_hist(f, "b", &g.target[1]);
+		}
+		if (fclose(f))
+			die(g.hist_out);
+	}
+	if (g.split_ns && g.windows_out) {
+		FILE *f = fopen(g.windows_out, "w");
 
-			if (!f)
-				die(g.windows_out);
-			write_windows(f);
-			if (fclose(f))
-				die(g.windows_out);
-		}
+		if (!f)
+			die(g.windows_out);
+		write_windows(f);
+		if (fclose(f))
+			die(g.windows_out);
 	}
 	printf("}\n");
 	for (int i = 0; i < g.conns; i++)

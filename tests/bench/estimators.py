@@ -74,3 +74,64 @@ def neighbour_verdict(scraped, control, limit=0.02):
     if ctl_ok and 1 - limit < lo and hi < 1 + limit:
         return "met"
     return "not shown"
+
+
+def hist_pct(h, p):
+    """Nearest-rank percentile (bm-load's) of a {latency_us: count} table."""
+    n = sum(h.values())
+    if not n:
+        return None
+    rank, seen = max(1, math.ceil(p * n)), 0
+    for v in sorted(h):
+        seen += h[v]
+        if seen >= rank:
+            return v
+    return None
+
+
+def pooled_ratio(by_round, p, resamples=1000):
+    """by_round: {round: ({us: count} of side x, {us: count} of side y)}, the
+    two sides measured side by side in each round. Returns (ratio of the
+    pooled p-th percentiles x/y, 95 % interval from resampling whole rounds or
+    None with fewer than 3 rounds, requests of x, requests of y), or None."""
+    rounds = [v for v in by_round.values() if v[0] and v[1]]
+
+    def ratio(rs):
+        x, y = {}, {}
+        for hx, hy in rs:
+            for v, c in hx.items():
+                x[v] = x.get(v, 0) + c
+            for v, c in hy.items():
+                y[v] = y.get(v, 0) + c
+        a, b = hist_pct(x, p), hist_pct(y, p)
+        return a / b if a and b else None
+
+    if not rounds:
+        return None
+    est = ratio(rounds)
+    if est is None:
+        return None
+    nx = sum(sum(hx.values()) for hx, _ in rounds)
+    ny = sum(sum(hy.values()) for _, hy in rounds)
+    if len(rounds) < 3:
+        return est, None, nx, ny
+    rnd, rs = random.Random(1), []
+    for _ in range(resamples):
+        r = ratio([rounds[rnd.randrange(len(rounds))] for _ in rounds])
+        if r is not None:
+            rs.append(r)
+    rs.sort()
+    return est, (rs[int(0.025 * len(rs))], rs[int(0.975 * len(rs)) - 1]), nx, ny
+
+
+def within_verdict(interval, limit=0.02):
+    """met: the whole interval within the limit of x1; not met: the whole
+    interval outside it on one side; otherwise not shown."""
+    if interval is None:
+        return "not shown"
+    lo, hi = interval
+    if 1 - limit < lo and hi < 1 + limit:
+        return "met"
+    if lo >= 1 + limit or hi <= 1 - limit:
+        return "not met"
+    return "not shown"

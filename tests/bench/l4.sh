@@ -13,8 +13,19 @@
 # Medians over the rounds of p50, p99 and req/s, and the VIP/direct ratios, go
 # to $RESULTS/l4.md (default build/bench/) as a Markdown table.
 #
+# Side by side in one run (the goal of issue 6: the kernel L4 path within 2%
+# of no mesh at p50 and p99): bm-load at a fixed rate sends every other
+# request to the VIP and the others straight to the pod IP, on keep-alive
+# connections and with a new connection per request, so both paths see the
+# same moments of the machine; which path gets the even connections swaps
+# every round. All rounds' latencies are pooled per path (l4-side-hist.txt);
+# the report gives VIP/direct at p50 and p99 with a 95% interval from
+# resampling whole rounds, and judges the goal on it.
+#
 # Env: BENCH_ROUNDS (3), BENCH_SECONDS (5), BENCH_CONNS (16 wrk connections),
-#      BENCH_PROBE_N (2000 sequential connections per bm-probe round).
+#      BENCH_PROBE_N (2000 sequential connections per bm-probe round),
+#      BENCH_SIDE_SECONDS (10 per side-by-side run), BENCH_SIDE_RATE (2000
+#      req/s keep-alive), BENCH_SIDE_CLOSE_RATE (1000 new connections/s).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${BPFMESH_BUILD:-$ROOT/build}
@@ -24,6 +35,10 @@ ROUNDS=${BENCH_ROUNDS:-3}
 SECS=${BENCH_SECONDS:-5}
 CONNS=${BENCH_CONNS:-16}
 PROBE_N=${BENCH_PROBE_N:-2000}
+SIDE_SECS=${BENCH_SIDE_SECONDS:-10}
+SIDE_RATE=${BENCH_SIDE_RATE:-2000}
+SIDE_CLOSE_RATE=${BENCH_SIDE_CLOSE_RATE:-1000}
+LOAD=$BUILD/bench/bm-load
 VIP=198.19.10.10
 HOST=bench.bench.svc.cluster.local
 
@@ -31,8 +46,9 @@ for b in "$BUILD/meshd" "$BUILD/meshctl" "$BUILD/tools/bm-probe" "$BUILD/tools/b
   [ -x "$b" ] || { echo "l4.sh: $b missing (run make)" >&2; exit 1; }
 done
 command -v wrk >/dev/null || { echo "l4.sh: wrk missing (make deps)" >&2; exit 1; }
-[ "$ROUNDS" -ge 1 ] && [ "$ROUNDS" -le 20 ] && [ "$SECS" -ge 1 ] && [ "$SECS" -le 60 ] ||
-  { echo "l4.sh: BENCH_ROUNDS 1..20, BENCH_SECONDS 1..60" >&2; exit 2; }
+[ "$ROUNDS" -ge 1 ] && [ "$ROUNDS" -le 20 ] && [ "$SECS" -ge 1 ] && [ "$SECS" -le 60 ] &&
+  [ "$SIDE_SECS" -ge 1 ] && [ "$SIDE_SECS" -le 60 ] ||
+  { echo "l4.sh: BENCH_ROUNDS 1..20, BENCH_SECONDS and BENCH_SIDE_SECONDS 1..60" >&2; exit 2; }
 
 TMP=$(mktemp -d /tmp/bpfmesh-bench.XXXXXX)
 export BPFMESH_STORE=file://$TMP/store BPFMESH_RUN=${BPFMESH_RUN:-/run/bpfmesh}
@@ -40,6 +56,7 @@ SRV_PID=""
 OURS=0
 # shellcheck source=tests/bench/lib.sh
 . "$ROOT/tests/bench/lib.sh"
+bench_build_load "$LOAD" || { echo "l4.sh: cannot build bm-load" >&2; exit 1; }
 cleanup() {
   set +e
   [ -n "$SRV_PID" ] && kill "$SRV_PID" 2>/dev/null
@@ -136,9 +153,31 @@ print(d["conn_p50_us"], d["conn_p99_us"], round(d["ok"] / secs, 1))
 PY
 }
 
+# side_run ROUND WORKLOAD [--close]: bm-load to the VIP and the pod IP at
+# once; appends "round workload vip|direct us count" lines to $SIDE_HIST.
+# Odd rounds give the VIP the even connections, even rounds the odd ones.
+side_run() {
+  local r=$1 w=$2 rate=$SIDE_RATE conns=4 a b; shift 2
+  [ "${1:-}" = --close ] && { rate=$SIDE_CLOSE_RATE; conns=8; }
+  if [ $((r % 2)) = 1 ]; then a=vip b=direct; else a=direct b=vip; fi
+  local -A to=([vip]=$VIP:80 [direct]=$SRV_IP:8080)
+  rm -f "$TMP/side.hist"
+  "$SANDBOX" exec bench-client -- timeout $((SIDE_SECS + 20)) "$LOAD" --addr "${to[$a]}" --addr2 "${to[$b]}" \
+    --rate "$rate" --conns $conns --duration "$SIDE_SECS" --warmup 0.5 --hist-out "$TMP/side.hist" "$@" \
+    >"$TMP/side.out" 2>&1 || true
+  [ -s "$TMP/side.hist" ] || { echo "l4.sh: bm-load failed: $(tail -3 "$TMP/side.out")" >&2; exit 1; }
+  awk -v p="$r $w" -v a=$a -v b=$b '$1 == "a" { print p, a, $2, $3 } $1 == "b" { print p, b, $2, $3 }' \
+    "$TMP/side.hist" >>"$SIDE_HIST"
+  echo "$r $w $a=even $(tail -1 "$TMP/side.out")" >>"$SIDE_RAW"
+}
+
 RAW=$TMP/raw.txt
 : >"$RAW"
-echo "l4.sh: $ROUNDS rounds x {close, keep-alive} x {VIP, direct} x ${SECS}s wrk -c$CONNS, plus $PROBE_N sequential connects" >&2
+SIDE_HIST=$RESULTS/l4-side-hist.txt SIDE_RAW=$RESULTS/l4-side-raw.txt
+echo "# round workload path latency_us count: every request of the side-by-side runs" >"$SIDE_HIST"
+echo "# round workload path-of-the-even-connections bm-load's JSON (a: even connections, b: odd)" >"$SIDE_RAW"
+echo "l4.sh: $ROUNDS rounds x {close, keep-alive} x {VIP, direct} x ${SECS}s wrk -c$CONNS, plus $PROBE_N sequential connects," \
+  "plus VIP and direct side by side ${SIDE_SECS}s at $SIDE_RATE req/s keep-alive and $SIDE_CLOSE_RATE conn/s" >&2
 for r in $(seq "$ROUNDS"); do
   for target in vip direct; do
     if [ $target = vip ]; then url=http://$VIP/; dst=$VIP:9000; else url=http://$SRV_IP:8080/; dst=$SRV_IP:9000; fi
@@ -146,6 +185,8 @@ for r in $(seq "$ROUNDS"); do
     res=$(wrk_run keepalive "$url"); echo "keepalive $target $res" >>"$RAW"
     res=$(probe_run "$dst"); echo "connect $target $res" >>"$RAW"
   done
+  side_run "$r" keepalive
+  side_run "$r" close --close
   echo "l4.sh: round $r/$ROUNDS done" >&2
 done
 
@@ -180,4 +221,6 @@ lines += ["", "Raw rounds (workload target p50_us p99_us rate):", "", "```"] + \
 open(out, "w").write("\n".join(lines))
 print("\n".join(lines))
 PY
+python3 "$ROOT/tests/bench/l4_side.py" "$SIDE_HIST" "$SIDE_SECS" "$SIDE_RATE" "$SIDE_CLOSE_RATE" >>"$RESULTS/l4.md"
+tail -n +2 "$RESULTS/l4.md" | sed -n '/^## Side by side/,$p'
 echo "l4.sh: results in $RESULTS/l4.md" >&2

@@ -129,10 +129,6 @@ if [[ " $WORKLOADS " == *" scrape "* ]] && [[ " $SCENARIOS " != *" l7 "* ]]; the
 fi
 for s in $SCENARIOS; do case $s in l4|l7|sidecar) ;; *) die "unknown scenario $s (l4 l7 sidecar)" ;; esac; done
 mkdir -p "$BUILD/bench" "$RESULTS"
-if [ ! -x "$LOAD" ] || [ "$ROOT/tests/bench/bm-load.c" -nt "$LOAD" ]; then
-  gcc -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter -o "$LOAD" "$ROOT/tests/bench/bm-load.c" -lm ||
-    die "cannot build bm-load"
-fi
 
 # One sandbox per machine: never take down someone else's (lib.sh), one
 # sandbox per round, a round interrupted by someone else runs again.
@@ -140,6 +136,7 @@ TMP=$(mktemp -d /tmp/bpfmesh-bench.XXXXXX)
 export BPFMESH_RUN=$RUN_DIR
 # shellcheck source=tests/bench/lib.sh
 . "$ROOT/tests/bench/lib.sh"
+bench_build_load "$LOAD" || die "cannot build bm-load"
 OURS=0
 BG_PIDS=()
 SETUPS=0

@@ -46,3 +46,11 @@ bench_sandbox_down() {
   fi
   return 0
 }
+
+# bench_build_load OUT: builds tests/bench/bm-load.c into OUT unless OUT is
+# newer (the benchmarks' fixed-rate load generator; not part of `make`).
+bench_build_load() {
+  mkdir -p "$(dirname "$1")"
+  [ -x "$1" ] && [ ! "$(dirname "${BASH_SOURCE[0]}")/bm-load.c" -nt "$1" ] && return 0
+  gcc -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter -o "$1" "$(dirname "${BASH_SOURCE[0]}")/bm-load.c" -lm
+}

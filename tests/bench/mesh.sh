@@ -69,10 +69,6 @@ done
 [ "$ROUNDS" -ge 1 ] && [ "$ROUNDS" -le 20 ] && [ "$SECS" -ge 1 ] && [ "$SECS" -le 60 ] ||
   die "BENCH_ROUNDS 1..20, BENCH_SECONDS 1..60"
 mkdir -p "$BUILD/bench" "$RESULTS"
-if [ ! -x "$LOAD" ] || [ "$ROOT/tests/bench/bm-load.c" -nt "$LOAD" ]; then
-  gcc -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter -o "$LOAD" "$ROOT/tests/bench/bm-load.c" -lm ||
-    die "cannot build bm-load"
-fi
 
 # One sandbox per machine (fixed netns names): never take down someone
 # else's (tests/bench/lib.sh). Each round gets its own sandbox, up for about
@@ -83,6 +79,7 @@ TMP=$(mktemp -d /tmp/bpfmesh-bench.XXXXXX)
 export BPFMESH_RUN=$RUN_DIR
 # shellcheck source=tests/bench/lib.sh
 . "$ROOT/tests/bench/lib.sh"
+bench_build_load "$LOAD" || die "cannot build bm-load"
 OURS=0
 BG_PIDS=()
 SETUPS=0

@@ -8,7 +8,7 @@ import json
 import math
 import statistics
 
-from estimators import neighbour_estimate, neighbour_logratios, neighbour_verdict, read_perwindow
+from estimators import hist_pct, neighbour_estimate, neighbour_logratios, neighbour_verdict, read_perwindow
 
 SCEN = ["direct", "l4", "mesh-x", "mesh-same", "sidecar"]
 SCEN_DESC = {
@@ -106,19 +106,6 @@ def l7_scrape_section(o, runs):
                          f"bytes (median), fetch time median {statistics.median(t):.2f} ms, max {t[-1]:.2f} ms.")
     L += windows_section(o)
     return L + [""]
-
-
-def hist_pct(h, p):
-    """Nearest-rank percentile (bm-load's) of a {latency_us: count} table."""
-    n = sum(h.values())
-    if not n:
-        return None
-    rank, seen = max(1, math.ceil(p * n)), 0
-    for v in sorted(h):
-        seen += h[v]
-        if seen >= rank:
-            return v
-    return None
 
 
 def pooled_section(o):

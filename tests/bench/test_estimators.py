@@ -11,8 +11,9 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from estimators import (neighbour_estimate, neighbour_logratios,  # noqa: E402
-                        neighbour_verdict, read_perwindow)
+from estimators import (hist_pct, neighbour_estimate, neighbour_logratios,  # noqa: E402
+                        neighbour_verdict, pooled_ratio, read_perwindow, within_verdict)
+import l4_side  # noqa: E402
 
 
 def run(rnd, effect, sigma, rounds=20, windows=20, first=1000):
@@ -102,6 +103,73 @@ class Estimators(unittest.TestCase):
         self.assertEqual(runs, {("l7-scraped", 3): {31096: ("scraped", 4000, 772.0),
                                                      31097: ("quiet", 4000, 636.0)}})
         self.assertEqual(read_perwindow("/nonexistent/perwindow.txt"), {})
+
+
+def side_rounds(rnd, effect, n_rounds, n=5000, jitter=0.0):
+    """{round: (hist x, hist y)}: both sides drawn from the same log-normal
+    latencies (the round's own level, as a machine drifts), x times effect."""
+    out = {}
+    for r in range(n_rounds):
+        level = 300 * math.exp(rnd.gauss(0, jitter))
+        hx, hy = {}, {}
+        for _ in range(n):
+            v = int(level * math.exp(rnd.gauss(0, 0.3)) * effect)
+            hx[v] = hx.get(v, 0) + 1
+            v = int(level * math.exp(rnd.gauss(0, 0.3)))
+            hy[v] = hy.get(v, 0) + 1
+        out[r] = (hx, hy)
+    return out
+
+
+class SideBySide(unittest.TestCase):
+    def test_hist_pct_nearest_rank(self):
+        h = {100: 98, 200: 1, 900: 1}
+        self.assertEqual(hist_pct(h, 0.5), 100)
+        self.assertEqual(hist_pct(h, 0.99), 200)
+        self.assertEqual(hist_pct(h, 1.0), 900)
+        self.assertIsNone(hist_pct({}, 0.5))
+
+    def test_same_paths_are_within(self):
+        # Rounds at different levels (drift) do not matter: both sides share them.
+        rnd = random.Random(3)
+        data = side_rounds(rnd, 1.0, 10, n=10000, jitter=0.3)
+        for p in (0.5, 0.99):
+            est, ci, nx, ny = pooled_ratio(data, p)
+            self.assertEqual((nx, ny), (100000, 100000))
+            self.assertLess(abs(est - 1), 0.02)
+            self.assertEqual(within_verdict(ci), "met")
+
+    def test_a_slower_path_is_not_met(self):
+        rnd = random.Random(4)
+        est, ci, _, _ = pooled_ratio(side_rounds(rnd, 1.06, 10, jitter=0.5), 0.5)
+        self.assertGreater(ci[0], 1.02)
+        self.assertEqual(within_verdict(ci), "not met")
+
+    def test_few_rounds_are_not_shown(self):
+        rnd = random.Random(5)
+        est, ci, _, _ = pooled_ratio(side_rounds(rnd, 1.0, 2), 0.5)
+        self.assertIsNone(ci)
+        self.assertEqual(within_verdict(ci), "not shown")
+        self.assertEqual(within_verdict((0.97, 1.01)), "not shown")
+        self.assertEqual(within_verdict((0.90, 0.97)), "not met")
+        self.assertIsNone(pooled_ratio({}, 0.5))
+
+    def test_l4_side_report(self):
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+            f.write("# header\n")
+            for r in range(1, 5):
+                for path in ("vip", "direct"):
+                    f.write(f"{r} keepalive {path} 100 980\n{r} keepalive {path} 150 20\n")
+                f.write(f"{r} close vip 300 1000\n{r} close direct 200 1000\n")
+            f.write("1 keepalive other 5 5\nbad\n")
+        try:
+            data = l4_side.read(f.name)
+        finally:
+            os.unlink(f.name)
+        self.assertEqual(data["keepalive"][1], ({100: 980, 150: 20}, {100: 980, 150: 20}))
+        text = "\n".join(l4_side.section(data, 10, 2000, 1000))
+        self.assertIn("keep-alive, 2,000 req/s on 4 connections | 4 | 4,000 / 4,000 | 100 / 100 |", text)
+        self.assertIn("keepalive **met**; close **not met**", text)
 
 
 if __name__ == "__main__":
