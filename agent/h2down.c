@@ -28,7 +28,7 @@
 #include <pthread.h>
 #include <nghttp2/nghttp2.h>
 #include "fmt.h"
-#include "l7upstream.h"
+#include "h2common.h"
 
 #define H2_MAX_STREAMS   256           /* SETTINGS_MAX_CONCURRENT_STREAMS we announce */
 #define H2_STREAM_BUF    (64 * 1024)   /* request body, and response, buffered per stream */
@@ -58,10 +58,10 @@ struct h2s {
 	uint8_t closed;         /* nghttp2 closed the stream */
 	uint8_t rq_over;        /* the pipeline ended the request */
 	uint8_t has_prd;        /* the response has a data provider */
-	uint8_t resp_eof, deferred, trailers_phase, too_big, unlinked;
+	uint8_t trailers_phase, too_big, unlinked;
 	uint8_t resp_complete;  /* the whole response was handed to the session */
 	size_t unconsumed;      /* request DATA not yet given back to flow control */
-	struct bm_chunkq out;   /* response DATA for the data provider */
+	struct l7_h2data resp;  /* response DATA and trailers for the data provider */
 	/* the head: strings in hb, views in head */
 	char *hb;
 	size_t hlen, hcap;
@@ -75,8 +75,6 @@ struct h2s {
 	size_t rtlen;
 	struct bm_http_hdr rtr[H2_TRAILERS];
 	size_t n_rtr;
-	nghttp2_nv tnv[H2_TRAILERS];
-	size_t n_tnv;
 	char *tb;
 };
 
@@ -110,7 +108,7 @@ static void st_unlink(struct h2s *st)
 	if (st->next)
 		st->next->prev = st->prev;
 	hc->n_streams--;
-	bm_chunkq_clear(hc->d->e->l, &st->out);
+	bm_chunkq_clear(hc->d->e->l, &st->resp.q);
 	bm_loop_defer_free(hc->d->e->l, st, st_free_mem);
 }
 
@@ -128,6 +126,7 @@ static struct h2s *st_new(struct l7_h2conn *hc, int32_t id)
 		return NULL;
 	st->hc = hc;
 	st->id = id;
+	st->resp.l = hc->d->e->l;
 	st->method = st->path = st->authority = -1;
 	l7_rq_init(&st->rq, hc->d, &h2_front);
 	st->next = hc->streams;
@@ -287,6 +286,21 @@ static void st_begin(struct h2s *st)
 		l7_rq_body_done(rq);
 }
 
+/* The client left the stream (a reset, or the connection went): its
+ * request ends, flagged DC unless the response was done or a flag says why. */
+static void st_gone(struct h2s *st)
+{
+	struct l7_req *rq = &st->rq;
+
+	if (!st->begun || st->rq_over || !rq->active)
+		return;
+	if (!rq->resp_done && !rq->flags[0])
+		l7_add_flag(rq, "DC");
+	if (!rq->resp_started)
+		rq->status = 0;
+	l7_rq_end(rq, 1);
+}
+
 static void st_req_end(struct h2s *st)
 {
 	if (st->req_end)
@@ -435,42 +449,10 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *
 			st_maybe_free(st);
 		return 0;
 	}
-	if (st->begun && !st->rq_over && st->rq.active) {
-		/* the client reset the stream (or the session gave up on it) */
-		struct l7_req *rq = &st->rq;
-
-		if (!rq->resp_done && !rq->flags[0])
-			l7_add_flag(rq, "DC");
-		if (!rq->resp_started)
-			rq->status = 0;
-		l7_rq_end(rq, 1);
-	}
+	st_gone(st); /* the client reset the stream (or the session gave up on it) */
 	if (!hc->dead)
 		st_maybe_free(st);
 	return 0;
-}
-
-static ssize_t data_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len,
-			 uint32_t *flags, nghttp2_data_source *src, void *u)
-{
-	struct h2s *st = src->ptr;
-	struct l7_h2conn *hc = u;
-	size_t n = bm_chunkq_take(hc->d->e->l, &st->out, buf, len);
-
-	if (!st->out.bytes && st->resp_eof) {
-		*flags |= NGHTTP2_DATA_FLAG_EOF;
-		if (st->n_tnv) {
-			*flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-			if (nghttp2_submit_trailer(s, id, st->tnv, st->n_tnv))
-				return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-		}
-		return (ssize_t)n;
-	}
-	if (!n) {
-		st->deferred = 1;
-		return NGHTTP2_ERR_DEFERRED;
-	}
-	return (ssize_t)n;
 }
 
 static nghttp2_session_callbacks *cbs;
@@ -479,39 +461,17 @@ static pthread_once_t cbs_once = PTHREAD_ONCE_INIT;
 
 static void cbs_init(void)
 {
-	if (nghttp2_session_callbacks_new(&cbs) || nghttp2_option_new(&opt)) {
-		cbs = NULL;
-		return;
-	}
-	nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
-	nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
-	nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
-	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
-	nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
-	nghttp2_option_set_no_auto_window_update(opt, 1);
+	l7_h2_cbs_new(&cbs, &opt, on_begin_headers, on_header, on_frame_recv, on_data_chunk,
+		      on_stream_close);
 }
 
 /* ---- the front ------------------------------------------------------------------------- */
 
-/* HTTP/2 forbids connection-specific fields (RFC 9113 §8.2.2). */
+/* HTTP/2 forbids connection-specific fields (RFC 9113 §8.2.2); pseudo-headers
+ * are ours to set. */
 static int h2_forbidden(const struct bm_http_hdr *h)
 {
-	static const char *const no[] = { "connection", "keep-alive", "proxy-connection",
-					  "transfer-encoding", "upgrade", "host" };
-
-	for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
-		if (h->name_len == strlen(no[i]) && !strncasecmp(h->name, no[i], h->name_len))
-			return 1;
-	return h->name_len && h->name[0] == ':';
-}
-
-static void nv_set(nghttp2_nv *nv, const char *n, size_t nl, const char *v, size_t vl)
-{
-	nv->name = (uint8_t *)(uintptr_t)n;
-	nv->namelen = nl;
-	nv->value = (uint8_t *)(uintptr_t)v;
-	nv->valuelen = vl;
-	nv->flags = NGHTTP2_NV_FLAG_NONE;
+	return l7_h2_conn_hdr(h) || (h->name_len && h->name[0] == ':');
 }
 
 static int h2_head(struct l7_req *rq, int status, const char *reason, struct bm_h1_hlist *hl,
@@ -520,7 +480,7 @@ static int h2_head(struct l7_req *rq, int status, const char *reason, struct bm_
 	struct h2s *st = ST(rq);
 	struct l7_h2conn *hc = st->hc;
 	nghttp2_nv snv[48], *nv = snv;  /* on the stack for usual heads */
-	nghttp2_data_provider prd = { .source.ptr = st, .read_callback = data_read };
+	nghttp2_data_provider prd = { .source.ptr = &st->resp, .read_callback = l7_h2_data_read };
 	char sbuf[24], lbuf[24];
 	size_t n = 0;
 	int rv;
@@ -529,13 +489,13 @@ static int h2_head(struct l7_req *rq, int status, const char *reason, struct bm_
 		return -EPIPE;
 	if (hl->n + 2 > sizeof(snv) / sizeof(snv[0]) && !(nv = malloc((hl->n + 2) * sizeof(*nv))))
 		return -ENOMEM;
-	nv_set(&nv[n++], ":status", 7, sbuf, bm_utoa(sbuf, status < 0 ? 0 : (uint64_t)status));
+	l7_h2_nv(nv, &n, ":status", 7, sbuf, bm_utoa(sbuf, status < 0 ? 0 : (uint64_t)status));
 	for (size_t i = 0; i < hl->n; i++)
 		if (!h2_forbidden(&hl->h[i]))
-			nv_set(&nv[n++], hl->h[i].name, hl->h[i].name_len, hl->h[i].value,
-			       hl->h[i].value_len);
+			l7_h2_nv(nv, &n, hl->h[i].name, hl->h[i].name_len, hl->h[i].value,
+				 hl->h[i].value_len);
 	if (clen >= 0 && (has_body || clen == 0) && status != 204 && status != 304) {
-		nv_set(&nv[n++], "content-length", 14, lbuf, bm_utoa(lbuf, (uint64_t)clen));
+		l7_h2_nv(nv, &n, "content-length", 14, lbuf, bm_utoa(lbuf, (uint64_t)clen));
 	}
 	st->has_prd = has_body ? 1 : 0;
 	st->resp_complete = !has_body;
@@ -557,12 +517,9 @@ static int h2_body(struct l7_req *rq, const uint8_t *p, size_t n)
 		return -EPIPE;
 	if (!st->has_prd)
 		return 0; /* HEAD, 204: nothing goes */
-	if (bm_chunkq_append(st->hc->d->e->l, &st->out, p, n))
+	if (bm_chunkq_append(st->hc->d->e->l, &st->resp.q, p, n))
 		return -ENOMEM;
-	if (st->deferred) {
-		st->deferred = 0;
-		nghttp2_session_resume_data(st->hc->s, st->id);
-	}
+	l7_h2_data_resume(st->hc->s, st->id, &st->resp);
 	if (!rq->cork)
 		h2_send(st->hc);
 	return 0;
@@ -584,30 +541,27 @@ static int h2_end(struct l7_req *rq, const struct bm_http_hdr *t, size_t n)
 	if (n && (st->tb = malloc(len + 1))) {
 		char *p = st->tb;
 
-		for (size_t i = 0; i < n && k < H2_TRAILERS; i++) {
+		for (size_t i = 0; i < n && k < L7_H2_TRAILERS; i++) {
 			if (h2_forbidden(&t[i]) || !strncasecmp(t[i].name, "content-length", 14))
 				continue;
 			memcpy(p, t[i].name, t[i].name_len);
 			memcpy(p + t[i].name_len + 1, t[i].value, t[i].value_len);
-			nv_set(&st->tnv[k++], p, t[i].name_len, p + t[i].name_len + 1,
-			       t[i].value_len);
+			l7_h2_nv(st->resp.tnv, &k, p, t[i].name_len, p + t[i].name_len + 1,
+				 t[i].value_len);
 			p += t[i].name_len + t[i].value_len + 2;
 		}
-		st->n_tnv = k;
+		st->resp.n_tnv = k;
 	}
-	st->resp_eof = 1;
+	st->resp.eof = 1;
 	st->resp_complete = 1;
-	if (st->deferred) {
-		st->deferred = 0;
-		nghttp2_session_resume_data(st->hc->s, st->id);
-	}
+	l7_h2_data_resume(st->hc->s, st->id, &st->resp);
 	h2_send(st->hc);
 	return 0;
 }
 
 static size_t h2_queued(struct l7_req *rq)
 {
-	return ST(rq)->out.bytes;
+	return ST(rq)->resp.q.bytes;
 }
 
 static void h2_abort(struct l7_req *rq)
@@ -698,7 +652,7 @@ static void h2_send(struct l7_h2conn *hc)
 		if (d->closed)
 			break;
 		for (struct h2s *st = hc->streams; st; st = st->next)
-			if (st->begun && !st->rq_over && st->out.bytes < H2_STREAM_BUF / 4)
+			if (st->begun && !st->rq_over && st->resp.q.bytes < H2_STREAM_BUF / 4)
 				l7_rq_drained(&st->rq);
 	} while (hc->again && !d->closed && !hc->dead);
 	hc->in_send = 0;
@@ -747,11 +701,7 @@ int l7_h2_process(struct l7_dconn *d)
 		ssize_t r;
 
 		if (!c->len) {
-			bm_chunkq_consume(d->e->l, &d->in, 0);
-			d->in.head = c->next;
-			if (!d->in.head)
-				d->in.tail = NULL;
-			bm_chunk_put(d->e->l, c);
+			l7_q_drop_empty(d->e->l, &d->in);
 			continue;
 		}
 		hc->in_recv = 1;
@@ -799,15 +749,8 @@ void l7_h2_close(struct l7_dconn *d)
 	hc->dead = 1;
 	while (hc->streams) {
 		struct h2s *st = hc->streams;
-		struct l7_req *rq = &st->rq;
 
-		if (st->begun && !st->rq_over && rq->active) {
-			if (!rq->resp_done && !rq->flags[0])
-				l7_add_flag(rq, "DC");
-			if (!rq->resp_started)
-				rq->status = 0;
-			l7_rq_end(rq, 1);
-		}
+		st_gone(st);
 		st_unlink(st);
 	}
 	d->h2 = NULL;

@@ -32,13 +32,11 @@
 #include <string.h>
 #include <unistd.h>
 #include <pthread.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <nghttp2/nghttp2.h>
 #include "fmt.h"
-#include "l7upstream.h"
+#include "h2common.h"
 
 #define H2U_TRAILERS 16
 #define H2U_WQ_MAX (256 * 1024)   /* frames queued to the socket before we stop producing */
@@ -50,11 +48,8 @@ struct l7_h2uc {
 	struct bm_l7_engine *e;
 	struct l7_h2uc *next, *prev;
 	nghttp2_session *s;
-	uint64_t pool_key;
-	struct bm_l7_cluster_rt *rt;  /* counted in rt->connections */
-	uint32_t ip;
-	uint16_t port;
-	uint32_t max_reqs, n_reqs, idle_ms;
+	struct l7_upool pool;
+	uint32_t n_reqs;
 	unsigned n_streams;
 	uint8_t connecting, readable, writable, closed, draining, in_recv, in_send, again;
 	struct bm_chunkq wq;
@@ -73,12 +68,10 @@ struct l7_h2us {
 	int32_t id;                   /* 0 until submitted */
 	struct bm_chunkq in;          /* HTTP/1.1 request bytes from the owner */
 	struct bm_h1_parser qp;
-	struct bm_chunkq body;        /* decoded request body for DATA */
-	uint8_t req_end, deferred, closed, got_head, done, resp_end, unlinked;
+	struct l7_h2data req;         /* decoded request body, trailers; eof: the request ended */
+	uint8_t closed, got_head, done, resp_end, unlinked;
 	size_t unconsumed;
-	struct bm_http_hdr qtr[BM_H1_TRAILERS_MAX];
-	nghttp2_nv tnv[BM_H1_TRAILERS_MAX];
-	size_t n_tnv;
+	struct bm_http_hdr qtr[L7_H2_TRAILERS];
 	/* response head and trailers: strings in hb (never moved once a view
 	 * was made: the head's are made at END_HEADERS, trailers' at the end) */
 	char hb[16384];
@@ -93,63 +86,6 @@ static void uc_send(struct l7_h2uc *uc);
 static void uc_close(struct l7_h2uc *uc);
 static void uc_on_event(struct bm_ev *ev, uint32_t events);
 static void uc_admit(struct l7_h2uc *uc);
-
-/* ---- stream memory --------------------------------------------------------------------- */
-
-/* A stream is one request: its 10-30 KiB come from a cache of the loop's
- * thread (which is also where the deferred frees run) rather than from
- * malloc per request. Bounded; emptied when the thread exits. */
-#define OBJ_CACHE_MAX 64
-
-static __thread struct {
-	void *head;
-	unsigned n;
-} obj_cache[L7_OBJ_KINDS];
-static pthread_key_t obj_key;
-static pthread_once_t obj_once = PTHREAD_ONCE_INIT;
-
-static void obj_drain(void *unused)
-{
-	for (int k = 0; k < L7_OBJ_KINDS; k++) {
-		while (obj_cache[k].head) {
-			void *o = obj_cache[k].head;
-
-			obj_cache[k].head = *(void **)o;
-			free(o);
-		}
-		obj_cache[k].n = 0;
-	}
-}
-
-static void obj_key_init(void)
-{
-	pthread_key_create(&obj_key, obj_drain);
-}
-
-void *l7_obj_get(int kind, size_t size)
-{
-	void *o = obj_cache[kind].head;
-
-	if (!o)
-		return calloc(1, size);
-	obj_cache[kind].head = *(void **)o;
-	obj_cache[kind].n--;
-	memset(o, 0, size);
-	return o;
-}
-
-void l7_obj_put(int kind, void *o)
-{
-	if (obj_cache[kind].n >= OBJ_CACHE_MAX) {
-		free(o);
-		return;
-	}
-	pthread_once(&obj_once, obj_key_init);
-	pthread_setspecific(obj_key, obj_cache); /* non-NULL: obj_drain runs at exit */
-	*(void **)o = obj_cache[kind].head;
-	obj_cache[kind].head = o;
-	obj_cache[kind].n++;
-}
 
 /* ---- streams -------------------------------------------------------------------------- */
 
@@ -177,7 +113,7 @@ static void hs_unlink(struct l7_h2us *hs)
 		hs->next->prev = hs->prev;
 	uc->n_streams--;
 	bm_chunkq_clear(e->l, &hs->in);
-	bm_chunkq_clear(e->l, &hs->body);
+	bm_chunkq_clear(e->l, &hs->req.q);
 	bm_loop_defer_free(e->l, hs, hs_free_mem);
 	if (uc->closed || uc->connecting) /* the connect timeout stays */
 		return;
@@ -185,7 +121,7 @@ static void hs_unlink(struct l7_h2us *hs)
 		uc->close_pending = 1;
 		l7_timer_arm(e, &uc->t, 0);
 	} else if (!uc->n_streams) {
-		l7_timer_arm(e, &uc->t, uc->idle_ms);
+		l7_timer_arm(e, &uc->t, uc->pool.idle_ms);
 	}
 	if (!uc->failing)
 		uc_admit(uc); /* the slot goes to a pending exchange */
@@ -202,52 +138,16 @@ static void hs_fail(struct l7_h2us *hs, enum bm_attempt_result r)
 	x->ops->fail(x, r);
 }
 
-static void hs_add_nv(nghttp2_nv *nv, size_t *n, const char *name, size_t nl, const char *v,
-		      size_t vl)
-{
-	nv[*n].name = (uint8_t *)(uintptr_t)name;
-	nv[*n].namelen = nl;
-	nv[*n].value = (uint8_t *)(uintptr_t)v;
-	nv[*n].valuelen = vl;
-	nv[*n].flags = NGHTTP2_NV_FLAG_NONE;
-	(*n)++;
-}
-
 static int h1_only(const struct bm_http_hdr *h)
 {
-	static const char *const no[] = { "connection", "keep-alive", "proxy-connection",
-					  "transfer-encoding", "upgrade", "host", "content-length" };
-
-	for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
-		if (h->name_len == strlen(no[i]) && !strncasecmp(h->name, no[i], h->name_len))
-			return 1;
+	if (l7_h2_conn_hdr(h))
+		return 1;
+	if (h->name_len == 14 && !strncasecmp(h->name, "content-length", 14))
+		return 1;
 	/* TE: only "trailers" may cross into HTTP/2 (RFC 9113 §8.2.2) */
 	if (h->name_len == 2 && !strncasecmp(h->name, "te", 2))
 		return !(h->value_len == 8 && !strncasecmp(h->value, "trailers", 8));
 	return 0;
-}
-
-static ssize_t hs_data_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len,
-			    uint32_t *flags, nghttp2_data_source *src, void *u)
-{
-	struct l7_h2us *hs = src->ptr;
-	struct l7_h2uc *uc = u;
-	size_t n = bm_chunkq_take(uc->e->l, &hs->body, buf, len);
-
-	if (!hs->body.bytes && hs->req_end) {
-		*flags |= NGHTTP2_DATA_FLAG_EOF;
-		if (hs->n_tnv) {
-			*flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-			if (nghttp2_submit_trailer(s, id, hs->tnv, hs->n_tnv))
-				return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-		}
-		return (ssize_t)n;
-	}
-	if (!n) {
-		hs->deferred = 1;
-		return NGHTTP2_ERR_DEFERRED;
-	}
-	return (ssize_t)n;
 }
 
 /* The request head parsed from the owner's bytes: HEADERS. */
@@ -255,7 +155,7 @@ static int hs_submit(struct l7_h2us *hs)
 {
 	const struct bm_h1_head *h = &hs->qp.head;
 	const struct bm_http_hdr *host = bm_h1_find(h->hdr, h->n_hdr, "host");
-	nghttp2_data_provider prd = { .source.ptr = hs, .read_callback = hs_data_read };
+	nghttp2_data_provider prd = { .source.ptr = &hs->req, .read_callback = l7_h2_data_read };
 	nghttp2_nv snv[48], *nv = snv;  /* on the stack for usual heads */
 	char clen[24];
 	size_t n = 0;
@@ -264,18 +164,18 @@ static int hs_submit(struct l7_h2us *hs)
 	if (h->n_hdr + 5 > sizeof(snv) / sizeof(snv[0]) &&
 	    !(nv = malloc((h->n_hdr + 5) * sizeof(*nv))))
 		return -ENOMEM;
-	hs_add_nv(nv, &n, ":method", 7, h->method, strlen(h->method));
-	hs_add_nv(nv, &n, ":scheme", 7, "http", 4);
+	l7_h2_nv(nv, &n, ":method", 7, h->method, strlen(h->method));
+	l7_h2_nv(nv, &n, ":scheme", 7, "http", 4);
 	if (host)
-		hs_add_nv(nv, &n, ":authority", 10, host->value, host->value_len);
-	hs_add_nv(nv, &n, ":path", 5, h->target, h->target_len);
+		l7_h2_nv(nv, &n, ":authority", 10, host->value, host->value_len);
+	l7_h2_nv(nv, &n, ":path", 5, h->target, h->target_len);
 	for (size_t i = 0; i < h->n_hdr; i++)
 		if (!h1_only(&h->hdr[i]))
-			hs_add_nv(nv, &n, h->hdr[i].name, h->hdr[i].name_len, h->hdr[i].value,
-				  h->hdr[i].value_len);
+			l7_h2_nv(nv, &n, h->hdr[i].name, h->hdr[i].name_len, h->hdr[i].value,
+				 h->hdr[i].value_len);
 	if (h->content_length > 0) {
-		hs_add_nv(nv, &n, "content-length", 14, clen,
-			  bm_utoa(clen, (uint64_t)h->content_length));
+		l7_h2_nv(nv, &n, "content-length", 14, clen,
+			 bm_utoa(clen, (uint64_t)h->content_length));
 	}
 	id = nghttp2_submit_request(hs->uc->s, NULL, nv, n, h->has_body ? &prd : NULL, hs);
 	if (nv != snv)
@@ -284,7 +184,7 @@ static int hs_submit(struct l7_h2us *hs)
 		return -EPROTO;
 	hs->id = id;
 	if (!h->has_body)
-		hs->req_end = 1;
+		hs->req.eof = 1;
 	return 0;
 }
 
@@ -292,7 +192,7 @@ static int hs_body_piece(void *u, const uint8_t *p, size_t n)
 {
 	struct l7_h2us *hs = u;
 
-	return bm_chunkq_append(hs->uc->e->l, &hs->body, p, n);
+	return bm_chunkq_append(hs->uc->e->l, &hs->req.q, p, n);
 }
 
 /* Translate what the owner wrote so far. */
@@ -305,11 +205,7 @@ static int hs_translate(struct l7_h2us *hs)
 		ssize_t r;
 
 		if (!c->len) {
-			bm_chunkq_consume(e->l, &hs->in, 0);
-			hs->in.head = c->next;
-			if (!hs->in.head)
-				hs->in.tail = NULL;
-			bm_chunk_put(e->l, c);
+			l7_q_drop_empty(e->l, &hs->in);
 			continue;
 		}
 		if (hs->qp.state == BM_H1_HEAD) {
@@ -325,22 +221,20 @@ static int hs_translate(struct l7_h2us *hs)
 		if (r < 0)
 			return -EPROTO;
 		bm_chunkq_consume(e->l, &hs->in, (size_t)r);
-		if (hs->qp.state == BM_H1_DONE && !hs->req_end) {
-			size_t nt = bm_h1_trailers(&hs->qp, hs->qtr, BM_H1_TRAILERS_MAX);
+		if (hs->qp.state == BM_H1_DONE && !hs->req.eof) {
+			size_t nt = bm_h1_trailers(&hs->qp, hs->qtr, L7_H2_TRAILERS);
 
-			hs->n_tnv = 0;
+			hs->req.n_tnv = 0;
 			for (size_t i = 0; i < nt; i++)
 				if (!h1_only(&hs->qtr[i]))
-					hs_add_nv(hs->tnv, &hs->n_tnv, hs->qtr[i].name,
-						  hs->qtr[i].name_len, hs->qtr[i].value,
-						  hs->qtr[i].value_len);
-			hs->req_end = 1;
+					l7_h2_nv(hs->req.tnv, &hs->req.n_tnv, hs->qtr[i].name,
+						 hs->qtr[i].name_len, hs->qtr[i].value,
+						 hs->qtr[i].value_len);
+			hs->req.eof = 1;
 		}
 	}
-	if (hs->id && hs->deferred && (hs->body.bytes || hs->req_end)) {
-		hs->deferred = 0;
-		nghttp2_session_resume_data(hs->uc->s, hs->id);
-	}
+	if (hs->id && (hs->req.q.bytes || hs->req.eof))
+		l7_h2_data_resume(hs->uc->s, hs->id, &hs->req);
 	return 0;
 }
 
@@ -505,16 +399,8 @@ static pthread_once_t cbs_once = PTHREAD_ONCE_INIT;
 
 static void cbs_init(void)
 {
-	if (nghttp2_session_callbacks_new(&cbs) || nghttp2_option_new(&opt)) {
-		cbs = NULL;
-		return;
-	}
-	nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
-	nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
-	nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
-	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
-	nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
-	nghttp2_option_set_no_auto_window_update(opt, 1);
+	l7_h2_cbs_new(&cbs, &opt, on_begin_headers, on_header, on_frame_recv, on_data_chunk,
+		      on_stream_close);
 }
 
 /* ---- connections ------------------------------------------------------------------------------- */
@@ -573,8 +459,8 @@ static void uc_close(struct l7_h2uc *uc)
 		uc->next->prev = uc->prev;
 	close(uc->ev.fd);
 	bm_chunkq_clear(e->l, &uc->wq);
-	if (uc->rt)
-		l7_cb_give(&uc->rt->connections);
+	if (uc->pool.rt)
+		l7_cb_give(&uc->pool.rt->connections);
 	pool_rescue(uc, uc->connecting);
 	bm_loop_defer_free(e->l, uc, uc_free_mem);
 }
@@ -631,8 +517,8 @@ static void uc_send(struct l7_h2uc *uc)
 		}
 		uc_flush(uc);
 		for (struct l7_h2us *hs = uc->streams; hs && !uc->closed; hs = hs->next)
-			if (hs->x && !hs->done && hs->body.bytes + hs->in.bytes < L7_HIGH_WATER &&
-			    !hs->req_end && hs->x->ops->writable)
+			if (hs->x && !hs->done && hs->req.q.bytes + hs->in.bytes < L7_HIGH_WATER &&
+			    !hs->req.eof && hs->x->ops->writable)
 				hs->x->ops->writable(hs->x);
 	} while (uc->again && !uc->closed);
 	uc->in_send = 0;
@@ -684,21 +570,20 @@ static void uc_on_event(struct bm_ev *ev, uint32_t events)
 	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
 		uc->readable = 1;
 	if (uc->connecting) {
-		if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
-			return;
-		if (bm_sock_connect_result(ev->fd, events)) {
+		int r = l7_usock_connected(uc->e, ev, events, &uc->t);
+
+		if (r < 0)
 			uc_fail(uc, BM_AR_CONNECT_FAILURE);
+		if (r <= 0)
 			return;
-		}
 		uc->connecting = 0;
-		l7_timer_cancel(uc->e, &uc->t);
 		/* the exchanges pending for the pool: the first head goes
 		 * with the preface, the rest once the peer's limit is known */
 		uc_admit(uc);
 		if (uc->closed)
 			return;
 		if (!uc->n_streams) /* its requests gave up while it connected */
-			l7_timer_arm(uc->e, &uc->t, uc->draining ? 0 : uc->idle_ms);
+			l7_timer_arm(uc->e, &uc->t, uc->draining ? 0 : uc->pool.idle_ms);
 	}
 	uc_send(uc);
 	if (!uc->closed)
@@ -710,18 +595,15 @@ static struct l7_h2uc *uc_dial(struct l7_x *x)
 	struct bm_l7_engine *e = x->e;
 	struct l7_h2uc *uc;
 	nghttp2_settings_entry iv[] = { { NGHTTP2_SETTINGS_ENABLE_PUSH, 0 } };
-	int fd = -1, err;
+	int fd, err;
 
 	if (!l7_cb_take(&x->c->rt->connections, x->c->max_connections)) {
 		errno = EBUSY;
 		return NULL;
 	}
-	err = e->ops.connect(x->user, &x->b, &fd);
-	if (err >= 0 && fd < 0)
-		err = -ECONNREFUSED;
+	fd = err = l7_x_connect(x);
 	if (err < 0)
 		goto err_give;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
 	uc = calloc(1, sizeof(*uc));
 	if (!uc || nghttp2_session_client_new2(&uc->s, cbs, uc, opt)) {
 		free(uc);
@@ -732,18 +614,13 @@ static struct l7_h2uc *uc_dial(struct l7_x *x)
 	uc->e = e;
 	uc->ev.fn = uc_on_event;
 	uc->ev.fd = fd;
-	uc->pool_key = x->pool_key;
-	uc->rt = x->c->rt;
-	uc->ip = x->b.ip;
-	uc->port = x->b.port;
-	uc->max_reqs = x->c->max_requests_per_conn;
-	uc->idle_ms = x->c->idle_timeout_ms ? x->c->idle_timeout_ms : 3600000;
+	uc->pool = l7_upool_of(x);
 	uc->connecting = 1;
 	l7_timer_init(&uc->t, uc_timer);
 	nghttp2_submit_settings(uc->s, NGHTTP2_FLAG_NONE, iv, 1);
 	nghttp2_session_set_local_window_size(uc->s, NGHTTP2_FLAG_NONE, 0, 1 << 20);
-	if (bm_loop_add(e->l, &uc->ev, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)) {
-		err = -errno;
+	err = l7_usock_add(x, &uc->ev, &uc->t);
+	if (err) {
 		nghttp2_session_del(uc->s);
 		close(fd);
 		free(uc);
@@ -753,9 +630,7 @@ static struct l7_h2uc *uc_dial(struct l7_x *x)
 	if (e->h2uconns)
 		e->h2uconns->prev = uc;
 	e->h2uconns = uc;
-	e->st.upstream_cx++;
 	e->st.h2_upstream_cx++;
-	l7_timer_arm(e, &uc->t, x->c->connect_timeout_ms ? x->c->connect_timeout_ms : 10000);
 	return uc;
 err_give:
 	l7_cb_give(&x->c->rt->connections);
@@ -764,36 +639,6 @@ err_give:
 }
 
 /* ---- the pool: stream slots and the exchanges pending for one ---------------------------- */
-
-/* A pool: the connections of one (pool key, cluster, backend). */
-struct h2pool {
-	uint64_t key;
-	const struct bm_l7_cluster_rt *rt;
-	uint32_t ip;
-	uint16_t port;
-};
-
-static struct h2pool pool_of_x(const struct l7_x *x)
-{
-	return (struct h2pool){ x->pool_key, x->c->rt, x->b.ip, x->b.port };
-}
-
-static struct h2pool pool_of_uc(const struct l7_h2uc *uc)
-{
-	return (struct h2pool){ uc->pool_key, uc->rt, uc->ip, uc->port };
-}
-
-static int x_in_pool(const struct h2pool *p, const struct l7_x *x)
-{
-	return x->pool_key == p->key && x->c->rt == p->rt && x->b.ip == p->ip &&
-	       x->b.port == p->port;
-}
-
-static int uc_in_pool(const struct h2pool *p, const struct l7_h2uc *uc)
-{
-	return uc->pool_key == p->key && uc->rt == p->rt && uc->ip == p->ip &&
-	       uc->port == p->port;
-}
 
 /* Takes new streams, now or once connected: not closing, not draining
  * (maxRequestsPerConnection, pool drop), no GOAWAY from the peer. */
@@ -823,36 +668,22 @@ static void waiter_add(struct bm_l7_engine *e, struct l7_x *x)
 {
 	x->h2_waiting = 1;
 	x->h2_purge = 0;
-	x->wnext = NULL;
-	x->wprev = e->h2waiters_tail;
-	if (e->h2waiters_tail)
-		e->h2waiters_tail->wnext = x;
-	else
-		e->h2waiters = x;
-	e->h2waiters_tail = x;
+	l7_xq_add(&e->h2waiters, x);
 }
 
 static void waiter_remove(struct bm_l7_engine *e, struct l7_x *x)
 {
 	if (!x->h2_waiting)
 		return;
-	if (x->wprev)
-		x->wprev->wnext = x->wnext;
-	else
-		e->h2waiters = x->wnext;
-	if (x->wnext)
-		x->wnext->wprev = x->wprev;
-	else
-		e->h2waiters_tail = x->wprev;
-	x->wnext = x->wprev = NULL;
+	l7_xq_del(&e->h2waiters, x);
 	x->h2_waiting = x->h2_purge = 0;
 }
 
 /* The oldest exchange pending for pool p. */
-static struct l7_x *pool_first(const struct bm_l7_engine *e, const struct h2pool *p)
+static struct l7_x *pool_first(const struct bm_l7_engine *e, const struct l7_upool *p)
 {
-	for (struct l7_x *x = e->h2waiters; x; x = x->wnext)
-		if (x_in_pool(p, x))
+	for (struct l7_x *x = e->h2waiters.head; x; x = x->wnext)
+		if (l7_upool_has(p, x))
 			return x;
 	return NULL;
 }
@@ -860,15 +691,16 @@ static struct l7_x *pool_first(const struct bm_l7_engine *e, const struct h2pool
 /* Fail every exchange pending for p (every one: p NULL) with r. They are
  * marked first: an owner told may queue new exchanges (a retry, its next
  * pipelined request), which are not failed with these. */
-static void pool_purge(struct bm_l7_engine *e, const struct h2pool *p, enum bm_attempt_result r)
+static void pool_purge(struct bm_l7_engine *e, const struct l7_upool *p,
+		       enum bm_attempt_result r)
 {
 	struct l7_x *x;
 
-	for (x = e->h2waiters; x; x = x->wnext)
-		if (!p || x_in_pool(p, x))
+	for (x = e->h2waiters.head; x; x = x->wnext)
+		if (!p || l7_upool_has(p, x))
 			x->h2_purge = 1;
 	for (;;) {
-		for (x = e->h2waiters; x && !x->h2_purge; x = x->wnext)
+		for (x = e->h2waiters.head; x && !x->h2_purge; x = x->wnext)
 			;
 		if (!x)
 			return;
@@ -886,6 +718,7 @@ static int stream_attach(struct l7_h2uc *uc, struct l7_x *x)
 	if (!hs)
 		return -ENOMEM;
 	bm_h1_init(&hs->qp, 0);
+	hs->req.l = uc->e->l;
 	hs->x = x;
 	hs->uc = uc;
 	hs->next = uc->streams;
@@ -897,7 +730,7 @@ static int stream_attach(struct l7_h2uc *uc, struct l7_x *x)
 	x->uc = NULL;
 	if (uc->n_reqs++)
 		x->e->st.upstream_cx_reused++;
-	if (uc->max_reqs && uc->n_reqs >= uc->max_reqs)
+	if (uc->pool.max_reqs && uc->n_reqs >= uc->pool.max_reqs)
 		uc->draining = 1; /* maxRequestsPerConnection */
 	l7_timer_cancel(x->e, &uc->t); /* the idle timeout */
 	return 0;
@@ -909,7 +742,6 @@ static int stream_attach(struct l7_h2uc *uc, struct l7_x *x)
 static void uc_admit(struct l7_h2uc *uc)
 {
 	struct bm_l7_engine *e = uc->e;
-	struct h2pool p = pool_of_uc(uc);
 	struct l7_x *x;
 
 	if (uc->in_recv || uc->in_send || uc->in_admit) {
@@ -919,7 +751,7 @@ static void uc_admit(struct l7_h2uc *uc)
 	uc->in_admit = 1;
 	do {
 		uc->kick = 0;
-		while (uc_has_room(uc) && (x = pool_first(e, &p))) {
+		while (uc_has_room(uc) && (x = pool_first(e, &uc->pool))) {
 			waiter_remove(e, x);
 			l7_x_pending_give(x);
 			if (stream_attach(uc, x))
@@ -942,23 +774,22 @@ static void uc_admit(struct l7_h2uc *uc)
 static void pool_rescue(struct l7_h2uc *uc, int connect_failed)
 {
 	struct bm_l7_engine *e = uc->e;
-	struct h2pool p = pool_of_uc(uc);
-	struct l7_x *x = pool_first(e, &p);
+	struct l7_x *x = pool_first(e, &uc->pool);
 
 	if (!x || e->freeing) /* the engine goes: l7_h2u_shutdown fails them */
 		return;
 	for (struct l7_h2uc *o = e->h2uconns; o; o = o->next)
-		if (o != uc && uc_in_pool(&p, o) && uc_usable(o))
+		if (o != uc && l7_upool_eq(&uc->pool, &o->pool) && uc_usable(o))
 			return;
 	if (!connect_failed && uc_dial(x))
 		return; /* uc_admit serves them once it is up */
-	pool_purge(e, &p, BM_AR_CONNECT_FAILURE);
+	pool_purge(e, &uc->pool, BM_AR_CONNECT_FAILURE);
 }
 
 int l7_h2u_start(struct l7_x *x)
 {
 	struct bm_l7_engine *e = x->e;
-	struct h2pool p = pool_of_x(x);
+	struct l7_upool p = l7_upool_of(x);
 	struct l7_h2uc *uc, *room = NULL;
 	int live = 0, coming = 0, err;
 
@@ -968,7 +799,7 @@ int l7_h2u_start(struct l7_x *x)
 	x->hs = NULL;
 	x->uc = NULL;
 	for (uc = e->h2uconns; uc; uc = uc->next) {
-		if (!uc_in_pool(&p, uc) || !uc_usable(uc))
+		if (!l7_upool_has(&uc->pool, x) || !uc_usable(uc))
 			continue;
 		live = 1;
 		if (uc->connecting || !uc->settled)
@@ -1025,7 +856,7 @@ void l7_h2u_end(struct l7_x *x, int reuse)
 		hs_unlink(hs);
 		return;
 	}
-	if (hs->resp_end && hs->req_end)
+	if (hs->resp_end && hs->req.eof)
 		return; /* ends by itself: on_stream_close unlinks it */
 	/* the owner gave up before the stream ended: cancel it */
 	nghttp2_submit_rst_stream(uc->s, NGHTTP2_FLAG_NONE, hs->id, NGHTTP2_CANCEL);
@@ -1052,7 +883,7 @@ void l7_h2u_flush(struct l7_x *x)
 
 size_t l7_h2u_queued(const struct l7_x *x)
 {
-	return x->hs ? x->hs->in.bytes + x->hs->body.bytes : 0;
+	return x->hs ? x->hs->in.bytes + x->hs->req.q.bytes : 0;
 }
 
 void l7_h2u_pause(struct l7_x *x, int paused)
@@ -1070,9 +901,9 @@ void l7_h2u_pool_drop(struct bm_l7_engine *e, uint64_t pool_key)
 {
 	for (struct l7_h2uc *uc = e->h2uconns, *next; uc; uc = next) {
 		next = uc->next;
-		if (uc->pool_key == pool_key && !uc->n_streams)
+		if (uc->pool.key == pool_key && !uc->n_streams)
 			uc_close(uc);
-		else if (uc->pool_key == pool_key)
+		else if (uc->pool.key == pool_key)
 			uc->draining = 1;
 	}
 }

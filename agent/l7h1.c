@@ -258,11 +258,7 @@ int l7_dconn_process(struct l7_dconn *d)
 		ssize_t r;
 
 		if (!c->len) {
-			bm_chunkq_consume(d->e->l, &d->in, 0);
-			d->in.head = c->next;
-			if (!d->in.head)
-				d->in.tail = NULL;
-			bm_chunk_put(d->e->l, c);
+			l7_q_drop_empty(d->e->l, &d->in);
 			continue;
 		}
 		if (!d->rq.active) {

@@ -1,7 +1,8 @@
 /*
  * The upstream half of the L7 engine: timers, upstream HTTP/1.1
- * connections and their keep-alive pools, circuit breakers, load balancing
- * over a cluster's hosts and outlier reports (mirrors: l7mirror.c).
+ * connections and their keep-alive pools, load balancing over a cluster's
+ * hosts and outlier reports (mirrors: l7mirror.c; what the HTTP/2 pools
+ * share with these: l7upstream_pool.c).
  *
  * Pools are per (pool key = source pod, cluster, backend ip:port), like
  * Envoy's per-cluster connection pools, so connectionPool limits and
@@ -22,8 +23,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
@@ -33,11 +32,8 @@ struct l7_uconn {
 	struct bm_ev ev;
 	struct bm_l7_engine *e;
 	struct l7_uconn *next, *prev;
-	uint64_t pool_key;
-	struct bm_l7_cluster_rt *rt; /* counted in rt->connections */
-	uint32_t ip;
-	uint16_t port;
-	uint32_t max_reqs, n_reqs, idle_ms;
+	struct l7_upool pool;
+	uint32_t n_reqs;
 	uint8_t connecting, idle, readable, writable, closed, keep, werr, wrote;
 	uint8_t read_to_end;          /* the peer hung up: read to EOF, no short-read shortcut */
 	uint64_t idle_since_ms;       /* when it last went idle */
@@ -191,25 +187,6 @@ uint32_t l7_rand(struct bm_l7_engine *e)
 	return (uint32_t)((e->rng[1] + s0) >> 32);
 }
 
-/* ---- circuit breakers ------------------------------------------------------------ */
-
-int l7_cb_take(uint32_t *ctr, uint32_t max)
-{
-	uint32_t v = __atomic_load_n(ctr, __ATOMIC_RELAXED);
-
-	do {
-		if (max != BM_L7_UNLIMITED && v >= max)
-			return 0;
-	} while (!__atomic_compare_exchange_n(ctr, &v, v + 1, 1, __ATOMIC_RELAXED,
-					      __ATOMIC_RELAXED));
-	return 1;
-}
-
-void l7_cb_give(uint32_t *ctr)
-{
-	__atomic_sub_fetch(ctr, 1, __ATOMIC_RELAXED);
-}
-
 /* ---- upstream connections ----------------------------------------------------------- */
 
 static void uconn_free(void *obj)
@@ -226,22 +203,14 @@ static void waiters_remove(struct bm_l7_engine *e, struct l7_x *x)
 	if (!x->waiting)
 		return;
 	__atomic_sub_fetch(&x->c->rt->waiting, 1, __ATOMIC_RELAXED);
-	if (x->wprev)
-		x->wprev->wnext = x->wnext;
-	else
-		e->waiters = x->wnext;
-	if (x->wnext)
-		x->wnext->wprev = x->wprev;
-	else
-		e->waiters_tail = x->wprev;
-	x->wnext = x->wprev = NULL;
+	l7_xq_del(&e->waiters, x);
 	x->waiting = 0;
 }
 
 static void uconn_close(struct l7_uconn *uc)
 {
 	struct bm_l7_engine *e = uc->e;
-	struct bm_l7_cluster_rt *rt = uc->rt;
+	struct bm_l7_cluster_rt *rt = uc->pool.rt;
 
 	if (uc->closed)
 		return;
@@ -283,16 +252,11 @@ static int dial(struct l7_x *x)
 {
 	struct bm_l7_engine *e = x->e;
 	struct l7_uconn *uc;
-	int fd = -1, err;
+	int fd, err;
 
-	err = e->ops.connect(x->user, &x->b, &fd);
-	if (err >= 0 && fd < 0)
-		err = -ECONNREFUSED;
+	fd = err = l7_x_connect(x);
 	if (err < 0)
 		goto err_give;
-	/* head and body go out as separate writes: no Nagle wait between them
-	 * (fails harmlessly on the socketpairs into HBONE) */
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
 	uc = calloc(1, sizeof(*uc));
 	if (!uc) {
 		close(fd);
@@ -302,18 +266,13 @@ static int dial(struct l7_x *x)
 	uc->e = e;
 	uc->ev.fn = uconn_on_event;
 	uc->ev.fd = fd;
-	uc->pool_key = x->pool_key;
-	uc->rt = x->c->rt;
-	uc->ip = x->b.ip;
-	uc->port = x->b.port;
-	uc->max_reqs = x->c->max_requests_per_conn;
-	uc->idle_ms = x->c->idle_timeout_ms ? x->c->idle_timeout_ms : 3600000;
+	uc->pool = l7_upool_of(x);
 	uc->connecting = 1;
 	uc->keep = 1;
 	bm_h1_init(&uc->rp, 1);
 	l7_timer_init(&uc->t, uconn_timer);
-	if (bm_loop_add(e->l, &uc->ev, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)) {
-		err = -errno;
+	err = l7_usock_add(x, &uc->ev, &uc->t);
+	if (err) {
 		close(fd);
 		free(uc);
 		goto err_give;
@@ -322,9 +281,7 @@ static int dial(struct l7_x *x)
 	if (e->uconns)
 		e->uconns->prev = uc;
 	e->uconns = uc;
-	e->st.upstream_cx++;
 	attach(uc, x);
-	l7_timer_arm(e, &uc->t, x->c->connect_timeout_ms ? x->c->connect_timeout_ms : 10000);
 	return 0;
 err_give:
 	l7_cb_give(&x->c->rt->connections);
@@ -347,8 +304,7 @@ static struct l7_uconn *pool_take(struct bm_l7_engine *e, const struct l7_x *x)
 {
 	for (struct l7_uconn *uc = e->uconns, *next; uc; uc = next) {
 		next = uc->next;
-		if (!uc->idle || uc->pool_key != x->pool_key || uc->rt != x->c->rt ||
-		    uc->ip != x->b.ip || uc->port != x->b.port)
+		if (!uc->idle || !l7_upool_has(&uc->pool, x))
 			continue;
 		/* Idle for a moment with no event seen: the peek (one syscall per
 		 * request) is for connections the upstream may have closed on an
@@ -366,26 +322,6 @@ static struct l7_uconn *pool_take(struct bm_l7_engine *e, const struct l7_x *x)
 }
 
 #define WAITERS_POLL_MS 5
-
-int l7_x_pending_take(struct l7_x *x)
-{
-	struct bm_l7_cluster_rt *rt = x->c->rt;
-
-	if (!l7_cb_take(&rt->pending, x->c->max_pending)) {
-		__atomic_add_fetch(&rt->overflow_pending, 1, __ATOMIC_RELAXED);
-		return -EBUSY;
-	}
-	x->pending = 1;
-	return 0;
-}
-
-void l7_x_pending_give(struct l7_x *x)
-{
-	if (x->pending) {
-		x->pending = 0;
-		l7_cb_give(&x->c->rt->pending);
-	}
-}
 
 int l7_x_start(struct l7_x *x)
 {
@@ -415,13 +351,7 @@ int l7_x_start(struct l7_x *x)
 		/* maxConnections: queue until one is released or closed */
 		x->waiting = 1;
 		__atomic_add_fetch(&c->rt->waiting, 1, __ATOMIC_RELAXED);
-		x->wnext = NULL;
-		x->wprev = e->waiters_tail;
-		if (e->waiters_tail)
-			e->waiters_tail->wnext = x;
-		else
-			e->waiters = x;
-		e->waiters_tail = x;
+		l7_xq_add(&e->waiters, x);
 		/* The slot it waits for may be freed by another worker, which
 		 * cannot wake this one: look again shortly. */
 		if (e->t_waiters.fn && e->t_waiters.idx < 0)
@@ -453,7 +383,7 @@ static int serve_waiter(struct bm_l7_engine *e, struct l7_x *x)
 		/* At the limit: an idle connection to another host of the
 		 * cluster makes room for this one. */
 		for (uc = e->uconns; uc; uc = uc->next)
-			if (uc->idle && uc->rt == rt)
+			if (uc->idle && uc->pool.rt == rt)
 				break;
 		if (uc)
 			uconn_close(uc); /* kicks again */
@@ -470,7 +400,7 @@ static int serve_waiter(struct bm_l7_engine *e, struct l7_x *x)
 /* A connection slot of rt became free, or an idle one appeared. */
 static void kick_waiters(struct bm_l7_engine *e, struct bm_l7_cluster_rt *rt)
 {
-	for (struct l7_x *x = e->waiters; x; x = x->wnext)
+	for (struct l7_x *x = e->waiters.head; x; x = x->wnext)
 		if (x->c->rt == rt) {
 			serve_waiter(e, x);
 			return;
@@ -479,7 +409,7 @@ static void kick_waiters(struct bm_l7_engine *e, struct bm_l7_cluster_rt *rt)
 
 static int local_waiter(const struct bm_l7_engine *e, const struct bm_l7_cluster_rt *rt)
 {
-	for (const struct l7_x *x = e->waiters; x; x = x->wnext)
+	for (const struct l7_x *x = e->waiters.head; x; x = x->wnext)
 		if (x->c->rt == rt)
 			return 1;
 	return 0;
@@ -490,7 +420,7 @@ static int local_waiter(const struct bm_l7_engine *e, const struct bm_l7_cluster
 static void waiters_poll(struct l7_timer *t)
 {
 	struct bm_l7_engine *e = (struct bm_l7_engine *)((char *)t - offsetof(struct bm_l7_engine, t_waiters));
-	struct l7_x *x = e->waiters;
+	struct l7_x *x = e->waiters.head;
 	unsigned budget = 1024;
 
 	/* Serving one may end or queue others: restart from the head after
@@ -498,9 +428,9 @@ static void waiters_poll(struct l7_timer *t)
 	while (x && budget--) {
 		struct l7_x *next = x->wnext;
 
-		x = serve_waiter(e, x) ? e->waiters : next;
+		x = serve_waiter(e, x) ? e->waiters.head : next;
 	}
-	if (e->waiters)
+	if (e->waiters.head)
 		l7_timer_arm(e, &e->t_waiters, WAITERS_POLL_MS);
 }
 
@@ -526,22 +456,22 @@ void l7_x_end(struct l7_x *x, int reuse)
 	x->uc = NULL;
 	if (!reuse || !x->req_done || !x->resp_done || !uc->keep || uc->connecting ||
 	    uc->wq.bytes || uc->werr || e->freeing ||
-	    (uc->max_reqs && uc->n_reqs >= uc->max_reqs)) {
+	    (uc->pool.max_reqs && uc->n_reqs >= uc->pool.max_reqs)) {
 		uconn_close(uc);
 		return;
 	}
 	/* Requests of other workers wait for a slot of this cluster: give it
 	 * back rather than keep it idle here (it cannot be handed over). */
-	if (uc->rt && __atomic_load_n(&uc->rt->waiting, __ATOMIC_RELAXED) &&
-	    !local_waiter(e, uc->rt)) {
+	if (uc->pool.rt && __atomic_load_n(&uc->pool.rt->waiting, __ATOMIC_RELAXED) &&
+	    !local_waiter(e, uc->pool.rt)) {
 		uconn_close(uc);
 		return;
 	}
 	uc->idle = 1;
 	uc->idle_since_ms = l7_now_ms();
-	l7_timer_arm(e, &uc->t, uc->idle_ms);
-	if (uc->rt)
-		kick_waiters(e, uc->rt);
+	l7_timer_arm(e, &uc->t, uc->pool.idle_ms);
+	if (uc->pool.rt)
+		kick_waiters(e, uc->pool.rt);
 }
 
 void l7_pool_drop(struct bm_l7_engine *e, uint64_t pool_key)
@@ -549,7 +479,7 @@ void l7_pool_drop(struct bm_l7_engine *e, uint64_t pool_key)
 	l7_h2u_pool_drop(e, pool_key);
 	for (struct l7_uconn *uc = e->uconns, *next; uc; uc = next) {
 		next = uc->next;
-		if (uc->idle && uc->pool_key == pool_key)
+		if (uc->idle && uc->pool.key == pool_key)
 			uconn_close(uc);
 	}
 }
@@ -557,11 +487,11 @@ void l7_pool_drop(struct bm_l7_engine *e, uint64_t pool_key)
 void l7_upstream_shutdown(struct bm_l7_engine *e)
 {
 	l7_h2u_shutdown(e);
-	while (e->waiters) {
-		struct l7_x *x = e->waiters;
+	while (e->waiters.head) {
+		struct l7_x *x = e->waiters.head;
 
 		x->ops->fail(x, BM_AR_RESET);
-		if (e->waiters == x)
+		if (e->waiters.head == x)
 			l7_x_end(x, 0);
 	}
 	while (e->uconns) {
@@ -853,14 +783,13 @@ static void uconn_on_event(struct bm_ev *ev, uint32_t events)
 	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
 		uc->read_to_end = 1; /* read until EOF/EAGAIN: no later edge announces it */
 	if (uc->connecting) {
-		if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
-			return;
-		if (bm_sock_connect_result(ev->fd, events)) {
+		int r = l7_usock_connected(uc->e, ev, events, &uc->t);
+
+		if (r < 0)
 			uconn_fail(uc, BM_AR_CONNECT_FAILURE);
+		if (r <= 0)
 			return;
-		}
 		uc->connecting = 0;
-		l7_timer_cancel(uc->e, &uc->t);
 		if (uc->x) {
 			l7_x_pending_give(uc->x);
 			uc->x->ops->ready(uc->x);

@@ -1,10 +1,11 @@
 /* Internals of the L7 engine shared by agent/l7conn.c (client sockets,
  * sniffing, the engine object), agent/l7proxy.c (per-request flow), the
  * fronts agent/l7h1.c and agent/h2down.c, agent/l7reply.c (local replies,
- * records), agent/h2up.c (HTTP/2 upstreams) and
- * agent/l7upstream.c (timers, upstream connections
- * and their pools, circuit breakers, load balancing, outlier reports,
- * mirrors). Not an API: see l7proxy.h. */
+ * records), agent/h2up.c (HTTP/2 upstreams), agent/l7upstream_pool.c
+ * (what the pools of both upstream protocols share: circuit breakers,
+ * pending requests, sockets, queues) and agent/l7upstream.c (timers,
+ * HTTP/1.1 upstream connections and their pools, load balancing, outlier
+ * reports, mirrors). Not an API: see l7proxy.h. */
 #ifndef BM_L7UPSTREAM_H
 #define BM_L7UPSTREAM_H
 #include <stdint.h>
@@ -26,6 +27,18 @@ void l7_timer_arm(struct bm_l7_engine *e, struct l7_timer *t, uint64_t after_ms)
 void l7_timer_cancel(struct bm_l7_engine *e, struct l7_timer *t);
 uint64_t l7_now_ms(void);
 uint64_t l7_wall_ms(void);
+
+/* Drops q's head chunk, which is empty: the parsers that walk q a chunk at
+ * a time (l7h1.c, h2down.c, h2up.c) step over it. */
+static inline void l7_q_drop_empty(struct bm_loop *l, struct bm_chunkq *q)
+{
+	struct bm_chunk *c = q->head;
+
+	q->head = c->next;
+	if (!q->head)
+		q->tail = NULL;
+	bm_chunk_put(l, c);
+}
 
 /* ---- upstream exchanges ------------------------------------------------------ */
 
@@ -80,6 +93,42 @@ struct l7_x {
 #define L7_HIGH_WATER (256 * 1024)  /* stop producing into a queue above this */
 #define L7_CORK_MAX   (16 * 1024)   /* largest response body held back to leave with its head */
 
+/* ---- what the pools of both upstream protocols share (l7upstream_pool.c) ----- */
+
+/* The pool of an upstream connection (HTTP/1.1 or HTTP/2): pool key,
+ * cluster (its circuit breakers) and backend, with the cluster's settings
+ * the connection keeps. */
+struct l7_upool {
+	uint64_t key;
+	struct bm_l7_cluster_rt *rt;  /* counted in rt->connections */
+	uint32_t ip;
+	uint16_t port;
+	uint32_t max_reqs;            /* maxRequestsPerConnection, 0: unlimited */
+	uint32_t idle_ms;             /* idleTimeout */
+};
+
+/* x's pool; is x one of p's; are a and b the same pool (settings aside)? */
+struct l7_upool l7_upool_of(const struct l7_x *x);
+int l7_upool_has(const struct l7_upool *p, const struct l7_x *x);
+int l7_upool_eq(const struct l7_upool *a, const struct l7_upool *b);
+/* A socket to x's backend from the engine's connector, connecting: the fd,
+ * or -errno. */
+int l7_x_connect(struct l7_x *x);
+/* A new connection's socket ev (fd and fn set) into the loop, its connect
+ * timeout armed on t. 0, or -errno. */
+int l7_usock_add(struct l7_x *x, struct bm_ev *ev, struct l7_timer *t);
+/* Events on a connecting socket: 1 connected (t, the connect timeout, is
+ * cancelled), 0 not yet, -1 the connect failed. */
+int l7_usock_connected(struct bm_l7_engine *e, struct bm_ev *ev, uint32_t events,
+		       struct l7_timer *t);
+
+/* Exchanges waiting, oldest first, linked through wnext and wprev. */
+struct l7_xq {
+	struct l7_x *head, *tail;
+};
+void l7_xq_add(struct l7_xq *q, struct l7_x *x);
+void l7_xq_del(struct l7_xq *q, struct l7_x *x);
+
 /* Engine set-up: the queued requests' poll timer. */
 void l7_waiters_init(struct bm_l7_engine *e);
 
@@ -126,7 +175,8 @@ void l7_backend_active(struct bm_l7_engine *e, const struct bm_l7_backend *b, in
 void l7_outlier(struct bm_l7_engine *e, const struct bm_l7_cluster *c,
 		const struct bm_l7_backend *b, enum bm_outlier_ev ev);
 enum bm_outlier_ev l7_outlier_ev(enum bm_attempt_result r, int status);
-/* Atomic "take one if below max" on a circuit-breaker counter. */
+/* Atomic "take one if below max" on a circuit-breaker counter
+ * (l7upstream_pool.c). */
 int l7_cb_take(uint32_t *ctr, uint32_t max);
 void l7_cb_give(uint32_t *ctr);
 uint32_t l7_rand(struct bm_l7_engine *e);
@@ -164,8 +214,8 @@ struct bm_l7_engine {
 	struct l7_dconn *dconns;
 	struct l7_uconn *uconns;     /* every upstream connection (idle and busy) */
 	struct l7_h2uc *h2uconns;    /* HTTP/2 upstream connections (h2up.c) */
-	struct l7_x *h2waiters, *h2waiters_tail; /* pending for an HTTP/2 stream slot, oldest first */
-	struct l7_x *waiters, *waiters_tail;
+	struct l7_xq h2waiters;      /* pending for an HTTP/2 stream slot */
+	struct l7_xq waiters;        /* queued for a connection slot (max_connections) */
 	struct l7_timer t_waiters;   /* re-try queued requests: slots free up on other workers */
 	struct l7_bact *bact;        /* L7_BACT_SLOTS */
 	unsigned n_mirrors;
@@ -359,10 +409,5 @@ size_t l7_h2u_queued(const struct l7_x *x);
 void l7_h2u_pause(struct l7_x *x, int paused);
 void l7_h2u_pool_drop(struct bm_l7_engine *e, uint64_t pool_key);
 void l7_h2u_shutdown(struct bm_l7_engine *e);
-/* Stream memory (h2up.c): zeroed objects from a per-thread cache, given
- * back through the loop's deferred free; kind: an L7_OBJ_*. */
-enum { L7_OBJ_H2S, L7_OBJ_H2US, L7_OBJ_KINDS };
-void *l7_obj_get(int kind, size_t size);
-void l7_obj_put(int kind, void *obj);
 
 #endif
