@@ -25,10 +25,11 @@
  *                      "odd"): a process that acts only in even windows (the
  *                      benchmark's scraper) is compared with the same run's
  *                      quiet windows, with the machine's drift shared
- *   --hist-out FILE    with --split-period or --addr2, also write every
- *                      recorded latency of both halves to FILE, one
- *                      "even|odd|a|b US COUNT" line per distinct microsecond
- *                      value, so that runs can be pooled
+ *   --hist-out FILE    also write every recorded latency to FILE, one
+ *                      "NAME US COUNT" line per distinct microsecond value, so
+ *                      that runs can be pooled: NAME "all", or with
+ *                      --split-period "even" and "odd", with --addr2 "a" and
+ *                      "b"
  *   --windows-out FILE with --split-period, also write one line per window:
  *                      "WINDOW PARITY REQUESTS P50 P90 P99 P999" (WINDOW: the
  *                      window's number since CLOCK_MONOTONIC's zero, latencies
@@ -607,11 +608,14 @@ int main(int argc, char **argv)
 		print_half("a", &g.target[0]);
 		print_half("b", &g.target[1]);
 	}
-	if (g.hist_out && (g.split_ns || g.two)) {
+	if (g.hist_out) {
 		FILE *f = fopen(g.hist_out, "w");
+		struct samples all = { g.lat, g.n_lat, g.cap_lat };
 
 		if (!f)
 			die(g.hist_out);
+		if (!g.split_ns && !g.two)
+			write_hist(f, "all", &all);
 		if (g.split_ns) {
 			write_hist(f, "even", &g.half[0]);
 			write_hist(f, "odd", &g.half[1]);

@@ -135,3 +135,71 @@ def within_verdict(interval, limit=0.02):
     if lo >= 1 + limit or hi <= 1 - limit:
         return "not met"
     return "not shown"
+
+
+def pool(hists):
+    """One {us: count} table of several."""
+    out = {}
+    for h in hists:
+        for v, c in h.items():
+            out[v] = out.get(v, 0) + c
+    return out
+
+
+def together_overheads(by_round, p=0.99, base="direct", a="mesh-x", b="sidecar", resamples=1000):
+    """by_round: {round: {scenario: {us: count}}} of paths measured at the same
+    time. Returns {"a": (est, interval), "b": ..., "ratio": ...}: the p-th
+    percentile's overhead over base in us of a and of b, and a's over b's;
+    intervals (95 %) from resampling whole rounds, None with fewer than 3
+    rounds. A resample in which b's overhead is not positive has no ratio."""
+    rounds = [v for v in by_round.values() if all(v.get(k) for k in (base, a, b))]
+    if not rounds:
+        return None
+
+    def figures(rs):
+        q = {k: hist_pct(pool(r[k] for r in rs), p) for k in (base, a, b)}
+        oa, ob = q[a] - q[base], q[b] - q[base]
+        return oa, ob, (oa / ob if ob > 0 else None)
+
+    est = figures(rounds)
+    out = {"a": [est[0], None], "b": [est[1], None], "ratio": [est[2], None], "rounds": len(rounds)}
+    if len(rounds) >= 3:
+        rnd, acc = random.Random(1), ([], [], [])
+        for _ in range(resamples):
+            f = figures([rounds[rnd.randrange(len(rounds))] for _ in rounds])
+            for i in range(3):
+                if f[i] is not None:
+                    acc[i].append(f[i])
+        for i, k in enumerate(("a", "b", "ratio")):
+            v = sorted(acc[i])
+            # every resample must give a figure, or the interval says nothing
+            if len(v) == resamples:
+                out[k][1] = (v[int(0.025 * len(v))], v[int(0.975 * len(v)) - 1])
+    return out
+
+
+def below_verdict(interval, limit):
+    """met: the whole interval below limit; not met: the whole interval at or
+    above it; otherwise (or no interval) not shown."""
+    if interval is None:
+        return "not shown"
+    if interval[1] < limit:
+        return "met"
+    if interval[0] >= limit:
+        return "not met"
+    return "not shown"
+
+
+def read_together(path):
+    """{round: {scenario: {us: count}}} from mesh.sh's mesh-together-hist.txt."""
+    out = {}
+    try:
+        for line in open(path) if path else []:
+            f = line.split()
+            if line.startswith("#") or len(f) != 4:
+                continue
+            h = out.setdefault(int(f[0]), {}).setdefault(f[1], {})
+            h[int(f[2])] = h.get(int(f[2]), 0) + int(f[3])
+    except (OSError, ValueError):
+        return {}
+    return out

@@ -157,7 +157,7 @@ PY
 # once; appends "round workload vip|direct us count" lines to $SIDE_HIST.
 # Odd rounds give the VIP the even connections, even rounds the odd ones.
 side_run() {
-  local r=$1 w=$2 rate=$SIDE_RATE conns=4 a b; shift 2
+  local r=$1 w=$2 rate=$SIDE_RATE conns=32 a b; shift 2
   [ "${1:-}" = --close ] && { rate=$SIDE_CLOSE_RATE; conns=8; }
   if [ $((r % 2)) = 1 ]; then a=vip b=direct; else a=direct b=vip; fi
   local -A to=([vip]=$VIP:80 [direct]=$SRV_IP:8080)

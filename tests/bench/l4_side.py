@@ -27,7 +27,7 @@ def read(path):
 
 
 def section(data, secs, rate, close_rate):
-    names = {"keepalive": f"keep-alive, {rate:,} req/s on 4 connections",
+    names = {"keepalive": f"keep-alive, {rate:,} req/s on 32 connections",
              "close": f"new connection per request, {close_rate:,} req/s, 8 in flight"}
     L = ["", "## Side by side: VIP and pod IP in the same run", "",
          f"bm-load at a fixed rate for {secs} s per run sends every other connection's requests to the",

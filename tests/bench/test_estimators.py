@@ -11,8 +11,9 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from estimators import (hist_pct, neighbour_estimate, neighbour_logratios,  # noqa: E402
-                        neighbour_verdict, pooled_ratio, read_perwindow, within_verdict)
+from estimators import (below_verdict, hist_pct, neighbour_estimate,  # noqa: E402
+                        neighbour_logratios, neighbour_verdict, pooled_ratio, read_perwindow,
+                        read_together, together_overheads, within_verdict)
 import l4_side  # noqa: E402
 
 
@@ -168,8 +169,62 @@ class SideBySide(unittest.TestCase):
             os.unlink(f.name)
         self.assertEqual(data["keepalive"][1], ({100: 980, 150: 20}, {100: 980, 150: 20}))
         text = "\n".join(l4_side.section(data, 10, 2000, 1000))
-        self.assertIn("keep-alive, 2,000 req/s on 4 connections | 4 | 4,000 / 4,000 | 100 / 100 |", text)
+        self.assertIn("keep-alive, 2,000 req/s on 32 connections | 4 | 4,000 / 4,000 | 100 / 100 |", text)
         self.assertIn("keepalive **met**; close **not met**", text)
+
+
+def together_rounds(rnd, add_mesh, add_side, n_rounds, n=4000):
+    """{round: {scenario: hist}}: direct's latencies log-normal around the
+    round's level, the proxies' the same plus a fixed overhead in us."""
+    out = {}
+    for r in range(n_rounds):
+        level = 200 * math.exp(rnd.gauss(0, 0.3))
+        rr = {}
+        for s, add in (("direct", 0), ("mesh-x", add_mesh), ("sidecar", add_side)):
+            h = {}
+            for _ in range(n):
+                v = int(level * math.exp(rnd.gauss(0, 0.4)) + add)
+                h[v] = h.get(v, 0) + 1
+            rr[s] = h
+        out[r] = rr
+    return out
+
+
+class Together(unittest.TestCase):
+    def test_overheads_and_ratio(self):
+        t = together_overheads(together_rounds(random.Random(21), 60, 300, 8))
+        self.assertEqual(t["rounds"], 8)
+        self.assertTrue(40 < t["a"][0] < 80, t["a"])
+        self.assertTrue(260 < t["b"][0] < 340, t["b"])
+        self.assertTrue(0.1 < t["ratio"][0] < 0.3, t["ratio"])
+        self.assertEqual(below_verdict(t["ratio"][1], 0.5), "met")
+        self.assertEqual(below_verdict(t["a"][1], 200), "met")
+
+    def test_equal_overheads_are_not_met(self):
+        t = together_overheads(together_rounds(random.Random(22), 300, 300, 8))
+        self.assertEqual(below_verdict(t["ratio"][1], 0.5), "not met")
+        self.assertEqual(below_verdict(t["a"][1], 200), "not met")
+
+    def test_no_interval_without_rounds_or_overhead(self):
+        t = together_overheads(together_rounds(random.Random(23), 50, 300, 2))
+        self.assertIsNone(t["a"][1])
+        self.assertEqual(below_verdict(t["a"][1], 200), "not shown")
+        # a sidecar that adds nothing: no ratio, no verdict
+        t = together_overheads({r: {"direct": {100: 10}, "mesh-x": {150: 10}, "sidecar": {100: 10}}
+                                for r in range(4)})
+        self.assertIsNone(t["ratio"][0])
+        self.assertIsNone(t["ratio"][1])
+        self.assertIsNone(together_overheads({1: {"direct": {100: 1}}}))
+        self.assertEqual(below_verdict((0.4, 0.6), 0.5), "not shown")
+
+    def test_read_together(self):
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+            f.write("# header\n2 direct 100 5\n2 direct 100 1\n2 mesh-x 180 6\nbad line\n")
+        try:
+            self.assertEqual(read_together(f.name), {2: {"direct": {100: 6}, "mesh-x": {180: 6}}})
+        finally:
+            os.unlink(f.name)
+        self.assertEqual(read_together(""), {})
 
 
 if __name__ == "__main__":
