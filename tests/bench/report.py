@@ -668,7 +668,8 @@ open(o.out, "w").write("\n".join(L))
 print("\n".join(L[:60]))
 
 # Chart: one panel per workload, p50/p90/p99 per scenario.
-if o.plot:
+# No chart without a per-scenario workload (a run of `together` alone).
+if o.plot and wls:
     with open(o.plot + ".dat", "w") as f:
         for w in wls:
             f.write(f"# {w}\n")
