@@ -97,13 +97,7 @@ def pooled_ratio(by_round, p, resamples=1000):
     rounds = [v for v in by_round.values() if v[0] and v[1]]
 
     def ratio(rs):
-        x, y = {}, {}
-        for hx, hy in rs:
-            for v, c in hx.items():
-                x[v] = x.get(v, 0) + c
-            for v, c in hy.items():
-                y[v] = y.get(v, 0) + c
-        a, b = hist_pct(x, p), hist_pct(y, p)
+        a, b = hist_pct(pool(hx for hx, _ in rs), p), hist_pct(pool(hy for _, hy in rs), p)
         return a / b if a and b else None
 
     if not rounds:

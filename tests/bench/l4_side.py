@@ -10,7 +10,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from estimators import hist_pct, pooled_ratio, within_verdict  # noqa: E402
+from estimators import hist_pct, pool, pooled_ratio, within_verdict  # noqa: E402
 
 
 def read(path):
@@ -42,12 +42,8 @@ def section(data, secs, rate, close_rate):
         rounds = data.get(w)
         if not rounds:
             continue
-        vip, direct = {}, {}
-        for hv, hd in rounds.values():
-            for v, c in hv.items():
-                vip[v] = vip.get(v, 0) + c
-            for v, c in hd.items():
-                direct[v] = direct.get(v, 0) + c
+        vip = pool(hv for hv, _ in rounds.values())
+        direct = pool(hd for _, hd in rounds.values())
         cells, vs = [], []
         for p in (0.5, 0.99):
             r = pooled_ratio(rounds, p)
