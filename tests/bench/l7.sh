@@ -73,8 +73,8 @@
 # Env: BENCH_ROUNDS (3), BENCH_SECONDS (4), BENCH_RETRIES (3), BENCH_CONNS (16),
 #      BENCH_L7_WORKLOADS ("sat r1k scrape"), BENCH_L7_SCENARIOS ("l4 l7 sidecar"),
 #      BENCH_SCRAPE_SECONDS (20, per run of the scrape workload), BENCH_SCRAPE_RATE
-#      (2000 req/s), BENCH_SCRAPE_PERIOD (2: seconds per window, scraped and quiet
-#      windows alternate), BENCH_SCRAPER_NICE (19: the scraper's nice value, see
+#      (2000 req/s), BENCH_SCRAPE_PERIOD (1: seconds per window, scraped and quiet
+#      windows alternate; shorter windows give more of them per run), BENCH_SCRAPER_NICE (19: the scraper's nice value, see
 #      SCRAPER_NICE), BENCH_SCRAPE_URLS (what the scraper fetches; default both
 #      nodes' /metrics: "http://198.19.255.2:15020/metrics" alone scrapes only the
 #      node that is not in the request path), BENCH_WAIT (600: seconds to wait for
@@ -91,7 +91,7 @@ CONNS=${BENCH_CONNS:-16}
 WORKLOADS=${BENCH_L7_WORKLOADS:-sat r1k scrape}
 SCENARIOS=${BENCH_L7_SCENARIOS:-l4 l7 sidecar}
 SCRAPE_SECS=${BENCH_SCRAPE_SECONDS:-20}
-SCRAPE_PERIOD=${BENCH_SCRAPE_PERIOD:-2}
+SCRAPE_PERIOD=${BENCH_SCRAPE_PERIOD:-1}
 # The scraper stands in for a Prometheus on another host: its own CPU (python
 # receiving 130 KB per second) is not the scraped node's cost, but on 2 vCPUs
 # it would compete with the data path, so it runs at nice 19 unless told.
