@@ -107,10 +107,27 @@ struct l7_upool {
 	uint32_t idle_ms;             /* idleTimeout */
 };
 
-/* x's pool; is x one of p's; are a and b the same pool (settings aside)? */
+/* x's pool */
 struct l7_upool l7_upool_of(const struct l7_x *x);
-int l7_upool_has(const struct l7_upool *p, const struct l7_x *x);
-int l7_upool_eq(const struct l7_upool *a, const struct l7_upool *b);
+
+/* Is p the pool of (key, rt, ip, port)? Settings aside. Inline: the pools'
+ * scans call it per connection or waiting exchange, per request. */
+static inline int l7_upool_is(const struct l7_upool *p, uint64_t key,
+			      const struct bm_l7_cluster_rt *rt, uint32_t ip, uint16_t port)
+{
+	return p->key == key && p->rt == rt && p->ip == ip && p->port == port;
+}
+
+/* is x one of p's; are a and b the same pool? */
+static inline int l7_upool_has(const struct l7_upool *p, const struct l7_x *x)
+{
+	return l7_upool_is(p, x->pool_key, x->c->rt, x->b.ip, x->b.port);
+}
+
+static inline int l7_upool_eq(const struct l7_upool *a, const struct l7_upool *b)
+{
+	return l7_upool_is(a, b->key, b->rt, b->ip, b->port);
+}
 /* A socket to x's backend from the engine's connector, connecting: the fd,
  * or -errno. */
 int l7_x_connect(struct l7_x *x);

@@ -67,17 +67,6 @@ struct l7_upool l7_upool_of(const struct l7_x *x)
 	};
 }
 
-int l7_upool_has(const struct l7_upool *p, const struct l7_x *x)
-{
-	return x->pool_key == p->key && x->c->rt == p->rt && x->b.ip == p->ip &&
-	       x->b.port == p->port;
-}
-
-int l7_upool_eq(const struct l7_upool *a, const struct l7_upool *b)
-{
-	return a->key == b->key && a->rt == b->rt && a->ip == b->ip && a->port == b->port;
-}
-
 int l7_x_connect(struct l7_x *x)
 {
 	int fd = -1, err = x->e->ops.connect(x->user, &x->b, &fd);
