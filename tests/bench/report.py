@@ -125,15 +125,8 @@ def pooled_section(o):
     ks = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999))
 
     def pooled(name, skip=None):
-        acc = {"scraped": {}, "quiet": {}}
-        for (n, r), sides in rounds.items():
-            if n != name or r == skip:
-                continue
-            for side, h in sides.items():
-                a = acc.setdefault(side, {})
-                for v, c in h.items():
-                    a[v] = a.get(v, 0) + c
-        return acc
+        runs = [sides for (n, r), sides in rounds.items() if n == name and r != skip]
+        return {side: pool(s.get(side, {}) for s in runs) for side in ("scraped", "quiet")}
 
     L, goal = [], None
     for name in ("l7-scraped", "l7"):
