@@ -34,6 +34,7 @@ static struct {
 	uint64_t last_ms;
 	uint32_t *pos;           /* backend id -> 1 + index in s: a scan per backend
 				  * made every tick O(backends^2) */
+	uint32_t *ids, cap_ids;  /* one cluster's backend ids, reused */
 } kseen;
 
 #define KERNEL_HEALTH_EVERY_MS 500
@@ -49,6 +50,7 @@ void bm_l7_agent_free(struct bm_agent *a)
 {
 	free(kseen.s);
 	free(kseen.pos);
+	free(kseen.ids);
 	memset(&kseen, 0, sizeof(kseen));
 	if (a->l7)
 		bm_l7_put(a->l7);
@@ -188,8 +190,7 @@ static void report(struct bm_agent *a, const struct bm_m_cluster *c, const uint3
 {
 	uint32_t one = 1;
 
-	if (bm_outlier_report(a->outlier, &c->od, id, ids, c->n < BM_MAX_BACKENDS ? c->n : BM_MAX_BACKENDS,
-			      ev, now_ms) != 1)
+	if (bm_outlier_report(a->outlier, &c->od, id, ids, c->n, ev, now_ms) != 1)
 		return;
 	if (bpf_map_update_elem(a->loader.fd.backend_eject, &id, &one, BPF_ANY))
 		bm_log("outlier: eject backend id %u: %s", id, strerror(errno));
@@ -238,11 +239,19 @@ static void kernel_health(struct bm_agent *a, uint64_t now_ms)
 
 		for (uint32_t d = 0; d < svc->n_dests; d++) {
 			const struct bm_m_cluster *c = svc->d[d].c;
-			uint32_t ids[BM_MAX_BACKENDS];
+			uint32_t *ids;
 
 			if (!c->od.enabled || !c->n)
 				continue;
-			for (uint32_t j = 0; j < c->n && j < BM_MAX_BACKENDS; j++) {
+			if (c->n > kseen.cap_ids) {
+				ids = realloc(kseen.ids, c->n * sizeof(*ids));
+				if (!ids)
+					return;
+				kseen.ids = ids;
+				kseen.cap_ids = c->n;
+			}
+			ids = kseen.ids;
+			for (uint32_t j = 0; j < c->n; j++) {
 				char addr[INET_ADDRSTRLEN + 8], ip[INET_ADDRSTRLEN];
 
 				inet_ntop(AF_INET, &c->b[j].ip, ip, sizeof(ip));
@@ -250,7 +259,7 @@ static void kernel_health(struct bm_agent *a, uint64_t now_ms)
 				if (bm_reconcile_backend_id(&a->rec, addr, &ids[j]))
 					ids[j] = 0;
 			}
-			for (uint32_t j = 0; j < c->n && j < BM_MAX_BACKENDS; j++) {
+			for (uint32_t j = 0; j < c->n; j++) {
 				struct bm_backend_health h;
 				uint64_t new_ok, new_fail;
 				struct seen *sn;

@@ -242,8 +242,8 @@ int l7m_resolve_cluster(struct ctx *x, const struct bm_m_res *r, const struct bm
 		c->od.enabled || json_object_get(component(base, subp, "connectionPool"), "http");
 	c->n = mc->n;
 	c->b = l7m_arena_array(x->a, mc->n, sizeof(*c->b));
-	if (!c->b) {
-		free(mc);
+	if (!c->b && mc->n) {
+		bm_m_cluster_free(mc);
 		return -ENOMEM;
 	}
 	for (uint32_t i = 0; i < mc->n; i++) {
@@ -252,7 +252,7 @@ int l7m_resolve_cluster(struct ctx *x, const struct bm_m_res *r, const struct bm
 		c->b[i].mesh = mc->b[i].mesh;
 		c->b[i].id = 0; /* node-wide ids are the agent's */
 	}
-	free(mc);
+	bm_m_cluster_free(mc);
 	if (bm_strmap_set(&x->by_name, name, x->n_clusters + 1))
 		return -ENOMEM;
 	x->n_clusters++;

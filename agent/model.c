@@ -472,11 +472,23 @@ static void add_endpoint(struct bm_m_cluster *c, const json_t *ep, const json_t 
 	for (uint32_t i = 0; i < c->n; i++)
 		if (c->b[i].ip == ip && c->b[i].port == htons((uint16_t)pnum))
 			return;
-	if (c->n >= BM_MAX_BACKENDS) {
-		if (c->n == BM_MAX_BACKENDS && log)
+	if (c->n >= BM_M_MAX_BACKENDS) {
+		if (c->n == BM_M_MAX_BACKENDS && log)
 			fprintf(log, "model: %s: more than %d backends, extra ones ignored\n",
-				c->name, BM_MAX_BACKENDS);
+				c->name, BM_M_MAX_BACKENDS);
 		return;
+	}
+	if (c->n == c->cap) {
+		uint32_t cap = c->cap ? c->cap * 2 : 8;
+		struct bm_m_backend *b = realloc(c->b, cap * sizeof(*b));
+
+		if (!b) {
+			if (log)
+				fprintf(log, "model: %s: out of memory, backend ignored\n", c->name);
+			return;
+		}
+		c->b = b;
+		c->cap = cap;
 	}
 	c->b[c->n].ip = ip;
 	c->b[c->n].port = htons((uint16_t)pnum);
@@ -579,7 +591,7 @@ static struct bm_m_cluster *build_cluster(const struct model_index *ix,
 		add_endpoint(c, ep, port, sub_labels, log);
 	/* A warning (here or in add_endpoint, at the backend limit) is logged
 	 * on every build, as it always was: such a cluster is built anew. */
-	key.ok = m->warnings == warnings && c->n < BM_MAX_BACKENDS;
+	key.ok = m->warnings == warnings && c->n < BM_M_MAX_BACKENDS;
 	c->key = key;
 	return c;
 }
@@ -840,7 +852,7 @@ void bm_model_free(struct bm_model *m)
 	for (size_t i = 0; i < m->n_svc; i++)
 		for (uint32_t j = 0; j < m->svc[i].n_dests; j++)
 			if (!--m->svc[i].d[j].c->refs)
-				free(m->svc[i].d[j].c);
+				bm_m_cluster_free(m->svc[i].d[j].c);
 	free(m->svc);
 	free(m->names);
 	bm_strmap_free(&m->by_key);
@@ -890,6 +902,14 @@ const json_t *bm_m_dest_port(const struct bm_m_res *target, const struct bm_m_re
 			     const json_t *self_port, json_int_t want)
 {
 	return dest_port(target, self, self_port, want);
+}
+
+void bm_m_cluster_free(struct bm_m_cluster *c)
+{
+	if (c) {
+		free(c->b);
+		free(c);
+	}
 }
 
 const json_t *bm_m_pick_tcp_rule(const json_t *tcp, uint32_t vip, json_int_t port)

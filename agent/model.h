@@ -41,9 +41,15 @@ struct bm_m_cluster {
 	struct bm_outlier_cfg od;/* outlierDetection: meshd also ejects on kernel-path connect failures */
 	uint32_t refs;           /* models holding it (a cluster can outlive its first model) */
 	struct bm_m_ckey key;
-	uint32_t n;
-	struct bm_m_backend b[BM_MAX_BACKENDS];
+	uint32_t n, cap;
+	struct bm_m_backend *b;  /* n of them, at most BM_M_MAX_BACKENDS */
 };
+
+/* Endpoints per cluster the model keeps. The kernel holds BM_MAX_BACKENDS per
+ * cluster_v1 entry; the reconciler spreads a larger cluster over several
+ * entries (chunks) of the service's BM_MAX_DESTS destinations. */
+#define BM_M_MAX_BACKENDS (BM_MAX_DESTS * BM_MAX_BACKENDS)
+void bm_m_cluster_free(struct bm_m_cluster *c);
 
 struct bm_m_dest {
 	uint32_t weight;

@@ -100,11 +100,71 @@ static void mark_used(struct bm_reconciler *r, int k, uint32_t id)
 	}
 }
 
-/* Fill a cluster value; ids are allocated for the cluster and its backends. */
-static int cluster_value(struct bm_reconciler *r, const struct bm_m_cluster *mc, int l7,
-			 struct bm_cluster *out)
+/*
+ * A cluster_v1 entry holds BM_MAX_BACKENDS backends. A larger cluster is
+ * spread over several entries (chunks) of the service's BM_MAX_DESTS
+ * destinations: backend i goes to chunk i % n_chunks, so ejections and
+ * zones spread evenly; every chunk carries the cluster's id (one
+ * maxConnections budget, one round-robin cursor) and its place among the
+ * chunks (BM_CLUSTER_CHUNK_AT), which makes connect4 try the other chunks
+ * rather than panic in one whose backends happen to be ejected. The svc
+ * value weighs each chunk by its share of the destination's backends.
+ */
+struct chunk_plan {
+	uint32_t n_k;                   /* kernel destinations */
+	uint8_t n_chunks[BM_MAX_DESTS]; /* per model destination */
+	uint8_t d_of[BM_MAX_DESTS];     /* kernel destination -> model destination */
+	uint8_t j_of[BM_MAX_DESTS];     /* kernel destination -> chunk index */
+};
+
+static uint32_t div_up(uint32_t a, uint32_t b)
 {
-	uint32_t cid;
+	return (a + b - 1) / b;
+}
+
+/* Chunks per destination; when they do not all fit, the largest give up
+ * chunks first (their extra backends are left out, with a log line). */
+static void plan_chunks(const struct bm_m_service *s, struct chunk_plan *p)
+{
+	uint32_t total = 0, n = s->n_dests < BM_MAX_DESTS ? s->n_dests : BM_MAX_DESTS;
+
+	memset(p, 0, sizeof(*p));
+	for (uint32_t d = 0; d < n; d++) {
+		uint32_t k = div_up(s->d[d].c->n, BM_MAX_BACKENDS);
+
+		p->n_chunks[d] = (uint8_t)(k ? (k < BM_MAX_DESTS ? k : BM_MAX_DESTS) : 1);
+		total += p->n_chunks[d];
+	}
+	while (total > BM_MAX_DESTS) {
+		uint32_t big = 0;
+
+		for (uint32_t d = 1; d < n; d++)
+			if (p->n_chunks[d] > p->n_chunks[big])
+				big = d;
+		p->n_chunks[big]--;
+		total--;
+	}
+	for (uint32_t d = 0; d < n; d++) {
+		uint32_t kept = p->n_chunks[d] * BM_MAX_BACKENDS;
+
+		if (s->d[d].c->n > kept)
+			bm_log("reconcile: %s: %u backends, the kernel path uses %u (at most %u per "
+			       "service port over all its destinations)", s->d[d].c->name, s->d[d].c->n,
+			       kept, BM_MAX_DESTS * BM_MAX_BACKENDS);
+		for (uint32_t j = 0; j < p->n_chunks[d]; j++) {
+			p->d_of[p->n_k] = (uint8_t)d;
+			p->j_of[p->n_k] = (uint8_t)j;
+			p->n_k++;
+		}
+	}
+}
+
+/* Fill the cluster value of chunk j of n_chunks; ids are allocated for the
+ * cluster and the chunk's backends. */
+static int cluster_value(struct bm_reconciler *r, const struct bm_m_cluster *mc, int l7,
+			 uint32_t j, uint32_t n_chunks, struct bm_cluster *out)
+{
+	uint32_t cid, n = 0;
 	int err;
 
 	memset(out, 0, sizeof(*out));
@@ -116,9 +176,8 @@ static int cluster_value(struct bm_reconciler *r, const struct bm_m_cluster *mc,
 	out->max_conns = mc->max_conns;
 	out->lb = mc->lb;
 	out->min_health = mc->min_health;
-	out->n_backends = (uint16_t)mc->n;
-	out->flags = r->mesh && l7 ? BM_CLUSTER_L7 : 0;
-	for (uint32_t i = 0; i < mc->n && i < BM_MAX_BACKENDS; i++) {
+	out->flags = (r->mesh && l7 ? BM_CLUSTER_L7 : 0) | (n_chunks > 1 ? BM_CLUSTER_CHUNK_AT(j, n_chunks) : 0);
+	for (uint32_t i = j; i < mc->n && n < BM_MAX_BACKENDS; i += n_chunks) {
 		char name[64];
 		uint32_t bid;
 
@@ -127,12 +186,46 @@ static int cluster_value(struct bm_reconciler *r, const struct bm_m_cluster *mc,
 		if (err)
 			return err;
 		mark_used(r, BM_ID_BACKEND, bid);
-		out->backends[i].id = bid;
-		out->backends[i].ip = mc->b[i].ip;
-		out->backends[i].port = mc->b[i].port;
-		out->backends[i].flags = r->mesh && mc->b[i].mesh ? BM_BACKEND_MESH : 0;
+		out->backends[n].id = bid;
+		out->backends[n].ip = mc->b[i].ip;
+		out->backends[n].port = mc->b[i].port;
+		out->backends[n].flags = r->mesh && mc->b[i].mesh ? BM_BACKEND_MESH : 0;
+		n++;
 	}
+	out->n_backends = (uint16_t)n;
 	return 0;
+}
+
+/* The svc value of a chunked service: chunk k of destination d weighs
+ * weight(d) x (its backends / d's backends in the kernel), in units of 2^-16
+ * of the total. Without chunks it is the model's own value. */
+static void chunked_svc_value(const struct bm_m_service *s, const struct chunk_plan *p,
+			      const struct bm_cluster *cl, uint32_t svc_id, struct bm_svc *out)
+{
+	uint32_t used[BM_MAX_DESTS] = { 0 }, sum = 0;
+	uint64_t wsum = 0;
+
+	bm_model_svc_value(s, svc_id, 0, out);
+	if (p->n_k == s->n_dests)
+		return;
+	for (uint32_t k = 0; k < p->n_k; k++)
+		used[p->d_of[k]] += cl[k].n_backends;
+	for (uint32_t d = 0; d < s->n_dests && d < BM_MAX_DESTS; d++)
+		wsum += s->d[d].weight;
+	out->n_dests = p->n_k;
+	for (uint32_t k = 0; k < p->n_k; k++) {
+		uint32_t d = p->d_of[k];
+		uint64_t w = 0;
+
+		if (wsum && used[d])
+			w = ((uint64_t)s->d[d].weight * cl[k].n_backends * 65536 + wsum * used[d] / 2) /
+			    (wsum * used[d]);
+		if (!w && s->d[d].weight && cl[k].n_backends)
+			w = 1;
+		sum += (uint32_t)w;
+		out->cum_weight[k] = sum;
+	}
+	out->total_weight = sum;
 }
 
 /* Remembers the ids service svc_id's clusters (cl[0..n)) use. */
@@ -180,6 +273,7 @@ static int still_synced(struct bm_reconciler *r, const struct bm_m_service *s, u
 static int apply_service(struct bm_reconciler *r, const struct bm_m_service *s, uint64_t now_ms)
 {
 	struct bm_cluster *cl;
+	struct chunk_plan plan;
 	struct bm_svc_key key = { .vip = s->vip, .port = s->port, .proto = BM_PROTO_TCP };
 	uint64_t h = 1469598103934665603ULL, old_h, old_live = 0;
 	uint32_t svc_id, rev;
@@ -198,28 +292,31 @@ static int apply_service(struct bm_reconciler *r, const struct bm_m_service *s, 
 	cl = calloc(BM_MAX_DESTS, sizeof(*cl));
 	if (!cl)
 		return -ENOMEM;
-	for (uint32_t d = 0; d < s->n_dests; d++) {
-		err = cluster_value(r, s->d[d].c, s->l7, &cl[d]);
+	plan_chunks(s, &plan);
+	for (uint32_t k = 0; k < plan.n_k; k++) {
+		uint32_t d = plan.d_of[k];
+
+		err = cluster_value(r, s->d[d].c, s->l7, plan.j_of[k], plan.n_chunks[d], &cl[k]);
 		if (err)
 			goto out;
-		h = fnv(h, &cl[d], sizeof(cl[d]));
+		h = fnv(h, &cl[k], sizeof(cl[k]));
 	}
-	bm_model_svc_value(s, svc_id, 0, &val);
+	chunked_svc_value(s, &plan, cl, svc_id, &val);
 	h = fnv(h, &val, sizeof(val));
 
 	had_live = !bm_strmap_get(&r->live, name, &old_live);
 	if (had_live && !bm_strmap_get(&r->applied, name, &old_h) && old_h == h) {
-		record_uses(r, svc_id, cl, s->n_dests, s->l7);
+		record_uses(r, svc_id, cl, plan.n_k, s->l7);
 		goto out; /* unchanged */
 	}
 
 	rev = had_live ? (uint32_t)old_live + 1 : 1;
-	for (uint32_t d = 0; d < s->n_dests; d++) {
-		struct bm_cluster_key ck = { svc_id, rev, d };
+	for (uint32_t k = 0; k < plan.n_k; k++) {
+		struct bm_cluster_key ck = { svc_id, rev, k };
 
-		if (bpf_map_update_elem(r->fd->cluster, &ck, &cl[d], BPF_ANY)) {
+		if (bpf_map_update_elem(r->fd->cluster, &ck, &cl[k], BPF_ANY)) {
 			err = -errno;
-			bm_log("write cluster %s rev %u: %s", s->d[d].c->name, rev, strerror(errno));
+			bm_log("write cluster %s rev %u: %s", s->d[plan.d_of[k]].c->name, rev, strerror(errno));
 			goto out;
 		}
 	}
@@ -231,9 +328,9 @@ static int apply_service(struct bm_reconciler *r, const struct bm_m_service *s, 
 	}
 	if (had_live)
 		retire(r, svc_id, (uint32_t)old_live, (uint32_t)(old_live >> 32), now_ms + BM_GC_GRACE_MS);
-	bm_strmap_set(&r->live, name, rev | ((uint64_t)s->n_dests << 32));
+	bm_strmap_set(&r->live, name, rev | ((uint64_t)plan.n_k << 32));
 	bm_strmap_set(&r->applied, name, h);
-	record_uses(r, svc_id, cl, s->n_dests, s->l7);
+	record_uses(r, svc_id, cl, plan.n_k, s->l7);
 	r->writes++;
 out:
 	free(cl);

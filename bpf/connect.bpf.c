@@ -122,6 +122,31 @@ int bm_connect4(struct bpf_sock_addr *ctx)
 		rr = __sync_fetch_and_add(&cs->rr, 1);
 
 	idx = bm_pick_backend(c, NULL, bpf_get_prandom_u32(), rr, &panic);
+	if ((c->flags & BM_CLUSTER_CHUNK) && (idx < 0 || panic)) {
+		/* One chunk of a large cluster: panic is the whole cluster's
+		 * state, so the next chunks (same cluster, contiguous
+		 * destinations) that have healthy backends go first; only when
+		 * none has does this chunk's answer stand. */
+		__u32 j = BM_CLUSTER_CHUNK_IDX(c->flags), n = BM_CLUSTER_CHUNK_N(c->flags);
+		__u32 first = (__u32)dest - j;
+
+		for (__u32 step = 1; step < BM_MAX_DESTS && step < n; step++) {
+			const struct bm_cluster *o;
+			int oidx, opanic;
+
+			ckey.dest = first + (j + step) % n;
+			o = bpf_map_lookup_elem(&cluster_v1, &ckey);
+			if (!o || o->cluster_id != cid)
+				continue;
+			oidx = bm_pick_backend(o, NULL, bpf_get_prandom_u32(), rr, &opanic);
+			if (oidx >= 0 && !opanic) {
+				c = o;
+				idx = oidx;
+				panic = 0;
+				break;
+			}
+		}
+	}
 	if (idx < 0 || idx >= BM_MAX_BACKENDS) {
 		count_refusal(cid, 0);
 		return refuse();

@@ -72,6 +72,16 @@ struct bm_backend {
  * connection to meshd's 15001 in the client's netns, which routes each
  * HTTP request itself (orig_dst_v1 then carries bip == 0). */
 #define BM_CLUSTER_L7 0x1
+/* One of several entries holding a cluster of more than BM_MAX_BACKENDS
+ * backends (same cluster_id, backends spread evenly): when this chunk has
+ * no backend to offer short of panic, connect4 tries the cluster's other
+ * chunks first. Unknown to older programs, which balance inside the chunk. */
+#define BM_CLUSTER_CHUNK 0x2
+/* A chunk's place: index in bits 8-15, number of chunks in bits 16-23; the
+ * chunks of a cluster are contiguous destinations. */
+#define BM_CLUSTER_CHUNK_IDX(f) (((f) >> 8) & 0xff)
+#define BM_CLUSTER_CHUNK_N(f)   (((f) >> 16) & 0xff)
+#define BM_CLUSTER_CHUNK_AT(j, n) (BM_CLUSTER_CHUNK | ((__u32)(j) << 8) | ((__u32)(n) << 16))
 struct bm_cluster {
 	__u32 cluster_id;    /* stable id of (service, port, subset): maxConnections, RR */
 	__u32 max_conns;     /* connectionPool.tcp.maxConnections; 0 = unlimited */

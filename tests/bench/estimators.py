@@ -6,12 +6,20 @@ import random
 import statistics
 
 
+def lines(path):
+    """The lines of the file at path ([] for no path), the file closed."""
+    if not path:
+        return []
+    with open(path) as f:
+        return f.readlines()
+
+
 def read_perwindow(path):
     """{(scenario, round): {window: (side, requests, p99_us)}} from l7.sh's
     l7-scrape-perwindow.txt."""
     runs = {}
     try:
-        for line in open(path) if path else []:
+        for line in lines(path):
             f = line.split()
             if line.startswith("#") or len(f) != 9:
                 continue
@@ -188,7 +196,7 @@ def read_together(path):
     """{round: {scenario: {us: count}}} from mesh.sh's mesh-together-hist.txt."""
     out = {}
     try:
-        for line in open(path) if path else []:
+        for line in lines(path):
             f = line.split()
             if line.startswith("#") or len(f) != 4:
                 continue

@@ -10,13 +10,13 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from estimators import hist_pct, pool, pooled_ratio, within_verdict  # noqa: E402
+from estimators import hist_pct, lines, pool, pooled_ratio, within_verdict  # noqa: E402
 
 
 def read(path):
     """{workload: {round: ({us: count} vip, {us: count} direct)}}"""
     out = {}
-    for line in open(path):
+    for line in lines(path):
         f = line.split()
         if line.startswith("#") or len(f) != 5 or f[2] not in ("vip", "direct"):
             continue

@@ -54,7 +54,7 @@ die() { echo "scale: error: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "needs root (BPF programs, cgroups, bpffs)"
 [ -x "$MESHD" ] && [ -x "$MESHCTL" ] || die "no $MESHD or $MESHCTL (run make)"
 command -v bpftool >/dev/null || die "bpftool not found"
-[ "$E" -ge 1 ] && [ "$E" -le 64 ] || die "SCALE_ENDPOINTS must be 1..64 (BM_MAX_BACKENDS per cluster)"
+[ "$E" -ge 1 ] && [ "$E" -le 1024 ] || die "SCALE_ENDPOINTS must be 1..1024 (endpoints per service port in the kernel path)"
 [ "$VS_PCT" -le "$DR_PCT" ] && [ "$L7_PCT" -le "$VS_PCT" ] ||
   die "want SCALE_L7_PCT <= SCALE_VS_PCT <= SCALE_DR_PCT (VirtualServices route to DR subsets)"
 mkdir -p "$RESULTS"

@@ -43,7 +43,7 @@
 #include <unistd.h>
 
 #define ID_MAX      128
-#define MAX_IDS     64
+#define MAX_IDS     512
 #define MAX_ERRS    32
 #define HOLD_PING   16      /* bytes of the liveness round trip in --hold */
 

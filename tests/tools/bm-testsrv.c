@@ -11,6 +11,8 @@
  *                     "Connection: close"
  *   --body-bytes N    HTTP body size (default 1024)
  *   --bind ADDR       listen address (default 0.0.0.0)
+ *   --ports A-B       banner ports A..B (at most 256 in all), each answering
+ *                     "ID:PORT\n", so a client can tell them apart
  *
  * One thread, one epoll loop, non-blocking sockets, edge-triggered reads: a
  * single core serves thousands of connections and a wrk run. SIGTERM/SIGINT
@@ -33,7 +35,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define MAX_LISTEN   16
+#define MAX_LISTEN   256
 #define RBUF_SIZE    8192
 #define MAX_EVENTS   256
 
@@ -45,6 +47,8 @@ struct conn {
 	bool closing;          /* close once the pending output is flushed */
 	bool want_out;         /* EPOLLOUT armed */
 	const char *out;       /* pending output: static response or rbuf */
+	char *banner;          /* a listener's own banner (--ports), else NULL */
+	size_t banner_len;
 	size_t out_len;
 	size_t rlen;           /* bytes buffered in rbuf (HTTP parsing / echo) */
 	char rbuf[RBUF_SIZE];
@@ -301,14 +305,14 @@ static void on_accept(struct conn *l)
 		}
 		srv.accepted++;
 		if (c->kind == K_BANNER) {
-			c->out = srv.banner;
-			c->out_len = srv.banner_len;
+			c->out = l->banner ? l->banner : srv.banner;
+			c->out_len = l->banner ? l->banner_len : srv.banner_len;
 			on_banner(c, EPOLLIN);
 		}
 	}
 }
 
-static void add_listener(const char *bind_addr, int port, enum conn_kind kind)
+static struct conn *add_listener(const char *bind_addr, int port, enum conn_kind kind)
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
 	struct conn *c = calloc(1, sizeof(*c));
@@ -337,6 +341,7 @@ static void add_listener(const char *bind_addr, int port, enum conn_kind kind)
 
 	if (epoll_ctl(srv.epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
 		die("epoll_ctl add listener");
+	return c;
 }
 
 static int parse_port(const char *s)
@@ -354,14 +359,14 @@ static int parse_port(const char *s)
 static void usage(void)
 {
 	fprintf(stderr, "usage: bm-testsrv [--id ID] [--port P]... [--http-port P]... "
-			"[--body-bytes N] [--bind ADDR]\n");
+			"[--ports A-B] [--body-bytes N] [--bind ADDR]\n");
 	exit(2);
 }
 
 int main(int argc, char **argv)
 {
 	int ports[MAX_LISTEN], http_ports[MAX_LISTEN];
-	int n_ports = 0, n_http = 0;
+	int n_ports = 0, n_http = 0, r_lo = 0, r_hi = -1;
 	const char *bind_addr = "0.0.0.0";
 	static char host[256];
 	struct rlimit rl;
@@ -381,10 +386,13 @@ int main(int argc, char **argv)
 			srv.body_bytes = strtoul(argv[++i], NULL, 10);
 		else if (!strcmp(a, "--bind"))
 			bind_addr = argv[++i];
+		else if (!strcmp(a, "--ports") && sscanf(argv[++i], "%d-%d", &r_lo, &r_hi) == 2 &&
+			 r_lo > 0 && r_hi >= r_lo && r_hi < 65536 && r_hi - r_lo < MAX_LISTEN)
+			;
 		else
 			usage();
 	}
-	if (!n_ports && !n_http)
+	if (!n_ports && !n_http && r_hi < r_lo)
 		usage();
 	if (!srv.id) {
 		gethostname(host, sizeof(host) - 1);
@@ -413,6 +421,15 @@ int main(int argc, char **argv)
 		add_listener(bind_addr, ports[i], K_LISTEN_BANNER);
 	for (int i = 0; i < n_http; i++)
 		add_listener(bind_addr, http_ports[i], K_LISTEN_HTTP);
+	for (int p = r_lo; p <= r_hi; p++) {
+		struct conn *l = add_listener(bind_addr, p, K_LISTEN_BANNER);
+
+		l->banner_len = strlen(srv.id) + 7;
+		l->banner = malloc(l->banner_len + 1);
+		if (!l->banner)
+			die("malloc");
+		l->banner_len = (size_t)snprintf(l->banner, l->banner_len + 1, "%s:%d\n", srv.id, p);
+	}
 
 	sigset_t mask;
 	sigemptyset(&mask);

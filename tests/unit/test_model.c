@@ -266,6 +266,44 @@ static void test_mesh_flag(void)
 	}
 }
 
+/* An entry with n inline endpoints 198.18.(i / 250).(i % 250 + 1):8080. */
+static json_t *many_endpoints(unsigned n)
+{
+	json_t *se = load("[%s]", SE_REVIEWS), *eps = json_array();
+	json_t *spec = json_object_get(json_array_get(se, 0), "spec");
+	char ip[32];
+
+	json_object_del(spec, "workloadSelector");
+	for (unsigned i = 0; i < n; i++) {
+		snprintf(ip, sizeof(ip), "198.18.%u.%u", i / 250, i % 250 + 1);
+		json_array_append_new(eps, json_pack("{s:s}", "address", ip));
+	}
+	json_object_set_new(spec, "endpoints", eps);
+	return se;
+}
+
+/* More endpoints than one kernel cluster entry holds are all kept (the
+ * reconciler spreads them over several entries), up to BM_M_MAX_BACKENDS. */
+static void test_many_endpoints(void)
+{
+	struct bm_model m = build(many_endpoints(200), NULL);
+	struct bm_m_cluster *c;
+
+	CU_ASSERT_EQUAL_FATAL(m.n_svc, 1);
+	c = m.svc[0].d[0].c;
+	CU_ASSERT_EQUAL(c->n, 200);
+	CU_ASSERT_EQUAL(c->b[199].ip, inet_addr("198.18.0.200"));
+	CU_ASSERT_EQUAL(c->b[199].port, htons(8080));
+	CU_ASSERT_TRUE(c->key.ok);
+	bm_model_free(&m);
+
+	m = build(many_endpoints(BM_M_MAX_BACKENDS + 10), NULL);
+	CU_ASSERT_EQUAL_FATAL(m.n_svc, 1);
+	CU_ASSERT_EQUAL(m.svc[0].d[0].c->n, BM_M_MAX_BACKENDS);
+	CU_ASSERT_FALSE(m.svc[0].d[0].c->key.ok); /* built anew, so the log line comes back */
+	bm_model_free(&m);
+}
+
 static void test_hosts(void)
 {
 	char out[256];
@@ -285,4 +323,4 @@ BM_SUITE(model, BM_CASE(test_no_route_uses_whole_service), BM_CASE(test_weighted
 	 BM_CASE(test_subset_policy_replaces_component), BM_CASE(test_lb_names),
 	 BM_CASE(test_missing_subset_refuses), BM_CASE(test_route_to_other_service),
 	 BM_CASE(test_tcp_match_port), BM_CASE(test_duplicate_vip_oldest_wins), BM_CASE(test_mesh_flag),
-	 BM_CASE(test_hosts))
+	 BM_CASE(test_many_endpoints), BM_CASE(test_hosts))
