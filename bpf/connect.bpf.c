@@ -124,17 +124,20 @@ int bm_connect4(struct bpf_sock_addr *ctx)
 	idx = bm_pick_backend(c, NULL, bpf_get_prandom_u32(), rr, &panic);
 	if ((c->flags & BM_CLUSTER_CHUNK) && (idx < 0 || panic)) {
 		/* One chunk of a large cluster: panic is the whole cluster's
-		 * state, so the next chunks (same cluster, contiguous
-		 * destinations) that have healthy backends go first; only when
-		 * none has does this chunk's answer stand. */
+		 * state, so the cluster's other chunks (contiguous destinations)
+		 * that have healthy backends go first, tried from a random one
+		 * on so that they share this chunk's load; only when none has
+		 * does this chunk's answer stand. */
 		__u32 j = BM_CLUSTER_CHUNK_IDX(c->flags), n = BM_CLUSTER_CHUNK_N(c->flags);
-		__u32 first = (__u32)dest - j;
+		__u32 first = (__u32)dest - j, off;
 
-		for (__u32 step = 1; step < BM_MAX_DESTS && step < n; step++) {
+		off = n > 1 ? bpf_get_prandom_u32() % (n - 1) : 0;
+		for (__u32 step = 0; step + 1 < BM_MAX_DESTS && step + 1 < n; step++) {
 			const struct bm_cluster *o;
 			int oidx, opanic;
 
-			ckey.dest = first + (j + step) % n;
+			/* the others: j + 1 .. j + n - 1 (mod n), from off on */
+			ckey.dest = first + (j + 1 + (off + step) % (n - 1)) % n;
 			o = bpf_map_lookup_elem(&cluster_v1, &ckey);
 			if (!o || o->cluster_id != cid)
 				continue;

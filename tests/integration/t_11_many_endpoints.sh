@@ -81,17 +81,23 @@ spec:
       version: v2
 YAML
 
-# count OUT: "hit a b ejected_hits" from bm-probe's by_id ("ma-a:PORT": n).
-# EJ holds the ejected "ID:PORT" names, space-separated.
+# count OUT: "hit a b ejected_hits rest1 rest2" from bm-probe's by_id
+# ("ma-a:PORT": n): endpoints hit, connections to ma-a and ma-b, to the
+# endpoints named in EJ ("ID:PORT", space-separated), and to the endpoints of
+# index 1 and 2 modulo 3 (in the order of EPS).
 count() {
-  python3 - "$1" "${EJ:-}" <<'EOF'
+  python3 - "$1" "${EJ:-}" $BASE <<'EOF'
 import json, sys
 by = json.loads(sys.argv[1].strip().splitlines()[-1]).get("by_id", {})
-ej = set(sys.argv[2].split())
+ej, base = set(sys.argv[2].split()), int(sys.argv[3])
+def index(k):
+    pod, port = k.rsplit(":", 1)
+    return int(port) - base + (100 if pod == "ma-b" else 0)
 hit = sum(1 for v in by.values() if v > 0)
 a = sum(v for k, v in by.items() if k.startswith("ma-a:"))
 b = sum(v for k, v in by.items() if k.startswith("ma-b:"))
-print(hit, a, b, sum(v for k, v in by.items() if k in ej))
+rest = [sum(v for k, v in by.items() if index(k) % 3 == r) for r in (1, 2)]
+print(hit, a, b, sum(v for k, v in by.items() if k in ej), *rest)
 EOF
 }
 
@@ -112,10 +118,14 @@ for i in $(seq 0 3 159); do
   if [ "$i" -lt 100 ]; then EJ+=" ma-a:$((BASE + i))"; else EJ+=" ma-b:$((BASE + i - 100))"; fi
 done
 out=$(probe client --connect $VIP:80 -n 600)
-read -r hit a b ej < <(count "$out")
-log "54 of 160 ejected: $hit endpoints hit, $ej connections to ejected ones; failed $(jget "$out" failed)"
+read -r hit a b ej r1 r2 < <(count "$out")
+log "54 of 160 ejected: $hit endpoints hit, $ej connections to ejected ones, $r1 and $r2 to the other two thirds; failed $(jget "$out" failed)"
 expect_eq "failed (ejections)" "$(jget "$out" failed)" 0
 expect_eq "connections to ejected endpoints (66 % healthy: no panic)" "$ej" 0
+# The ejected entry's share goes to both others alike: 300 +- 12 each (400 and
+# 200 if it all went to the next entry).
+expect_range "connections to the endpoints of index 1 mod 3" "$r1" 245 355
+expect_range "connections to the endpoints of index 2 mod 3" "$r2" 245 355
 for i in $(seq 0 3 159); do "$MESHCTL" backend uneject "${EPS[$i]}" >&2 || fail "backend uneject ${EPS[$i]}"; done
 EJ=""
 
