@@ -178,22 +178,36 @@ stop_meshd() {
   wait "$MESHD_PID" 2>/dev/null
   MESHD_PID=
 }
-# svc_weights I: cum_weight[0] and total_weight of service I's svc_v1 entry.
+# svc_weights I: the first destination's share of service I's svc_v1 entry, in
+# percent, then 100 ("70 100" for a 70/30 split). A subset of more than 64
+# endpoints is spread over several cluster_v1 entries (chunks, same cluster
+# id, weighted by their share): the chunks of the first cluster are summed.
 svc_weights() {
   local i=$(( $1 + 1 ))
-  bpftool -j map lookup pinned "$PIN/svc_v1" key 10 $((100 + (i >> 16))) $(((i >> 8) & 255)) $((i & 255)) 0 80 6 0 2>&1 |
-    python3 -c 'import json, struct, sys
-raw = sys.stdin.read()
+  python3 - "$PIN" 10 $((100 + (i >> 16))) $(((i >> 8) & 255)) $((i & 255)) <<'PY'
+import json, struct, subprocess, sys
+pin, vip = sys.argv[1], [int(x) for x in sys.argv[2:6]]
+def lookup(m, key):
+    r = subprocess.run(["bpftool", "-j", "map", "lookup", "pinned", f"{pin}/{m}", "key"] +
+                       [str(x) for x in key], capture_output=True, text=True)
+    o = json.loads(r.stdout)
+    return bytes(int(x, 16) for x in o["value"])
 try:
-    o = json.loads(raw)
-    if "formatted" in o:
-        v = o["formatted"]["value"]
-        print(v["cum_weight"][0], v["total_weight"])
-    else:
-        b = bytes(int(x, 16) for x in o["value"])
-        print(struct.unpack_from("<I", b, 16)[0], struct.unpack_from("<I", b, 12)[0])
-except Exception:
-    print("lookup failed:", raw.strip().replace("\n", " ")[:200])'
+    v = lookup("svc_v1", vip + [0, 80, 6, 0])
+    svc_id, rev, n, total = struct.unpack_from("<4I", v, 0)
+    cum = struct.unpack_from(f"<{n}I", v, 16)
+    first, w, prev = None, 0, 0
+    for d in range(n):
+        c = lookup("cluster_v1", list(struct.pack("<3I", svc_id, rev, d)))
+        cid = struct.unpack_from("<I", c, 0)[0]
+        first = cid if first is None else first
+        if cid == first:
+            w += cum[d] - prev
+        prev = cum[d]
+    print(round(100 * w / total), 100)
+except Exception as e:
+    print("lookup failed:", str(e).replace("\n", " ")[:200])
+PY
 }
 
 # ---- generation ---------------------------------------------------------------
