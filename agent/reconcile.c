@@ -203,15 +203,14 @@ static void chunked_svc_value(const struct bm_m_service *s, const struct chunk_p
 			      const struct bm_cluster *cl, uint32_t svc_id, struct bm_svc *out)
 {
 	uint32_t used[BM_MAX_DESTS] = { 0 }, sum = 0;
-	uint64_t wsum = 0;
+	uint64_t wsum;
 
 	bm_model_svc_value(s, svc_id, 0, out);
 	if (p->n_k == s->n_dests)
 		return;
+	wsum = out->total_weight;
 	for (uint32_t k = 0; k < p->n_k; k++)
 		used[p->d_of[k]] += cl[k].n_backends;
-	for (uint32_t d = 0; d < s->n_dests && d < BM_MAX_DESTS; d++)
-		wsum += s->d[d].weight;
 	out->n_dests = p->n_k;
 	for (uint32_t k = 0; k < p->n_k; k++) {
 		uint32_t d = p->d_of[k];

@@ -32,6 +32,15 @@ static __always_inline __u32 bm_lb_active(void *env, __u32 id)
 	return a ? *a : 0;
 }
 
+/* cenv: the cluster_v1 key of the service's live revision. */
+static __always_inline const struct bm_cluster *bm_lb_chunk(void *cenv, __u32 dest)
+{
+	struct bm_cluster_key *k = cenv;
+
+	k->dest = dest;
+	return bpf_map_lookup_elem(&cluster_v1, k);
+}
+
 #include "lib/lb.h"
 
 static __always_inline void count_refusal(__u32 cluster_id, int max_conns)
@@ -121,35 +130,7 @@ int bm_connect4(struct bpf_sock_addr *ctx)
 	if (c->lb == BM_LB_ROUND_ROBIN)
 		rr = __sync_fetch_and_add(&cs->rr, 1);
 
-	idx = bm_pick_backend(c, NULL, bpf_get_prandom_u32(), rr, &panic);
-	if ((c->flags & BM_CLUSTER_CHUNK) && (idx < 0 || panic)) {
-		/* One chunk of a large cluster: panic is the whole cluster's
-		 * state, so the cluster's other chunks (contiguous destinations)
-		 * that have healthy backends go first, tried from a random one
-		 * on so that they share this chunk's load; only when none has
-		 * does this chunk's answer stand. */
-		__u32 j = BM_CLUSTER_CHUNK_IDX(c->flags), n = BM_CLUSTER_CHUNK_N(c->flags);
-		__u32 first = (__u32)dest - j, off;
-
-		off = n > 1 ? bpf_get_prandom_u32() % (n - 1) : 0;
-		for (__u32 step = 0; step + 1 < BM_MAX_DESTS && step + 1 < n; step++) {
-			const struct bm_cluster *o;
-			int oidx, opanic;
-
-			/* the others: j + 1 .. j + n - 1 (mod n), from off on */
-			ckey.dest = first + (j + 1 + (off + step) % (n - 1)) % n;
-			o = bpf_map_lookup_elem(&cluster_v1, &ckey);
-			if (!o || o->cluster_id != cid)
-				continue;
-			oidx = bm_pick_backend(o, NULL, bpf_get_prandom_u32(), rr, &opanic);
-			if (oidx >= 0 && !opanic) {
-				c = o;
-				idx = oidx;
-				panic = 0;
-				break;
-			}
-		}
-	}
+	idx = bm_pick_backend_chunked(&c, dest, NULL, &ckey, bpf_get_prandom_u32(), rr, &panic);
 	if (idx < 0 || idx >= BM_MAX_BACKENDS) {
 		count_refusal(cid, 0);
 		return refuse();

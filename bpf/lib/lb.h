@@ -6,6 +6,8 @@
  * The includer defines, before including this file:
  *   static __always_inline __u32 bm_lb_ejected(void *env, __u32 backend_id);
  *   static __always_inline __u32 bm_lb_active(void *env, __u32 backend_id);
+ *   static __always_inline const struct bm_cluster *bm_lb_chunk(void *cenv, __u32 dest);
+ *     (the cluster entry of destination dest of the service being balanced)
  */
 #ifndef BM_LB_H
 #define BM_LB_H
@@ -151,6 +153,47 @@ static __always_inline int bm_pick_backend(const struct bm_cluster *c, void *env
 		BM_LOOP(p.n, bm_scan_least, &p);
 		return p.best;
 	}
+}
+
+/*
+ * bm_pick_backend for destination dest's entry *cp. An entry that is one
+ * chunk of a cluster spread over several (BM_CLUSTER_CHUNK: same cluster
+ * id, contiguous destinations) and can offer only panic or nothing hands
+ * the pick to the cluster's other chunks, tried from a random one on so
+ * that they share its load: panic is the whole cluster's state. Only when
+ * none has a healthy backend does this chunk's answer stand. *cp is set to
+ * the entry picked from.
+ */
+static __always_inline int bm_pick_backend_chunked(const struct bm_cluster **cp, __u32 dest,
+						   void *env, void *cenv, __u32 rnd, __u32 rr,
+						   int *panic)
+{
+	const struct bm_cluster *c = *cp;
+	int idx = bm_pick_backend(c, env, rnd, rr, panic);
+	__u32 j, n, first, off;
+
+	if (!(c->flags & BM_CLUSTER_CHUNK) || (idx >= 0 && !*panic))
+		return idx;
+	j = BM_CLUSTER_CHUNK_IDX(c->flags);
+	n = BM_CLUSTER_CHUNK_N(c->flags);
+	first = dest - j;
+	rnd = rnd * 2654435761u + 1; /* fresh bits for the other chunks */
+	off = n > 1 ? (rnd >> 8) % (n - 1) : 0;
+	for (__u32 step = 0; step + 1 < BM_MAX_DESTS && step + 1 < n; step++) {
+		/* the others: j + 1 .. j + n - 1 (mod n), from off on */
+		const struct bm_cluster *o = bm_lb_chunk(cenv, first + (j + 1 + (off + step) % (n - 1)) % n);
+		int oidx, opanic;
+
+		if (!o || o->cluster_id != c->cluster_id)
+			continue;
+		oidx = bm_pick_backend(o, env, rnd + step, rr, &opanic);
+		if (oidx >= 0 && !opanic) {
+			*cp = o;
+			*panic = 0;
+			return oidx;
+		}
+	}
+	return idx;
 }
 
 #endif

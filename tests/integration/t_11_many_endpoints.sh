@@ -11,7 +11,9 @@
 #      panic is the cluster's state, so connect4 must go to another entry
 #      instead of panicking in that one;
 #   3. weighted subsets of unequal size (v1: 100 endpoints in two entries,
-#      v2: 60 in one) split 25/75 by weight, not by endpoint count.
+#      v2: 60 in one) split 25/75 by weight, not by endpoint count;
+#   4. maxConnections is the subset's, not each entry's: with a limit of 40,
+#      40 held connections fill it and the 41st is refused.
 . "$(dirname "$0")/lib.sh"
 t_begin --nodes 2
 
@@ -32,13 +34,11 @@ EPS=()
 for i in $(seq 0 99); do EPS+=("$A:$((BASE + i))"); done
 for i in $(seq 0 59); do EPS+=("$B:$((BASE + i))"); done
 
-endpoints_yaml() {
-  local i
-  for i in $(seq 0 99); do
-    printf '  - address: %s\n    ports:\n      tcp-ma: %d\n    labels:\n      version: v1\n' "$A" $((BASE + i))
-  done
-  for i in $(seq 0 59); do
-    printf '  - address: %s\n    ports:\n      tcp-ma: %d\n    labels:\n      version: v2\n' "$B" $((BASE + i))
+endpoints_yaml() { # ma-a's endpoints are subset v1, ma-b's v2
+  local ep
+  for ep in "${EPS[@]}"; do
+    printf '  - address: %s\n    ports:\n      tcp-ma: %d\n    labels:\n      version: %s\n' \
+      "${ep%:*}" "${ep#*:}" "$([ "${ep%:*}" = "$A" ] && echo v1 || echo v2)"
   done
 }
 
@@ -81,23 +81,21 @@ spec:
       version: v2
 YAML
 
-# count OUT: "hit a b ejected_hits rest1 rest2" from bm-probe's by_id
-# ("ma-a:PORT": n): endpoints hit, connections to ma-a and ma-b, to the
-# endpoints named in EJ ("ID:PORT", space-separated), and to the endpoints of
-# index 1 and 2 modulo 3 (in the order of EPS).
+# count OUT: "hit a b m0 m1 m2" from bm-probe's by_id ("ma-a:PORT": n):
+# endpoints hit, connections to ma-a and to ma-b, and to the endpoints whose
+# index in EPS is 0, 1 and 2 modulo 3.
 count() {
-  python3 - "$1" "${EJ:-}" $BASE <<'EOF'
+  python3 - "$1" $BASE <<'EOF'
 import json, sys
 by = json.loads(sys.argv[1].strip().splitlines()[-1]).get("by_id", {})
-ej, base = set(sys.argv[2].split()), int(sys.argv[3])
+base = int(sys.argv[2])
 def index(k):
     pod, port = k.rsplit(":", 1)
     return int(port) - base + (100 if pod == "ma-b" else 0)
 hit = sum(1 for v in by.values() if v > 0)
-a = sum(v for k, v in by.items() if k.startswith("ma-a:"))
-b = sum(v for k, v in by.items() if k.startswith("ma-b:"))
-rest = [sum(v for k, v in by.items() if index(k) % 3 == r) for r in (1, 2)]
-print(hit, a, b, sum(v for k, v in by.items() if k in ej), *rest)
+a = sum(v for k, v in by.items() if index(k) < 100)
+mod = [sum(v for k, v in by.items() if index(k) % 3 == r) for r in range(3)]
+print(hit, a, sum(by.values()) - a, *mod)
 EOF
 }
 
@@ -111,12 +109,8 @@ expect_eq "failed" "$(jget "$out" failed)" 0
 expect_range "endpoints that got a connection" "$hit" 150 160
 expect_range "connections to ma-a's 100 endpoints (of 1600)" "$a" 900 1100
 
-# --- 2. every third endpoint ejected
-EJ=""
-for i in $(seq 0 3 159); do
-  "$MESHCTL" backend eject "${EPS[$i]}" >&2 || fail "backend eject ${EPS[$i]}"
-  if [ "$i" -lt 100 ]; then EJ+=" ma-a:$((BASE + i))"; else EJ+=" ma-b:$((BASE + i - 100))"; fi
-done
+# --- 2. every third endpoint ejected (index 0 mod 3)
+for i in $(seq 0 3 159); do "$MESHCTL" backend eject "${EPS[$i]}" >&2 || fail "backend eject ${EPS[$i]}"; done
 out=$(probe client --connect $VIP:80 -n 600)
 read -r hit a b ej r1 r2 < <(count "$out")
 log "54 of 160 ejected: $hit endpoints hit, $ej connections to ejected ones, $r1 and $r2 to the other two thirds; failed $(jget "$out" failed)"
@@ -127,7 +121,6 @@ expect_eq "connections to ejected endpoints (66 % healthy: no panic)" "$ej" 0
 expect_range "connections to the endpoints of index 1 mod 3" "$r1" 245 355
 expect_range "connections to the endpoints of index 2 mod 3" "$r2" 245 355
 for i in $(seq 0 3 159); do "$MESHCTL" backend uneject "${EPS[$i]}" >&2 || fail "backend uneject ${EPS[$i]}"; done
-EJ=""
 
 # --- 3. weighted subsets of unequal size: 25 % to v1 (100 endpoints), 75 % to
 # v2 (60). Weighing by endpoints instead would give v2 64 %.
@@ -157,3 +150,28 @@ log "25/75 over 100/60 endpoints: v1 (ma-a) $a, v2 (ma-b) $b of 1000; $hit endpo
 expect_eq "failed (weights)" "$(jget "$out" failed)" 0
 # 750 +- 14 expected; 640 if weighed by endpoint count
 expect_range "connections to v2 (75 %)" "$b" 690 810
+
+# --- 4. one maxConnections budget for the subset's three entries (no route:
+# the whole service, 160 endpoints)
+"$MESHCTL" delete virtualservice ma -n $NS >&2 || fail "meshctl delete virtualservice ma"
+apply <<YAML
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata:
+  name: ma
+  namespace: $NS
+spec:
+  host: $HOST
+  trafficPolicy:
+    connectionPool:
+      tcp:
+        maxConnections: 40
+YAML
+hold_start client "$T_TMP/hold.json" --connect $VIP:80 -n 40 --concurrency 40
+held=$(grep '"phase":"open"' "$T_TMP/hold.json")
+expect_eq "held connections (limit 40 over 3 entries)" "$(jget "$held" ok)" 40
+out=$(probe client --connect $VIP:80 -n 1 --timeout-ms 2000)
+log "41st connection: $out"
+expect_eq "41st refused with ECONNREFUSED (each entry's own budget would take 120)" \
+  "$(jget "$out" errors.ECONNREFUSED 0)" 1
+hold_finish "$T_TMP/hold.json" >/dev/null
