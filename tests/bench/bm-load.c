@@ -35,6 +35,10 @@
  *                      window's number since CLOCK_MONOTONIC's zero, latencies
  *                      in us), so that each window can be set against its
  *                      neighbours of the other parity
+ *   --trace-out FILE   also write one "DUE_US LATENCY_US" line per recorded
+ *                      request (DUE_US: when it was scheduled, CLOCK_MONOTONIC
+ *                      in us), so that each request can be set against what
+ *                      another process did while it was in flight
  *
  * Open loop: connection c sends its j-th request at t0 + (c + j*N)/R. The
  * latency of a request is counted from the time it was *scheduled*, not sent,
@@ -97,7 +101,9 @@ static struct {
 	uint32_t *lat;
 	size_t n_lat, cap_lat;
 	uint64_t split_ns;
-	const char *hist_out, *windows_out;
+	const char *hist_out, *windows_out, *trace_out;
+	struct tsample { uint64_t due_us; uint32_t us; } *ts;
+	size_t n_ts, cap_ts;
 	struct samples { uint32_t *v; size_t n, cap; } half[2], target[2];
 	struct wsample { uint64_t window; uint32_t us; } *ws;
 	size_t n_ws, cap_ws;
@@ -140,6 +146,15 @@ static void record(uint64_t ns, uint64_t due, int idx)
 	uint32_t v = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
 
 	push(&g.lat, &g.n_lat, &g.cap_lat, v);
+	if (g.trace_out && g.n_ts < MAX_SAMPLES) {
+		if (g.n_ts == g.cap_ts) {
+			g.cap_ts = g.cap_ts ? g.cap_ts * 2 : 65536;
+			g.ts = realloc(g.ts, g.cap_ts * sizeof(*g.ts));
+			if (!g.ts)
+				die("realloc");
+		}
+		g.ts[g.n_ts++] = (struct tsample){ due / 1000, v };
+	}
 	if (g.two) {
 		struct samples *t = &g.target[idx & 1];
 
@@ -441,7 +456,7 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: bm-load --addr IP:PORT [--addr2 IP:PORT] [--path P] [--host H] [--conns N] [--rate R] "
 			"[--duration S] [--warmup S] [--close] [--timeout-ms MS] [--split-period S] [--hist-out FILE]\n"
-			"       [--windows-out FILE]\n");
+			"       [--windows-out FILE] [--trace-out FILE]\n");
 	exit(2);
 }
 
@@ -472,6 +487,7 @@ int main(int argc, char **argv)
 		else if (!strcmp(a, "--split-period") && more) g.split_ns = (uint64_t)(atof(argv[++i]) * 1e9);
 		else if (!strcmp(a, "--hist-out") && more) g.hist_out = argv[++i];
 		else if (!strcmp(a, "--windows-out") && more) g.windows_out = argv[++i];
+		else if (!strcmp(a, "--trace-out") && more) g.trace_out = argv[++i];
 		else if (!strcmp(a, "--timeout-ms") && more) g.timeout_ns = strtoull(argv[++i], NULL, 10) * 1000000;
 		else if (!strcmp(a, "--close")) g.close_mode = true;
 		else usage();
@@ -635,6 +651,16 @@ int main(int argc, char **argv)
 		write_windows(f);
 		if (fclose(f))
 			die(g.windows_out);
+	}
+	if (g.trace_out) {
+		FILE *f = fopen(g.trace_out, "w");
+
+		if (!f)
+			die(g.trace_out);
+		for (size_t i = 0; i < g.n_ts; i++)
+			fprintf(f, "%llu %u\n", (unsigned long long)g.ts[i].due_us, g.ts[i].us);
+		if (fclose(f))
+			die(g.trace_out);
 	}
 	printf("}\n");
 	for (int i = 0; i < g.conns; i++)

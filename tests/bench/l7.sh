@@ -48,12 +48,19 @@
 #                 windows just before and after it, the median over all
 #                 rounds with a confidence interval from resampling rounds
 #                 (the control gives the same with nobody scraping); all
-#                 rounds' requests pooled are shown too. The meshd CPU of
+#                 rounds' requests pooled are shown too. A second estimator
+#                 works request by request (bm-load --trace-out, the
+#                 scraper's start times): the p99 of the scraped windows'
+#                 requests against the p99 of the same requests less those
+#                 in flight during a scrape or within a guard after it
+#                 (BENCH_EXPOSURE_GUARDS ms), all rounds pooled; the control
+#                 gets virtual scrapes at the same moments. The meshd CPU of
 #                 the pair shows what the scrapes cost; l7-scrape.txt has
 #                 each fetch's node, status, size and time,
 #                 l7-scrape-windows.txt the percentiles per side and round,
 #                 l7-scrape-perwindow.txt per window, l7-scrape-hist.txt
-#                 every latency.
+#                 every latency, l7-scrape-exposure.txt the exposure
+#                 estimator's latency tables.
 # Per run: req/s, p50/p90/p99, errors (socket errors + non-2xx), CPU seconds
 # of the mesh processes (both meshds for l4 and l7; for sidecar the client
 # HAProxy and the v1 server HAProxy, the two in the path), req/s per core
@@ -77,7 +84,9 @@
 #      windows alternate; shorter windows give more of them per run), BENCH_SCRAPER_NICE (19: the scraper's nice value, see
 #      SCRAPER_NICE), BENCH_SCRAPE_URLS (what the scraper fetches; default both
 #      nodes' /metrics: "http://198.19.255.2:15020/metrics" alone scrapes only the
-#      node that is not in the request path), BENCH_WAIT (600: seconds to wait for
+#      node that is not in the request path), BENCH_EXPOSURE_GUARDS ("0 20 100":
+#      ms after a scrape that still count as exposed to it), BENCH_EXPOSURE_GUARD
+#      (20: the one the goal is judged on), BENCH_WAIT (600: seconds to wait for
 #      another user's sandbox to go).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -92,6 +101,12 @@ WORKLOADS=${BENCH_L7_WORKLOADS:-sat r1k scrape}
 SCENARIOS=${BENCH_L7_SCENARIOS:-l4 l7 sidecar}
 SCRAPE_SECS=${BENCH_SCRAPE_SECONDS:-20}
 SCRAPE_PERIOD=${BENCH_SCRAPE_PERIOD:-1}
+# Guards of the exposure estimator (ms after each scrape during which a
+# request still counts as exposed to it) and the one the goal is judged on:
+# 20 ms is ten times a typical scrape and twice the longest seen, time for
+# what queued behind a scrape to drain; 100 ms shows whether anything lasts.
+EXPOSURE_GUARDS=${BENCH_EXPOSURE_GUARDS:-0 20 100}
+EXPOSURE_GUARD=${BENCH_EXPOSURE_GUARD:-20}
 # The scraper stands in for a Prometheus on another host: its own CPU (python
 # receiving 130 KB per second) is not the scraped node's cost, but on 2 vCPUs
 # it would compete with the data path, so it runs at nice 19 unless told.
@@ -119,6 +134,8 @@ for c in wrk haproxy curl python3; do
 done
 [ "$ROUNDS" -ge 1 ] && [ "$ROUNDS" -le 20 ] && [ "$SECS" -ge 1 ] && [ "$SECS" -le 60 ] ||
   die "BENCH_ROUNDS 1..20, BENCH_SECONDS 1..60"
+[[ "$EXPOSURE_GUARDS" =~ ^[0-9]{1,4}( [0-9]{1,4})*$ ]] || die "BENCH_EXPOSURE_GUARDS: ms values, e.g. \"0 20 100\""
+[[ " $EXPOSURE_GUARDS " == *" $EXPOSURE_GUARD "* ]] || die "BENCH_EXPOSURE_GUARD ($EXPOSURE_GUARD) must be one of BENCH_EXPOSURE_GUARDS ($EXPOSURE_GUARDS)"
 [ "$SCRAPE_SECS" -ge 2 ] && [ "$SCRAPE_SECS" -le 60 ] && [ "$SCRAPE_RATE" -ge 100 ] && [ "$SCRAPE_RATE" -le 20000 ] ||
   die "BENCH_SCRAPE_SECONDS 2..60, BENCH_SCRAPE_RATE 100..20000"
 for w in $WORKLOADS; do case $w in sat|r1k|scrape) ;; *) die "unknown workload $w (sat r1k scrape)" ;; esac; done
@@ -480,7 +497,7 @@ while True:
             code, size = head.split(b" ")[1].decode(), total - hl - 4
         except Exception:
             pass
-        f.write("%s %s %d %.6f\n" % (host, code, size, time.monotonic() - t))
+        f.write("%s %s %d %.6f %.6f\n" % (host, code, size, time.monotonic() - t, t))
 ' "$1" $((SCRAPE_SECS + 5)) "$SCRAPE_PERIOD" "$2" $METRICS_URLS &
   SCRAPER_PID=$!
   BG_PIDS+=("$SCRAPER_PID")
@@ -627,7 +644,8 @@ run_one() {
       rm -f "$TMP/hist.out" "$TMP/win.out"
       sb exec "$cli" -- timeout $((SCRAPE_SECS + 20)) "$LOAD" --addr "$addr" --rate "$SCRAPE_RATE" --conns 4 \
         --duration "$SCRAPE_SECS" --warmup 0.5 --split-period "$SCRAPE_PERIOD" \
-        --hist-out "$TMP/hist.out" --windows-out "$TMP/win.out" >"$TMP/run.out" 2>&1 || true
+        --hist-out "$TMP/hist.out" --windows-out "$TMP/win.out" \
+        --trace-out "$TRACE_RND/trace-$r-$s-$par.txt" >"$TMP/run.out" 2>&1 || true
       if [ "$s" = l7-scraped ]; then
         scraper_stop
         sed "s/^/$r /" "$TMP/scrape.out" >>"$SCRAPE_RND"
@@ -668,7 +686,11 @@ PERWIN=$RESULTS/l7-scrape-perwindow.txt PERWIN_RND=$TMP/perwindow-round.txt
 echo "# round scenario parity, requests p50 p90 p99 p999 (us) of the windows of that parity (scraped in l7-scraped), then of the others (quiet); ${SCRAPE_PERIOD}s windows" >"$WINDOWS"
 echo "# round scenario side latency_us count: every recorded request of the scrape workload (side: scraped or quiet windows)" >"$HIST"
 echo "# round scenario side window requests p50 p90 p99 p999 (us): each ${SCRAPE_PERIOD}s window of the scrape workload (window: its number since CLOCK_MONOTONIC's zero; side: scraped or quiet)" >"$PERWIN"
-echo "# round node_ip http_code bytes seconds: every fetch of /metrics during the l7-scraped runs" >"$SCRAPES"
+echo "# round node_ip http_code bytes seconds start: every fetch of /metrics during the l7-scraped runs (start: CLOCK_MONOTONIC s)" >"$SCRAPES"
+# bm-load's --trace-out of each scrape-workload run (every request's due time
+# and latency), kept in TMP: exposure.py turns them into l7-scrape-exposure.txt.
+TRACES=$TMP/traces TRACE_RND=$TMP/traces-round EXPOSURE=$RESULTS/l7-scrape-exposure.txt
+rm -rf "$TRACES" "$TRACE_RND"; mkdir -p "$TRACES" "$TRACE_RND"
 echo "# workload scenario round pid/tid=cpu_ticks(${HZ}/s), threads busy during the run" >"$THREADS"
 echo "# workload scenario round p50_us p90_us p99_us rps requests errors cpu_ticks(${HZ}/s) elapsed_s" \
   "meshd_http: requests 2xx 5xx no_response other retries timeouts upstream_cx" >"$RAW"
@@ -682,7 +704,7 @@ t_start=$(date +%s)
 for r in $(seq "$ROUNDS"); do
   for try in $(seq $((1 + RETRIES))); do
     setup
-    : >"$ROUND_RAW"; : >"$SCRAPE_RND"; : >"$WIN_RND"; : >"$HIST_RND"; : >"$PERWIN_RND"
+    : >"$ROUND_RAW"; : >"$SCRAPE_RND"; : >"$WIN_RND"; : >"$HIST_RND"; : >"$PERWIN_RND"; rm -f "$TRACE_RND"/*
     echo "# round $r: meshd node1 $MESHD1, node2 $MESHD2; haproxy client $HAP_CLI, server v1 $HAP_SV1" >"$THREADS_RND"
     RAW_SAVE=$RAW; RAW=$ROUND_RAW
     done_ok=1
@@ -711,6 +733,7 @@ for r in $(seq "$ROUNDS"); do
       cat "$WIN_RND" >>"$WINDOWS"
       cat "$HIST_RND" >>"$HIST"
       cat "$PERWIN_RND" >>"$PERWIN"
+      mv "$TRACE_RND"/* "$TRACES"/ 2>/dev/null || true
       teardown
       break
     fi
@@ -723,7 +746,12 @@ done
 # ---------------------------------------------------------------- report
 stamp=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
-python3 "$ROOT/tests/bench/report.py" --l7-raw "$RAW" --l7-checks "$CHECKS" --l7-threads "$THREADS" --l7-scrape "$SCRAPES" --l7-windows "$WINDOWS" --l7-hist "$HIST" --l7-perwindow "$PERWIN" --scrape-period "$SCRAPE_PERIOD" --scraper-nice "$SCRAPER_NICE" \
+rm -f "$EXPOSURE"
+if [[ " $WORKLOADS " == *" scrape "* ]]; then
+  python3 "$ROOT/tests/bench/exposure.py" --traces "$TRACES" --scrapes "$SCRAPES" --period "$SCRAPE_PERIOD" \
+    --guards "$EXPOSURE_GUARDS" --out "$EXPOSURE" || log "exposure.py failed: no exposure estimate"
+fi
+python3 "$ROOT/tests/bench/report.py" --l7-raw "$RAW" --l7-checks "$CHECKS" --l7-threads "$THREADS" --l7-scrape "$SCRAPES" --l7-windows "$WINDOWS" --l7-hist "$HIST" --l7-perwindow "$PERWIN" --l7-exposure "$EXPOSURE" --exposure-guard "$EXPOSURE_GUARD" --scrape-period "$SCRAPE_PERIOD" --scraper-nice "$SCRAPER_NICE" \
   --out "$RESULTS/l7.md" --hz "$HZ" --stamp "$stamp" --rounds "$ROUNDS" \
   --secs "$SECS" --scrape-secs "$SCRAPE_SECS" --scrape-rate "$SCRAPE_RATE" --conns "$CONNS" --kernel "$(uname -r)" --nproc "$(nproc)" --cpu "$cpu_model" \
   --version "$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo dev)" \

@@ -3,6 +3,7 @@
 made-up windows whose true effect is known: no effect is not called a cost,
 a clear cost is called one, noise is called noise, and partial or lopsided
 windows take no part. Run by `make unit`; standard library only."""
+import bisect
 import math
 import os
 import random
@@ -11,9 +12,10 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from estimators import (below_verdict, hist_pct, neighbour_estimate,  # noqa: E402
-                        neighbour_logratios, neighbour_verdict, pooled_ratio, read_perwindow,
-                        read_together, together_overheads, within_verdict)
+from estimators import (below_verdict, exposure_verdict, hist_pct, merge_intervals,  # noqa: E402
+                        neighbour_estimate, neighbour_logratios, neighbour_verdict, pooled_ratio,
+                        read_perwindow, read_together, read_trace, schedule, split_exposed,
+                        together_overheads, within_verdict)
 import l4_side  # noqa: E402
 
 
@@ -225,6 +227,99 @@ class Together(unittest.TestCase):
         finally:
             os.unlink(f.name)
         self.assertEqual(read_together(""), {})
+
+
+def exposure_run(rnd, slow, rounds=10, secs=10, rate=2000, scrape_ms=1.5, guard_ms=100, stall=0.0):
+    """Pooled exposure ratios (scraped, control) of made-up runs at `rate`
+    req/s: latencies log-normal around 300 us; scrapes once in every
+    scraped 1-second window (l7.sh's moments); a request in flight during a
+    scrape takes `slow` times longer (the control has none). `stall`: the
+    share of seconds in which the whole machine is 20x slower, scrape or
+    not."""
+    sc, ctl = {}, {}
+    for r in range(rounds):
+        par = (r + 1) % 2
+        t0 = (1000 + 100 * r) * 1_000_000
+        real = schedule(t0, t0 + secs * 1_000_000, 1.0, par, scrape_ms * 1000)
+        starts = [s for s, _ in real]
+        for name, out in (("l7-scraped", sc), ("l7", ctl)):
+            stalled = {s for s in range(secs) if rnd.random() < stall}
+            trace = []
+            for i in range(secs * rate):
+                due = t0 + i * 1_000_000 // rate
+                lat = 300 * math.exp(rnd.gauss(0, 0.4))
+                if (due - t0) // 1_000_000 in stalled:
+                    lat *= 20
+                if name == "l7-scraped":
+                    k = bisect.bisect_right(starts, due + lat) - 1
+                    if k >= 0 and real[k][1] >= due:
+                        lat *= slow
+                trace.append((due, int(lat)))
+            h_all, h_un, _ = split_exposed(trace, real, guard_ms * 1000, 1.0, par)
+            out[r] = (h_all, h_un)
+    return pooled_ratio(sc, 0.99, resamples=300), pooled_ratio(ctl, 0.99, resamples=300)
+
+
+class Exposure(unittest.TestCase):
+    def test_merge_and_schedule(self):
+        self.assertEqual(merge_intervals([(5, 7), (1, 3), (2, 4), (8, 9)]), [(1, 4), (5, 7), (8, 9)])
+        # one moment 0.25 s into every window of parity 1 (odd seconds)
+        iv = schedule(10_000_000, 15_000_000, 1.0, 1, 2000)
+        self.assertEqual([s for s, _ in iv], [11_250_000, 13_250_000])
+        self.assertEqual(iv[0][1] - iv[0][0], 2000)
+        # half-second windows: a moment in every other one, i.e. every second
+        self.assertEqual(len(schedule(0, 10_000_000, 0.5, 0, 1000)), 10)
+
+    def test_split_exposed(self):
+        iv = [(1_250_000, 1_252_000)]
+        trace = [(1_100_000, 100),      # before the scrape
+                 (1_249_000, 2000),     # in flight when it starts
+                 (1_251_000, 100),      # during it
+                 (1_300_000, 100),      # within a 100 ms guard
+                 (1_400_000, 100),      # after the guard
+                 (2_251_000, 100)]      # a window of the other parity
+        h_all, h_un, n = split_exposed(trace, iv, 100_000, 1.0, 1)
+        self.assertEqual(sum(h_all.values()), 5)
+        self.assertEqual(n, 3)
+        self.assertEqual(sorted(h_un), [100])
+        self.assertEqual(h_un[100], 2)
+        _, _, n0 = split_exposed(trace, iv, 0, 1.0, 1)
+        self.assertEqual(n0, 2)
+
+    def test_no_effect_is_met(self):
+        sc, ctl = exposure_run(random.Random(3), 1.0)
+        self.assertEqual(exposure_verdict(sc, ctl), "met", (sc, ctl))
+
+    def test_no_effect_on_a_stalling_machine_is_met(self):
+        # stalls hit both sides of the comparison: no cost is made up
+        sc, ctl = exposure_run(random.Random(4), 1.0, stall=0.05)
+        self.assertNotEqual(exposure_verdict(sc, ctl), "not met", (sc, ctl))
+        self.assertLess(abs(sc[0] - 1), 0.02)
+
+    def test_a_cost_is_not_met(self):
+        # 20 ms scrapes that make the requests they touch 30x slower: 4 % of
+        # the scraped windows' requests exposed, well above the tail
+        sc, ctl = exposure_run(random.Random(5), 30.0, scrape_ms=20)
+        self.assertEqual(exposure_verdict(sc, ctl), "not met", (sc, ctl))
+
+    def test_verdict_needs_a_calibrated_control(self):
+        calm = (1.001, (0.997, 1.004), 1000, 990)
+        self.assertEqual(exposure_verdict((1.005, (0.99, 1.015), 1000, 990), calm), "met")
+        self.assertEqual(exposure_verdict((1.10, (1.05, 1.20), 1000, 990), calm), "not met")
+        self.assertEqual(exposure_verdict((1.01, (0.99, 1.03), 1000, 990), calm), "not shown")
+        # the control moved with nobody scraping: this run cannot judge
+        wild = (1.08, (0.988, 1.304), 1000, 990)
+        self.assertEqual(exposure_verdict((1.15, (1.024, 1.303), 1000, 990), wild), "not shown")
+        self.assertEqual(exposure_verdict((1.0, (0.995, 1.005), 1000, 990), wild), "not shown")
+        self.assertEqual(exposure_verdict((1.0, None, 1000, 990), calm), "not shown")
+
+    def test_read_trace(self):
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+            f.write("1000 250\n2000 300\nbad\n")
+        try:
+            self.assertEqual(read_trace(f.name), [(1000, 250), (2000, 300)])
+        finally:
+            os.unlink(f.name)
 
 
 if __name__ == "__main__":
