@@ -49,6 +49,12 @@ for a in ("scrape-secs", "scrape-rate"):
 o = ap.parse_args()
 
 
+def write(path, text):
+    """Writes text to path, the file closed."""
+    with open(path, "w") as f:
+        f.write(text)
+
+
 def l7_scrape_section(o, runs):
     """l7.sh's scrape workload: the L7 path at a fixed rate without and with a
     scraper fetching both nodes' /metrics every second (issue 5's goal: p99
@@ -92,7 +98,7 @@ def l7_scrape_section(o, runs):
           for k, v, pr in rows]
     scr = []
     try:
-        for line in open(o.l7_scrape) if o.l7_scrape else []:
+        for line in lines(o.l7_scrape):
             f = line.split()
             if line.startswith("#") or len(f) not in (5, 6):
                 continue
@@ -116,7 +122,7 @@ def pooled_section(o):
     with the leave-one-round-out range; the unscraped control the same way."""
     rounds = {}
     try:
-        for line in open(o.l7_hist) if o.l7_hist else []:
+        for line in lines(o.l7_hist):
             f = line.split()
             if line.startswith("#") or len(f) != 5:
                 continue
@@ -249,7 +255,7 @@ def windows_section(o):
     noise."""
     win = {}
     try:
-        for line in open(o.l7_windows) if o.l7_windows else []:
+        for line in lines(o.l7_windows):
             f = line.split()
             if line.startswith("#") or len(f) != 13:
                 continue
@@ -349,14 +355,14 @@ def l7_report(o):
     wl = ["sat", "r1k"]
     wdesc = {"sat": f"saturation, keep-alive (wrk -t1 -c{o.conns})",
              "r1k": "1,000 req/s fixed rate, 4 keep-alive connections (bm-load, open loop)"}
-    runs, lines = {}, []
-    for line in open(o.l7_raw):
+    runs, raw_lines = {}, []
+    for line in lines(o.l7_raw):
         if line.startswith("#"):
             continue
         f = line.split()
         if len(f) != 19:
             continue
-        lines.append(line.rstrip())
+        raw_lines.append(line.rstrip())
         w, s, r = f[0], f[1], int(f[2])
         p50, p90, p99, rps, req, err, ticks, el = map(float, f[3:11])
         h = list(map(int, f[11:19]))
@@ -470,7 +476,7 @@ def l7_report(o):
     thr = []
     try:
         roles = {}
-        for line in open(o.l7_threads) if o.l7_threads else []:
+        for line in lines(o.l7_threads):
             f = line.replace(",", "").replace(";", "").split()
             if line.startswith("# round"):
                 # "# round R: meshd node1 P, node2 P; haproxy client P, server v1 P"
@@ -495,7 +501,7 @@ def l7_report(o):
               "| workload | scenario | round | CPU s |", "|---|---|---:|---|"] + thr + [""]
     if o.l7_checks:
         try:
-            chk = [x.rstrip() for x in open(o.l7_checks) if x.strip()]
+            chk = [x.rstrip() for x in lines(o.l7_checks) if x.strip()]
         except OSError:
             chk = []
         if chk:
@@ -504,8 +510,8 @@ def l7_report(o):
                   "```"] + chk + ["```", ""]
     L += ["## Raw rounds", "", "```", "# workload scenario round p50_us p90_us p99_us rps requests errors "
           f"cpu_ticks({o.hz}/s) elapsed_s meshd_http: requests 2xx 5xx no_response other retries timeouts upstream_cx"]
-    L += lines + ["```", ""]
-    open(o.out, "w").write("\n".join(L))
+    L += raw_lines + ["```", ""]
+    write(o.out, "\n".join(L))
     print("\n".join(L[:80]))
 
 
@@ -514,7 +520,7 @@ if o.l7_raw:
     raise SystemExit(0)
 
 runs = {}
-for line in open(o.raw):
+for line in lines(o.raw):
     if line.startswith("#"):
         continue
     f = line.split()
@@ -674,7 +680,7 @@ def together_section(by_round):
 TOGETHER_L = together_section(read_together(o.together))
 big = {}
 try:
-    for line in open(o.big):
+    for line in lines(o.big):
         left, right = line.split("|")
         f = left.split()
         big[f[0]] = dict(conns=int(f[1]), rss0=int(f[2]) / 1024, rss1=int(f[3]) / 1024,
@@ -708,7 +714,7 @@ if big:
     L.append("")
 
 try:
-    st = json.load(open(o.stats))
+    st = json.loads("".join(lines(o.stats)))
     L += ["## Proxy counters after the run (meshctl stats -o json, \"proxy\")", "",
           "Shows that mesh-x went over HBONE and mesh-same stayed on the node.", "", "```"]
     nodes = st if isinstance(st, list) else st.get("nodes", st)
@@ -726,8 +732,8 @@ try:
 except (OSError, ValueError, AttributeError):
     pass
 
-L += ["## Raw rounds", "", "```"] + [x.rstrip() for x in open(o.raw)] + ["```", ""]
-open(o.out, "w").write("\n".join(L))
+L += ["## Raw rounds", "", "```"] + [x.rstrip() for x in lines(o.raw)] + ["```", ""]
+write(o.out, "\n".join(L))
 print("\n".join(L[:60]))
 
 # Chart: one panel per workload, p50/p90/p99 per scenario.
@@ -752,4 +758,4 @@ if o.plot and wls:
         gp.append(f"plot '{o.plot}.dat' index {i} using 2:xtic(1) title 'p50', "
                   f"'' index {i} using 3 title 'p90', '' index {i} using 4 title 'p99'")
     gp.append("unset multiplot")
-    open(o.plot + ".gp", "w").write("\n".join(gp) + "\n")
+    write(o.plot + ".gp", "\n".join(gp) + "\n")
