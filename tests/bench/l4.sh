@@ -25,7 +25,8 @@
 # Env: BENCH_ROUNDS (3), BENCH_SECONDS (5), BENCH_CONNS (16 wrk connections),
 #      BENCH_PROBE_N (2000 sequential connections per bm-probe round),
 #      BENCH_SIDE_SECONDS (10 per side-by-side run), BENCH_SIDE_RATE (2000
-#      req/s keep-alive), BENCH_SIDE_CLOSE_RATE (1000 new connections/s).
+#      req/s keep-alive), BENCH_SIDE_CLOSE_RATE (1000 new connections/s),
+#      BENCH_PROG_SECONDS (5 per run of the kernel-programs phase, 0 skips it).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${BPFMESH_BUILD:-$ROOT/build}
@@ -38,6 +39,8 @@ PROBE_N=${BENCH_PROBE_N:-2000}
 SIDE_SECS=${BENCH_SIDE_SECONDS:-10}
 SIDE_RATE=${BENCH_SIDE_RATE:-2000}
 SIDE_CLOSE_RATE=${BENCH_SIDE_CLOSE_RATE:-1000}
+PROG_SECS=${BENCH_PROG_SECONDS:-5}
+STATS_WAS=$(sysctl -n kernel.bpf_stats_enabled 2>/dev/null || echo 0)
 LOAD=$BUILD/bench/bm-load
 VIP=198.19.10.10
 HOST=bench.bench.svc.cluster.local
@@ -47,7 +50,7 @@ for b in "$BUILD/meshd" "$BUILD/meshctl" "$BUILD/tools/bm-probe" "$BUILD/tools/b
 done
 command -v wrk >/dev/null || { echo "l4.sh: wrk missing (make deps)" >&2; exit 1; }
 [ "$ROUNDS" -ge 1 ] && [ "$ROUNDS" -le 20 ] && [ "$SECS" -ge 1 ] && [ "$SECS" -le 60 ] &&
-  [ "$SIDE_SECS" -ge 1 ] && [ "$SIDE_SECS" -le 60 ] ||
+  [ "$SIDE_SECS" -ge 1 ] && [ "$SIDE_SECS" -le 60 ] && [ "$PROG_SECS" -ge 0 ] && [ "$PROG_SECS" -le 60 ] ||
   { echo "l4.sh: BENCH_ROUNDS 1..20, BENCH_SECONDS and BENCH_SIDE_SECONDS 1..60" >&2; exit 2; }
 
 TMP=$(mktemp -d /tmp/bpfmesh-bench.XXXXXX)
@@ -59,6 +62,7 @@ OURS=0
 bench_build_load "$LOAD" || { echo "l4.sh: cannot build bm-load" >&2; exit 1; }
 cleanup() {
   set +e
+  sysctl -qw kernel.bpf_stats_enabled="$STATS_WAS" 2>/dev/null
   [ -n "$SRV_PID" ] && kill "$SRV_PID" 2>/dev/null
   [ $OURS = 1 ] && bench_sandbox_down
   [ -n "$SRV_PID" ] && wait "$SRV_PID" 2>/dev/null
@@ -171,8 +175,43 @@ side_run() {
   echo "$r $w $a=even $(tail -1 "$TMP/side.out")" >>"$SIDE_RAW"
 }
 
+# prog_totals: "name runs run_time_ns" of the bpfmesh programs (bm_*) loaded on
+# the machine, both nodes' summed by name (kernel.bpf_stats_enabled counts).
+prog_totals() {
+  bpftool -j prog show | python3 -c '
+import json, sys
+t = {}
+for p in json.load(sys.stdin):
+    n = p.get("name", "")
+    if n.startswith("bm_"):
+        a = t.setdefault(n, [0, 0])
+        a[0] += p.get("run_cnt", 0)
+        a[1] += p.get("run_time_ns", 0)
+for n, (c, ns) in sorted(t.items()):
+    print(n, c, ns)'
+}
+
+# prog_run WORKLOAD PATH [--close]: bm-load on one path alone, the programs'
+# counters before and after; appends "workload path program runs ns
+# requests" lines to $PROGS (requests: every one sent, connections opened
+# for keep-alive included in the counts).
+prog_run() {
+  local w=$1 p=$2 rate=$SIDE_RATE conns=32 to=$VIP:80 n; shift 2
+  [ "${1:-}" = --close ] && { rate=$SIDE_CLOSE_RATE; conns=8; }
+  [ "$p" = direct ] && to=$SRV_IP:8080
+  prog_totals >"$TMP/p0"
+  "$SANDBOX" exec bench-client -- timeout $((PROG_SECS + 20)) "$LOAD" --addr "$to" --rate "$rate" --conns $conns \
+    --duration "$PROG_SECS" --warmup 0 "$@" >"$TMP/prog.out" 2>&1 || true
+  prog_totals >"$TMP/p1"
+  n=$(python3 -c 'import json, sys; print(json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])["sent"])' \
+    "$TMP/prog.out" 2>/dev/null) || { echo "l4.sh: bm-load failed: $(tail -3 "$TMP/prog.out")" >&2; exit 1; }
+  join <(sort "$TMP/p0") <(sort "$TMP/p1") | awk -v w="$w" -v p="$p" -v n="$n" '{ print w, p, $1, $4 - $2, $5 - $3, n }' >>"$PROGS"
+}
+
 RAW=$TMP/raw.txt
 : >"$RAW"
+PROGS=$RESULTS/l4-progs.txt
+echo "# workload path program runs run_time_ns requests: the bpfmesh programs' counters (kernel.bpf_stats_enabled) over one run on one path" >"$PROGS"
 SIDE_HIST=$RESULTS/l4-side-hist.txt SIDE_RAW=$RESULTS/l4-side-raw.txt
 echo "# round workload path latency_us count: every request of the side-by-side runs" >"$SIDE_HIST"
 echo "# round workload path-of-the-even-connections bm-load's JSON (a: even connections, b: odd)" >"$SIDE_RAW"
@@ -189,6 +228,18 @@ for r in $(seq "$ROUNDS"); do
   side_run "$r" close --close
   echo "l4.sh: round $r/$ROUNDS done" >&2
 done
+
+# What the kernel path runs per request and per connection, after the timed
+# runs: bpf_stats adds two clock reads to every program run, so it is on only
+# here.
+if [ "$PROG_SECS" -gt 0 ]; then
+  sysctl -qw kernel.bpf_stats_enabled=1
+  for p in vip direct; do
+    prog_run keepalive $p
+    prog_run close $p --close
+  done
+  sysctl -qw kernel.bpf_stats_enabled="$STATS_WAS"
+fi
 
 stamp=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 python3 - "$RAW" "$RESULTS/l4.md" "$stamp" "$ROUNDS" "$SECS" "$CONNS" "$PROBE_N" "$(uname -r)" "$(nproc)" <<'PY'
@@ -221,6 +272,6 @@ lines += ["", "Raw rounds (workload target p50_us p99_us rate):", "", "```"] + \
 open(out, "w").write("\n".join(lines))
 print("\n".join(lines))
 PY
-python3 "$ROOT/tests/bench/l4_side.py" "$SIDE_HIST" "$SIDE_SECS" "$SIDE_RATE" "$SIDE_CLOSE_RATE" >>"$RESULTS/l4.md"
+python3 "$ROOT/tests/bench/l4_side.py" "$SIDE_HIST" "$SIDE_SECS" "$SIDE_RATE" "$SIDE_CLOSE_RATE" "$PROGS" >>"$RESULTS/l4.md"
 tail -n +2 "$RESULTS/l4.md" | sed -n '/^## Side by side/,$p'
 echo "l4.sh: results in $RESULTS/l4.md" >&2

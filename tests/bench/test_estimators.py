@@ -174,6 +174,48 @@ class SideBySide(unittest.TestCase):
         self.assertIn("keep-alive, 2,000 req/s on 32 connections | 4 | 4,000 / 4,000 | 100 / 100 |", text)
         self.assertIn("keepalive **met**; close **not met**", text)
 
+    def test_l4_progs(self):
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+            f.write("# header\n")
+            # keep-alive: 32 connections' worth of runs, nothing per request
+            f.write("keepalive vip bm_connect4 32 134400 10000\nkeepalive vip bm_sockops 416 83200 10000\n")
+            f.write("keepalive direct bm_connect4 32 19200 10000\nkeepalive direct bm_sockops 288 43200 10000\n")
+            f.write("close vip bm_connect4 5000 21000000 5000\nclose vip bm_sockops 65000 13000000 5000\n")
+            f.write("close direct bm_connect4 5000 3000000 5000\nclose direct bm_sockops 45000 6750000 5000\n")
+            f.write("close direct bm_getpeername4 0 0 5000\nbad line\n")
+        try:
+            progs = l4_side.read_progs(f.name)
+        finally:
+            os.unlink(f.name)
+        self.assertEqual(progs[("close", "vip")][1]["bm_connect4"], (5000, 21000000))
+        self.assertAlmostEqual(l4_side.after_connect(progs, "vip"), 0.0)
+        self.assertAlmostEqual(l4_side.after_connect(progs, "direct"), 0.0)
+        L, ka = l4_side.progs_section(progs)
+        text = "\n".join(L)
+        self.assertIn("| close | vip | 5,000 | bm_connect4 | 1.000 | 4,200 | 4,200 |", text)
+        self.assertIn("a new connection to the VIP runs 14.0 program calls (6.80 us) against 10.0 (1.95 us)", text)
+        self.assertNotIn("bm_getpeername4", text)
+        # programs per request on one path: not the same path
+        progs[("keepalive", "vip")][1]["bm_sockops"] = (416 + 20000, 83200)
+        self.assertAlmostEqual(l4_side.after_connect(progs, "vip"), 2.0)
+        self.assertIsNone(l4_side.after_connect({}, "vip"))
+
+    def test_l4_keepalive_same_path(self):
+        rounds = {r: ({100: 980, 150: 20 + (r % 2)}, {100: 980, 150: 20 + ((r + 1) % 2)}) for r in range(1, 7)}
+        rnd = random.Random(2)
+        for r in rounds:  # noisy enough that 2 % is not shown
+            for h in rounds[r]:
+                for _ in range(200):
+                    v = int(100 * math.exp(rnd.gauss(0, 0.5)))
+                    h[v] = h.get(v, 0) + 1
+        data = {"keepalive": rounds}
+        plain = "\n".join(l4_side.section(data, 10, 2000, 1000))
+        self.assertIn("keepalive **not shown**", plain)
+        same = "\n".join(l4_side.section(data, 10, 2000, 1000, {"vip": 0.0, "direct": 0.0}))
+        self.assertIn("keepalive **met (same path)**", same)
+        busy = "\n".join(l4_side.section(data, 10, 2000, 1000, {"vip": 2.0, "direct": 0.0}))
+        self.assertIn("keepalive **not shown**", busy)
+
 
 def together_rounds(rnd, add_mesh, add_side, n_rounds, n=4000):
     """{round: {scenario: hist}}: direct's latencies log-normal around the
