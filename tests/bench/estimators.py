@@ -320,8 +320,29 @@ def split_exposed(trace, intervals, guard_us, period_s, parity):
     return h_all, h_un, n_exp
 
 
+def median_ratio(by_round, p, resamples=2000):
+    """by_round as pooled_ratio's. The median over rounds of each round's
+    p-th percentile ratio x/y, with a 95 % interval from resampling rounds
+    (None with fewer than 3): one round whose tail a stall decided moves a
+    pooled percentile, not the median. Returns (median, interval, rounds)."""
+    rs = []
+    for hx, hy in by_round.values():
+        a, b = hist_pct(hx, p), hist_pct(hy, p)
+        if a and b:
+            rs.append(a / b)
+    if not rs:
+        return None
+    est = statistics.median(rs)
+    if len(rs) < 3:
+        return est, None, len(rs)
+    rnd = random.Random(1)
+    meds = sorted(statistics.median([rs[rnd.randrange(len(rs))] for _ in rs]) for _ in range(resamples))
+    return est, (meds[int(0.025 * resamples)], meds[int(0.975 * resamples) - 1]), len(rs)
+
+
 def exposure_verdict(scraped, control, limit=0.02):
-    """scraped, control: pooled_ratio results (all / not exposed). The
+    """scraped, control: median_ratio (or pooled_ratio) results, all / not
+    exposed. The
     control must first show that the estimator is calibrated in this run:
     leaving out requests at moments nothing happened must not move the p99,
     its interval within half the limit of x1. Then met: the scraped run's

@@ -4,8 +4,10 @@ scrape workload (estimators.py says what it judges). Reads bm-load's
 --trace-out of every run and the scraper's fetches, and writes, per round
 and run, the latency table of the requests of the scraped windows ("all")
 and, for each guard, of those of them that overlapped no scrape nor the
-guard after it ("unexposed"). The unscraped control gets virtual scrapes at
-the scraper's moments, each as long as the median scrape.
+guard after it ("unexposed"). Every scrape counts as long as the median one:
+a fetch that a stall of the machine stretched would otherwise stretch its
+exposure over the stall's slow requests, which the scrape did not cause.
+The unscraped control gets virtual scrapes at the scraper's moments, as long.
 
 usage: exposure.py --traces DIR --scrapes FILE --period S --guards "MS ..." --out FILE
 DIR holds trace-ROUND-SCENARIO-PARITY.txt; FILE is l7.sh's l7-scrape.txt
@@ -41,11 +43,12 @@ events = {r: merge_intervals((s, e + 1000) for s, e in v) for r, v in fetches.it
 events = {r: [(s, e - 1000) for s, e in v] for r, v in events.items()}
 durs = [e - s for v in events.values() for s, e in v]
 virtual_dur = statistics.median(durs) if durs else 2000.0
+events = {r: [(s, s + virtual_dur) for s, _ in v] for r, v in events.items()}
 
 with open(o.out, "w") as out:
     out.write("# round scenario guard_ms side latency_us count: requests of the scraped windows "
               "(all), and those that overlapped no scrape nor the guard after it (unexposed); "
-              f"control's virtual scrapes {virtual_dur / 1e3:.3f} ms long\n")
+              f"every scrape, real or virtual, taken as {virtual_dur / 1e3:.3f} ms long (the median)\n")
     for name in sorted(os.listdir(o.traces)):
         m = re.fullmatch(r"trace-(\d+)-([\w-]+)-([01])\.txt", name)
         if not m:

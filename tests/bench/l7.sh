@@ -60,7 +60,8 @@
 #                 l7-scrape-windows.txt the percentiles per side and round,
 #                 l7-scrape-perwindow.txt per window, l7-scrape-hist.txt
 #                 every latency, l7-scrape-exposure.txt the exposure
-#                 estimator's latency tables.
+#                 estimator's latency tables, l7-scrape-traces.tar.gz every
+#                 request's due time and latency (exposure.py reads them).
 # Per run: req/s, p50/p90/p99, errors (socket errors + non-2xx), CPU seconds
 # of the mesh processes (both meshds for l4 and l7; for sidecar the client
 # HAProxy and the v1 server HAProxy, the two in the path), req/s per core
@@ -750,6 +751,8 @@ rm -f "$EXPOSURE"
 if [[ " $WORKLOADS " == *" scrape "* ]]; then
   python3 "$ROOT/tests/bench/exposure.py" --traces "$TRACES" --scrapes "$SCRAPES" --period "$SCRAPE_PERIOD" \
     --guards "$EXPOSURE_GUARDS" --out "$EXPOSURE" || log "exposure.py failed: no exposure estimate"
+  # the traces themselves, for another look with other guards or estimators
+  tar czf "$RESULTS/l7-scrape-traces.tar.gz" -C "$TRACES" . || log "could not keep the traces"
 fi
 python3 "$ROOT/tests/bench/report.py" --l7-raw "$RAW" --l7-checks "$CHECKS" --l7-threads "$THREADS" --l7-scrape "$SCRAPES" --l7-windows "$WINDOWS" --l7-hist "$HIST" --l7-perwindow "$PERWIN" --l7-exposure "$EXPOSURE" --exposure-guard "$EXPOSURE_GUARD" --scrape-period "$SCRAPE_PERIOD" --scraper-nice "$SCRAPER_NICE" \
   --out "$RESULTS/l7.md" --hz "$HZ" --stamp "$stamp" --rounds "$ROUNDS" \

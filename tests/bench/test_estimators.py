@@ -12,7 +12,7 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from estimators import (below_verdict, exposure_verdict, hist_pct, merge_intervals,  # noqa: E402
+from estimators import (below_verdict, exposure_verdict, hist_pct, median_ratio, merge_intervals,  # noqa: E402
                         neighbour_estimate, neighbour_logratios, neighbour_verdict, pooled_ratio,
                         read_perwindow, read_together, read_trace, schedule, split_exposed,
                         together_overheads, within_verdict)
@@ -299,7 +299,7 @@ def exposure_run(rnd, slow, rounds=10, secs=10, rate=2000, scrape_ms=1.5, guard_
                 trace.append((due, int(lat)))
             h_all, h_un, _ = split_exposed(trace, real, guard_ms * 1000, 1.0, par)
             out[r] = (h_all, h_un)
-    return pooled_ratio(sc, 0.99, resamples=300), pooled_ratio(ctl, 0.99, resamples=300)
+    return median_ratio(sc, 0.99, resamples=300), median_ratio(ctl, 0.99, resamples=300)
 
 
 class Exposure(unittest.TestCase):
@@ -354,6 +354,19 @@ class Exposure(unittest.TestCase):
         self.assertEqual(exposure_verdict((1.15, (1.024, 1.303), 1000, 990), wild), "not shown")
         self.assertEqual(exposure_verdict((1.0, (0.995, 1.005), 1000, 990), wild), "not shown")
         self.assertEqual(exposure_verdict((1.0, None, 1000, 990), calm), "not shown")
+
+    def test_median_ratio(self):
+        one = {100: 99, 1000: 1}
+        slow = {100: 98, 5000: 2}
+        by_round = {r: (slow if r == 0 else one, one) for r in range(9)}
+        m = median_ratio(by_round, 0.99)
+        self.assertEqual(m[0], 1.0)             # one odd round does not move the median
+        self.assertEqual(m[2], 9)
+        self.assertLessEqual(m[1][0], 1.0)
+        p = pooled_ratio(by_round, 0.998)
+        self.assertGreater(p[0], 1.0)           # it moves the pooled tail
+        self.assertIsNone(median_ratio({}, 0.99))
+        self.assertIsNone(median_ratio({1: (one, one)}, 0.99)[1])
 
     def test_read_trace(self):
         with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
