@@ -125,16 +125,23 @@ static void die(const char *what)
 	exit(1);
 }
 
+/* v with room for element n (of size bytes), doubling *cap as needed. */
+static void *grow(void *v, size_t n, size_t *cap, size_t size)
+{
+	if (n < *cap)
+		return v;
+	*cap = *cap ? *cap * 2 : 65536;
+	v = realloc(v, *cap * size);
+	if (!v)
+		die("realloc");
+	return v;
+}
+
 static void push(uint32_t **v, size_t *n, size_t *cap, uint32_t us)
 {
-	if (*n == *cap) {
-		if (*cap >= MAX_SAMPLES)
-			return;
-		*cap = *cap ? *cap * 2 : 65536;
-		*v = realloc(*v, *cap * sizeof(**v));
-		if (!*v)
-			die("realloc");
-	}
+	if (*n >= MAX_SAMPLES)
+		return;
+	*v = grow(*v, *n, cap, sizeof(**v));
 	(*v)[(*n)++] = us;
 }
 
@@ -147,12 +154,7 @@ static void record(uint64_t ns, uint64_t due, int idx)
 
 	push(&g.lat, &g.n_lat, &g.cap_lat, v);
 	if (g.trace_out && g.n_ts < MAX_SAMPLES) {
-		if (g.n_ts == g.cap_ts) {
-			g.cap_ts = g.cap_ts ? g.cap_ts * 2 : 65536;
-			g.ts = realloc(g.ts, g.cap_ts * sizeof(*g.ts));
-			if (!g.ts)
-				die("realloc");
-		}
+		g.ts = grow(g.ts, g.n_ts, &g.cap_ts, sizeof(*g.ts));
 		g.ts[g.n_ts++] = (struct tsample){ due / 1000, v };
 	}
 	if (g.two) {
@@ -165,12 +167,7 @@ static void record(uint64_t ns, uint64_t due, int idx)
 
 		push(&h->v, &h->n, &h->cap, v);
 		if (g.windows_out && g.n_ws < MAX_SAMPLES) {
-			if (g.n_ws == g.cap_ws) {
-				g.cap_ws = g.cap_ws ? g.cap_ws * 2 : 65536;
-				g.ws = realloc(g.ws, g.cap_ws * sizeof(*g.ws));
-				if (!g.ws)
-					die("realloc");
-			}
+			g.ws = grow(g.ws, g.n_ws, &g.cap_ws, sizeof(*g.ws));
 			g.ws[g.n_ws++] = (struct wsample){ due / g.split_ns, v };
 		}
 	}

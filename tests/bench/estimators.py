@@ -340,21 +340,42 @@ def median_ratio(by_round, p, resamples=2000):
     return est, (meds[int(0.025 * resamples)], meds[int(0.975 * resamples) - 1]), len(rs)
 
 
-def exposure_verdict(scraped, control, limit=0.02):
-    """scraped, control: median_ratio (or pooled_ratio) results, all / not
-    exposed. The
-    control must first show that the estimator is calibrated in this run:
-    leaving out requests at moments nothing happened must not move the p99,
-    its interval within half the limit of x1. Then met: the scraped run's
-    interval within the limit of x1; not met: wholly above x(1 + limit).
-    Otherwise (a stalling machine makes the exposed moments' tail differ
-    with nobody scraping) not shown."""
-    if not scraped or scraped[1] is None:
+def paired_ratio(scraped, control, p, resamples=2000):
+    """scraped, control: {round: ({us: count} all, {us: count} not
+    exposed)} of the two runs of each round, the control's exposure at the
+    same moments with nobody scraping. Each round's p-th percentile ratio
+    all / not exposed of the scraped run over the control's: what the
+    moments themselves do to the tail (periodic work of the machine lands at
+    fixed moments of the second) cancels, what the scrape did stays. The
+    median over rounds, a 95 % interval from resampling rounds (None with
+    fewer than 3), and the number of rounds."""
+    rs = []
+    for r in sorted(scraped):
+        if r not in control:
+            continue
+        q = []
+        for hx, hy in (scraped[r], control[r]):
+            a, b = hist_pct(hx, p), hist_pct(hy, p)
+            q.append(a / b if a and b else None)
+        if None not in q:
+            rs.append(q[0] / q[1])
+    if not rs:
+        return None
+    est = statistics.median(rs)
+    if len(rs) < 3:
+        return est, None, len(rs)
+    rnd = random.Random(1)
+    meds = sorted(statistics.median([rs[rnd.randrange(len(rs))] for _ in rs]) for _ in range(resamples))
+    return est, (meds[int(0.025 * resamples)], meds[int(0.975 * resamples) - 1]), len(rs)
+
+
+def paired_verdict(paired, limit=0.02, min_rounds=5):
+    """met: the paired interval within the limit of x1; not met: wholly
+    above x(1 + limit); otherwise, or with fewer than min_rounds rounds, not
+    shown."""
+    if not paired or paired[1] is None or paired[2] < min_rounds:
         return "not shown"
-    c = control[1] if control else None
-    if not c or not (1 - limit / 2 < c[0] and c[1] < 1 + limit / 2):
-        return "not shown"
-    lo, hi = scraped[1]
+    lo, hi = paired[1]
     if lo >= 1 + limit:
         return "not met"
     if 1 - limit < lo and hi < 1 + limit:
