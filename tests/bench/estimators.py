@@ -320,6 +320,19 @@ def split_exposed(trace, intervals, guard_us, period_s, parity):
     return h_all, h_un, n_exp
 
 
+def median_interval(rs, resamples=2000):
+    """(median of the per-round figures rs, 95 % interval from resampling
+    them with a fixed seed or None with fewer than 3, len(rs)), or None."""
+    if not rs:
+        return None
+    est = statistics.median(rs)
+    if len(rs) < 3:
+        return est, None, len(rs)
+    rnd = random.Random(1)
+    meds = sorted(statistics.median([rs[rnd.randrange(len(rs))] for _ in rs]) for _ in range(resamples))
+    return est, (meds[int(0.025 * resamples)], meds[int(0.975 * resamples) - 1]), len(rs)
+
+
 def median_ratio(by_round, p, resamples=2000):
     """by_round as pooled_ratio's. The median over rounds of each round's
     p-th percentile ratio x/y, with a 95 % interval from resampling rounds
@@ -330,14 +343,7 @@ def median_ratio(by_round, p, resamples=2000):
         a, b = hist_pct(hx, p), hist_pct(hy, p)
         if a and b:
             rs.append(a / b)
-    if not rs:
-        return None
-    est = statistics.median(rs)
-    if len(rs) < 3:
-        return est, None, len(rs)
-    rnd = random.Random(1)
-    meds = sorted(statistics.median([rs[rnd.randrange(len(rs))] for _ in rs]) for _ in range(resamples))
-    return est, (meds[int(0.025 * resamples)], meds[int(0.975 * resamples) - 1]), len(rs)
+    return median_interval(rs, resamples)
 
 
 def paired_ratio(scraped, control, p, resamples=2000):
@@ -359,14 +365,7 @@ def paired_ratio(scraped, control, p, resamples=2000):
             q.append(a / b if a and b else None)
         if None not in q:
             rs.append(q[0] / q[1])
-    if not rs:
-        return None
-    est = statistics.median(rs)
-    if len(rs) < 3:
-        return est, None, len(rs)
-    rnd = random.Random(1)
-    meds = sorted(statistics.median([rs[rnd.randrange(len(rs))] for _ in rs]) for _ in range(resamples))
-    return est, (meds[int(0.025 * resamples)], meds[int(0.975 * resamples) - 1]), len(rs)
+    return median_interval(rs, resamples)
 
 
 def paired_verdict(paired, limit=0.02, min_rounds=5):
