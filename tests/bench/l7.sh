@@ -78,7 +78,7 @@
 # l7-scrape.txt (the scrapes of the scrape workload), l7-scrape-windows.txt and
 # l7-scrape-hist.txt (its scraped and quiet windows).
 #
-# Env: BENCH_ROUNDS (3), BENCH_SECONDS (4), BENCH_RETRIES (3), BENCH_CONNS (16),
+# Env: BENCH_ROUNDS (3, at most 40), BENCH_SECONDS (4), BENCH_RETRIES (3), BENCH_CONNS (16),
 #      BENCH_L7_WORKLOADS ("sat r1k scrape"), BENCH_L7_SCENARIOS ("l4 l7 sidecar"),
 #      BENCH_SCRAPE_SECONDS (20, per run of the scrape workload), BENCH_SCRAPE_RATE
 #      (2000 req/s), BENCH_SCRAPE_PERIOD (1: seconds per window, scraped and quiet
@@ -133,8 +133,8 @@ done
 for c in wrk haproxy curl python3; do
   command -v $c >/dev/null || die "$c missing (make deps / scripts/deps.sh)"
 done
-[ "$ROUNDS" -ge 1 ] && [ "$ROUNDS" -le 20 ] && [ "$SECS" -ge 1 ] && [ "$SECS" -le 60 ] ||
-  die "BENCH_ROUNDS 1..20, BENCH_SECONDS 1..60"
+[ "$ROUNDS" -ge 1 ] && [ "$ROUNDS" -le 40 ] && [ "$SECS" -ge 1 ] && [ "$SECS" -le 60 ] ||
+  die "BENCH_ROUNDS 1..40, BENCH_SECONDS 1..60"
 [[ "$EXPOSURE_GUARDS" =~ ^[0-9]{1,4}( [0-9]{1,4})*$ ]] || die "BENCH_EXPOSURE_GUARDS: ms values, e.g. \"0 20 100\""
 [[ " $EXPOSURE_GUARDS " == *" $EXPOSURE_GUARD "* ]] || die "BENCH_EXPOSURE_GUARD ($EXPOSURE_GUARD) must be one of BENCH_EXPOSURE_GUARDS ($EXPOSURE_GUARDS)"
 [ "$SCRAPE_SECS" -ge 2 ] && [ "$SCRAPE_SECS" -le 60 ] && [ "$SCRAPE_RATE" -ge 100 ] && [ "$SCRAPE_RATE" -le 20000 ] ||
