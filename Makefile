@@ -84,6 +84,7 @@ $(B)/unit-tests: $(UNIT_OBJS) $(AGENT_OBJS) $(CLI_OBJS) $(B)/libbpfmesh.a
 unit: $(B)/unit-tests
 	$(B)/unit-tests
 	python3 -B tests/bench/test_estimators.py
+	python3 -B tests/bench/test_tools.py
 
 # Same unit tests under AddressSanitizer + UndefinedBehaviorSanitizer.
 unit-asan:

@@ -39,6 +39,7 @@ PROBE_N=${BENCH_PROBE_N:-2000}
 SIDE_SECS=${BENCH_SIDE_SECONDS:-10}
 SIDE_RATE=${BENCH_SIDE_RATE:-2000}
 SIDE_CLOSE_RATE=${BENCH_SIDE_CLOSE_RATE:-1000}
+SIDE_CONNS=32 SIDE_CLOSE_CONNS=8   # keep-alive connections; new connections in flight
 PROG_SECS=${BENCH_PROG_SECONDS:-5}
 STATS_WAS=$(sysctl -n kernel.bpf_stats_enabled 2>/dev/null || echo 0)
 LOAD=$BUILD/bench/bm-load
@@ -161,8 +162,8 @@ PY
 # once; appends "round workload vip|direct us count" lines to $SIDE_HIST.
 # Odd rounds give the VIP the even connections, even rounds the odd ones.
 side_run() {
-  local r=$1 w=$2 rate=$SIDE_RATE conns=32 a b; shift 2
-  [ "${1:-}" = --close ] && { rate=$SIDE_CLOSE_RATE; conns=8; }
+  local r=$1 w=$2 rate=$SIDE_RATE conns=$SIDE_CONNS a b; shift 2
+  [ "${1:-}" = --close ] && { rate=$SIDE_CLOSE_RATE; conns=$SIDE_CLOSE_CONNS; }
   if [ $((r % 2)) = 1 ]; then a=vip b=direct; else a=direct b=vip; fi
   local -A to=([vip]=$VIP:80 [direct]=$SRV_IP:8080)
   rm -f "$TMP/side.hist"
@@ -193,11 +194,11 @@ for n, (c, ns) in sorted(t.items()):
 
 # prog_run WORKLOAD PATH [--close]: bm-load on one path alone, the programs'
 # counters before and after; appends "workload path program runs ns
-# requests" lines to $PROGS (requests: every one sent, connections opened
-# for keep-alive included in the counts).
+# requests conns" lines to $PROGS (requests: every one sent; conns: the
+# connections bm-load opened, whose programs keep-alive counts include).
 prog_run() {
-  local w=$1 p=$2 rate=$SIDE_RATE conns=32 to=$VIP:80 n; shift 2
-  [ "${1:-}" = --close ] && { rate=$SIDE_CLOSE_RATE; conns=8; }
+  local w=$1 p=$2 rate=$SIDE_RATE conns=$SIDE_CONNS to=$VIP:80 n; shift 2
+  [ "${1:-}" = --close ] && { rate=$SIDE_CLOSE_RATE; conns=$SIDE_CLOSE_CONNS; }
   [ "$p" = direct ] && to=$SRV_IP:8080
   prog_totals >"$TMP/p0"
   "$SANDBOX" exec bench-client -- timeout $((PROG_SECS + 20)) "$LOAD" --addr "$to" --rate "$rate" --conns $conns \
@@ -205,13 +206,13 @@ prog_run() {
   prog_totals >"$TMP/p1"
   n=$(python3 -c 'import json, sys; print(json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])["sent"])' \
     "$TMP/prog.out" 2>/dev/null) || { echo "l4.sh: bm-load failed: $(tail -3 "$TMP/prog.out")" >&2; exit 1; }
-  join <(sort "$TMP/p0") <(sort "$TMP/p1") | awk -v w="$w" -v p="$p" -v n="$n" '{ print w, p, $1, $4 - $2, $5 - $3, n }' >>"$PROGS"
+  join <(sort "$TMP/p0") <(sort "$TMP/p1") | awk -v w="$w" -v p="$p" -v n="$n" -v c="$conns" '{ print w, p, $1, $4 - $2, $5 - $3, n, c }' >>"$PROGS"
 }
 
 RAW=$TMP/raw.txt
 : >"$RAW"
 PROGS=$RESULTS/l4-progs.txt
-echo "# workload path program runs run_time_ns requests: the bpfmesh programs' counters (kernel.bpf_stats_enabled) over one run on one path" >"$PROGS"
+echo "# workload path program runs run_time_ns requests conns: the bpfmesh programs' counters (kernel.bpf_stats_enabled) over one run on one path" >"$PROGS"
 SIDE_HIST=$RESULTS/l4-side-hist.txt SIDE_RAW=$RESULTS/l4-side-raw.txt
 echo "# round workload path latency_us count: every request of the side-by-side runs" >"$SIDE_HIST"
 echo "# round workload path-of-the-even-connections bm-load's JSON (a: even connections, b: odd)" >"$SIDE_RAW"

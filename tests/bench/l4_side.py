@@ -7,6 +7,7 @@ the others to the pod IP. Prints the Markdown section: per workload, pooled
 p50/p90/p99 of both paths, VIP/direct with a 95 % interval from resampling
 rounds, and issue 6's goal (the kernel L4 path within 2 % of no mesh at p50
 and p99) judged on the intervals. Standard library only."""
+import collections
 import os
 import sys
 
@@ -27,53 +28,61 @@ def read(path):
     return out
 
 
+Run = collections.namedtuple("Run", "requests progs conns")
+
+
 def read_progs(path):
-    """{(workload, path): (requests, {program: (runs, ns)})} from l4-progs.txt."""
+    """{(workload, path): Run(requests, {program: (runs, ns)}, connections
+    opened)} from l4-progs.txt. Files written before the connections column
+    (6 fields) were all 32 keep-alive and 8 close connections."""
     out = {}
     for line in lines(path):
         f = line.split()
-        if line.startswith("#") or len(f) != 6:
+        if line.startswith("#") or len(f) not in (6, 7):
             continue
         try:
             runs, ns, n = int(f[3]), int(f[4]), int(f[5])
+            conns = int(f[6]) if len(f) == 7 else (32 if f[0] == "keepalive" else 8)
         except ValueError:
             continue
-        e = out.setdefault((f[0], f[1]), (n, {}))
-        e[1][f[2]] = (runs, ns)
+        e = out.setdefault((f[0], f[1]), Run(n, {}, conns))
+        e.progs[f[2]] = (runs, ns)
     return out
 
 
-def after_connect(progs, path, conns=32):
+def after_connect(progs, path):
     """Program runs per keep-alive request once its connection is open: the
-    keep-alive run's runs less conns times what one new connection costs
-    (the close run's runs per connection), over its requests. None when a
-    run is missing."""
+    keep-alive run's runs less its connections times what one new connection
+    costs (the close run's runs per connection), over its requests. None
+    when a run is missing."""
     k, c = progs.get(("keepalive", path)), progs.get(("close", path))
-    if not k or not c or not k[0] or not c[0]:
+    if not k or not c or not k.requests or not c.requests:
         return None
-    per_conn = sum(r for r, _ in c[1].values()) / c[0]
-    return (sum(r for r, _ in k[1].values()) - conns * per_conn) / k[0]
+    per_conn = sum(r for r, _ in c.progs.values()) / c.requests
+    return (sum(r for r, _ in k.progs.values()) - k.conns * per_conn) / k.requests
 
 
-def progs_section(progs, conns=32):
+def progs_section(progs):
     """The programs' runs and time per request (bpf_stats), VIP and pod IP."""
     if not progs:
         return [], None
+    conns = sorted({e.conns for (w, _), e in progs.items() if w == "keepalive"})
     L = ["", "## What the kernel path runs: bpfmesh programs per request", "",
          "`kernel.bpf_stats_enabled` counts every run of every bpfmesh program (both nodes) and its time,",
          "over one run per path alone (bm-load, the side-by-side rates; keep-alive counts include opening",
-         f"its {conns} connections). Time per run is the kernel's own measure, helpers (the socket",
+         f"its {'/'.join(map(str, conns)) or '?'} connections). Time per run is the kernel's own measure, helpers (the socket",
          "storage's allocation) included; a sampling profiler puts a helper's time under the helper.", "",
          "| workload | path | requests | program | runs per request | ns per run | ns per request |",
          "|---|---|---:|---|---:|---:|---:|"]
     tot = {}
-    for (w, p), (n, pr) in sorted(progs.items(), key=lambda x: (x[0][0] != "keepalive", x[0][1] != "vip")):
+    for (w, p), e in sorted(progs.items(), key=lambda x: (x[0][0] != "keepalive", x[0][1] != "vip")):
+        n, pr = e.requests, e.progs
         for name, (runs, ns) in sorted(pr.items()):
             if not runs:
                 continue
             L.append(f"| {w} | {p} | {n:,} | {name} | {runs / n:.3f} | {ns / runs:,.0f} | {ns / n:,.0f} |")
         tot[(w, p)] = (sum(r for r, _ in pr.values()) / n if n else 0, sum(x for _, x in pr.values()) / n if n else 0)
-    ka = {p: after_connect(progs, p, conns) for p in ("vip", "direct")}
+    ka = {p: after_connect(progs, p) for p in ("vip", "direct")}
     S = []
     if ("close", "vip") in tot and ("close", "direct") in tot:
         dv = tot[("close", "vip")][1] - tot[("close", "direct")][1]

@@ -201,6 +201,21 @@ class SideBySide(unittest.TestCase):
         self.assertAlmostEqual(l4_side.after_connect(progs, "vip"), 2.0)
         self.assertIsNone(l4_side.after_connect({}, "vip"))
 
+    def test_l4_progs_connections_column(self):
+        # Written with the connections each run opened: 16 keep-alive
+        # connections, each costing what a close run's connection costs.
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+            f.write("keepalive vip bm_connect4 16 67200 10000 16\nkeepalive vip bm_sockops 208 41600 10000 16\n")
+            f.write("close vip bm_connect4 5000 21000000 5000 4\nclose vip bm_sockops 65000 13000000 5000 4\n")
+        try:
+            progs = l4_side.read_progs(f.name)
+        finally:
+            os.unlink(f.name)
+        self.assertEqual(progs[("keepalive", "vip")].conns, 16)
+        self.assertEqual(progs[("close", "vip")].conns, 4)
+        self.assertAlmostEqual(l4_side.after_connect(progs, "vip"), 0.0)
+        self.assertIn("opening its 16 connections", "\n".join(l4_side.progs_section(progs)[0]).replace("\n", " "))
+
     def test_l4_keepalive_same_path(self):
         rounds = {r: ({100: 980, 150: 20 + (r % 2)}, {100: 980, 150: 20 + ((r + 1) % 2)}) for r in range(1, 7)}
         rnd = random.Random(2)

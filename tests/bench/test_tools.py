@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""Checks the two tools the scrape estimator reads from, end to end:
+bm-load's --trace-out (against a small HTTP server on loopback) and
+exposure.py's command line (on made-up traces and scrapes whose exposed
+requests are counted here by brute force). Run by `make unit`; needs gcc
+and the standard library only."""
+import http.server
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        # One write: headers and body apart would wait for the client's
+        # delayed ACK (Nagle), 40 ms a response.
+        self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    def log_message(self, *args):
+        pass
+
+
+def pct(sorted_v, p):
+    """bm-load's percentile: the ceil(p * n)-th smallest value."""
+    n = len(sorted_v)
+    i = min(max(math.ceil(p * n), 1), n)
+    return sorted_v[i - 1]
+
+
+class BmLoadTrace(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.load = os.path.join(cls.tmp.name, "bm-load")
+        subprocess.run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter", "-o", cls.load,
+                        os.path.join(HERE, "bm-load.c"), "-lm"], check=True)
+        cls.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        cls.thread = threading.Thread(target=cls.srv.serve_forever, daemon=True)
+        cls.thread.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.srv.shutdown()
+        cls.srv.server_close()
+        cls.tmp.cleanup()
+
+    def run_load(self, *extra):
+        trace = os.path.join(self.tmp.name, "trace.txt")
+        before = time.monotonic_ns() // 1000
+        out = subprocess.run([self.load, "--addr", f"127.0.0.1:{self.srv.server_address[1]}", "--conns", "2",
+                              "--rate", "200", "--duration", "1.5", "--warmup", "0.3", "--trace-out", trace,
+                              *extra], check=True, capture_output=True, text=True, timeout=30).stdout
+        after = time.monotonic_ns() // 1000
+        with open(trace) as f:
+            rows = [tuple(int(x) for x in line.split()) for line in f]
+        return json.loads(out), rows, before, after
+
+    def test_one_line_per_recorded_request(self):
+        res, rows, before, after = self.run_load()
+        self.assertEqual(res["errors"], 0)
+        self.assertGreater(res["requests"], 250)
+        self.assertEqual(len(rows), res["requests"])
+        self.assertTrue(all(len(r) == 2 for r in rows))
+        # Due times are CLOCK_MONOTONIC us of this run, after the warm-up,
+        # 1 / rate apart (the open loop's schedule).
+        dues = sorted(d for d, _ in rows)
+        self.assertGreaterEqual(dues[0], before + 300000 - 1000)
+        self.assertLessEqual(dues[-1], after)
+        gaps = {b - a for a, b in zip(dues, dues[1:])}
+        self.assertTrue(gaps <= {4999, 5000, 5001}, sorted(gaps)[:5])
+        # The latencies are the ones the percentiles were taken from.
+        lat = sorted(x for _, x in rows)
+        for p, key in ((0.5, "p50_us"), (0.99, "p99_us"), (0.999, "p999_us")):
+            self.assertEqual(pct(lat, p), res[key], key)
+        self.assertEqual(lat[-1], res["max_us"])
+        self.assertLess(res["p50_us"], 100000)
+
+    def test_split_period_parity_matches_due(self):
+        res, rows, _, _ = self.run_load("--split-period", "0.5")
+        even = sum(1 for d, _ in rows if (d // 500000) % 2 == 0)
+        self.assertEqual(even, res["even"]["requests"])
+        self.assertEqual(len(rows) - even, res["odd"]["requests"])
+
+
+def exposed(due, lat, intervals):
+    return any(due <= e and s <= due + lat for s, e in intervals)
+
+
+class ExposureCli(unittest.TestCase):
+    """Round 3: one scraped run (parity 0: scrapes in even 1-second windows)
+    and its control; a request every 7 ms, slow ones near the two scrapes."""
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        d = self.tmp.name
+        self.traces = os.path.join(d, "traces")
+        os.mkdir(self.traces)
+        base = 100_000_000  # 100 s: window 100 is even
+        self.rows = []
+        for i in range(650):  # 4.55 s: windows 100 to 104
+            due = base + i * 7000
+            off = (due - base) % 1_000_000
+            near = (due // 1_000_000) in (100, 102) and 250_000 <= off < 262_000
+            lat = 3000 if near else 300 + (i % 13)
+            self.rows.append((due, lat))
+        for scen in ("l7-scraped", "l7"):
+            with open(os.path.join(self.traces, f"trace-3-{scen}-0.txt"), "w") as f:
+                f.writelines(f"{d_} {x}\n" for d_, x in self.rows)
+        # Neither is read: not a trace name, and an empty trace.
+        open(os.path.join(self.traces, "notes.txt"), "w").close()
+        open(os.path.join(self.traces, "trace-4-l7-0.txt"), "w").close()
+        # Two fetches per moment (both nodes, one after the other), 1.0 and
+        # 1.5 ms, at 0.25 s into windows 100 and 102; merged: 2.6 ms each.
+        self.scrapes = os.path.join(d, "scrape.txt")
+        with open(self.scrapes, "w") as f:
+            f.write("# round node_ip http_code bytes seconds start\n")
+            for w in (100, 102):
+                s = w + 0.25
+                f.write(f"3 198.19.255.1 200 9000 0.001000 {s:.6f}\n")
+                f.write(f"3 198.19.255.2 200 9000 0.001500 {s + 0.0011:.6f}\n")
+        self.out = os.path.join(d, "exposure.txt")
+        subprocess.run([sys.executable, "-B", os.path.join(HERE, "exposure.py"), "--traces", self.traces,
+                        "--scrapes", self.scrapes, "--period", "1", "--guards", "0 20", "--out", self.out],
+                       check=True, timeout=60)
+        self.tables = {}
+        with open(self.out) as f:
+            self.header = f.readline()
+            for line in f:
+                r, scen, g, side, us, n = line.split()
+                t = self.tables.setdefault((int(r), scen, g, side), {})
+                t[int(us)] = t.get(int(us), 0) + int(n)
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def expect(self, moments, guard_us):
+        dur = 2600
+        iv = [(s, s + dur + guard_us) for s in moments]
+        h_all, h_un = {}, {}
+        for due, lat in self.rows:
+            if (due // 1_000_000) % 2:
+                continue
+            h_all[lat] = h_all.get(lat, 0) + 1
+            if not exposed(due, lat, iv):
+                h_un[lat] = h_un.get(lat, 0) + 1
+        return h_all, h_un
+
+    def test_median_scrape_length_in_header(self):
+        self.assertIn("2.600 ms", self.header)
+
+    def test_scraped_run_leaves_out_what_overlapped_a_scrape(self):
+        moments = [100_250_000, 102_250_000]
+        for g in (0, 20):
+            h_all, h_un = self.expect(moments, g * 1000)
+            self.assertEqual(self.tables[(3, "l7-scraped", "-", "all")], h_all)
+            self.assertEqual(self.tables[(3, "l7-scraped", str(g), "unexposed")], h_un)
+        # The slow requests near the scrapes are the ones left out.
+        self.assertNotIn(3000, self.tables[(3, "l7-scraped", "20", "unexposed")])
+        self.assertLess(sum(self.tables[(3, "l7-scraped", "0", "unexposed")].values()),
+                        sum(self.tables[(3, "l7-scraped", "-", "all")].values()))
+
+    def test_control_gets_virtual_scrapes_at_the_scrapers_moments(self):
+        # Every even window of the trace, 0.25 s in: 100, 102 and 104.
+        moments = [100_250_000, 102_250_000, 104_250_000]
+        for g in (0, 20):
+            h_all, h_un = self.expect(moments, g * 1000)
+            self.assertEqual(self.tables[(3, "l7", "-", "all")], h_all)
+            self.assertEqual(self.tables[(3, "l7", str(g), "unexposed")], h_un)
+
+    def test_ignores_other_files_and_empty_traces(self):
+        self.assertEqual({k[:2] for k in self.tables}, {(3, "l7-scraped"), (3, "l7")})
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=1)
