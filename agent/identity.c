@@ -331,17 +331,30 @@ struct bm_svid *bm_identity_get(struct bm_identity_mgr *m, const char *spiffe_id
 	return s;
 }
 
-size_t bm_identity_expiries(struct bm_identity_mgr *m, struct bm_svid_expiry *out, size_t max)
+struct bm_svid_expiry *bm_identity_expiries(struct bm_identity_mgr *m, size_t *n)
 {
-	size_t n = 0;
+	struct bm_svid_expiry *out = NULL;
+	size_t chars = 0;
+	char *pool;
 
 	pthread_mutex_lock(&m->lock);
-	for (size_t i = 0; i < m->n && n < max; i++, n++) {
-		snprintf(out[n].id, sizeof(out[n].id), "%s", m->ents[i].svid->id);
-		out[n].not_after = m->ents[i].svid->not_after;
+	*n = 0;
+	for (size_t i = 0; i < m->n; i++)
+		chars += strlen(m->ents[i].svid->id) + 1;
+	/* One block: the entries, then their ids. */
+	if (m->n)
+		out = malloc(m->n * sizeof(*out) + chars);
+	pool = out ? (char *)(out + m->n) : NULL;
+	for (size_t i = 0; out && i < m->n; i++, (*n)++) {
+		size_t len = strlen(m->ents[i].svid->id) + 1;
+
+		memcpy(pool, m->ents[i].svid->id, len);
+		out[i].id = pool;
+		out[i].not_after = m->ents[i].svid->not_after;
+		pool += len;
 	}
 	pthread_mutex_unlock(&m->lock);
-	return n;
+	return out;
 }
 
 json_t *bm_identity_list_json(struct bm_identity_mgr *m)

@@ -93,10 +93,12 @@ int bm_identity_td_trusted(const struct bm_identity_mgr *m, const char *td);
 /* The SVIDs held now, for the metrics: up to max of (SPIFFE ID, notAfter),
  * in issue order. Returns how many were written. */
 struct bm_svid_expiry {
-	char id[BM_SPIFFE_ID_MAX + 1];
+	const char *id;
 	time_t not_after;
 };
-size_t bm_identity_expiries(struct bm_identity_mgr *m, struct bm_svid_expiry *out, size_t max);
+/* Every SVID held: id and notAfter, as many as there are (*n), in one block
+ * to free() (the ids included); NULL with *n = 0 when none or out of memory. */
+struct bm_svid_expiry *bm_identity_expiries(struct bm_identity_mgr *m, size_t *n);
 
 /* For `meshctl cert ls`: {"trust_domain","ttl_seconds","identities":[{
  * "spiffe_id","serial","not_before","not_after","refresh_at"}]}. */

@@ -261,12 +261,13 @@ static void render_breakers(struct bm_prom *p)
 }
 
 /* Certificates this node holds: every workload SVID's notAfter and, when
- * this node holds the CA, the root's; issue and rotation counters. */
-#define MAX_SVIDS 1024
+ * this node holds the CA, the root's; issue and rotation counters. The
+ * copy is sized by the SVIDs held (a fixed table of 1,024 ids of up to 2 KB
+ * was 2 MB to zero on every scrape). */
 static void render_identity(struct bm_agent *a, struct bm_prom *p)
 {
-	struct bm_svid_expiry *e = calloc(MAX_SVIDS, sizeof(*e));
-	size_t n = e ? bm_identity_expiries(&a->idm, e, MAX_SVIDS) : 0;
+	size_t n;
+	struct bm_svid_expiry *e = bm_identity_expiries(&a->idm, &n);
 	struct bm_prom_label l[2];
 	time_t root_na;
 

@@ -725,6 +725,24 @@ static void test_identity_rotation(void)
 	CU_ASSERT_EQUAL(json_integer_value(json_object_get(j, "rotated_total")), 4);
 	json_decref(j);
 
+	/* What the metrics export: every SVID held, its own copy of the id. */
+	{
+		size_t n = 99;
+		struct bm_svid_expiry *e = bm_identity_expiries(&m, &n);
+
+		CU_ASSERT_EQUAL_FATAL(n, 2);
+		CU_ASSERT_FATAL(e != NULL);
+		CU_ASSERT_STRING_EQUAL(e[0].id, ID_A);
+		CU_ASSERT_STRING_EQUAL(e[1].id, ID_B);
+		CU_ASSERT_EQUAL(e[0].not_after, t0 + 20);
+		CU_ASSERT_EQUAL(e[1].not_after, t0 + 20);
+		a1 = bm_identity_get(&m, ID_A);
+		CU_ASSERT_FATAL(a1 != NULL);
+		CU_ASSERT_PTR_NOT_EQUAL(e[0].id, a1->id);
+		bm_svid_put(a1);
+		free(e);
+	}
+
 	/* bob's workloads left the node: his identity goes; a bad pair is
 	 * reported but does not stop the rest. */
 	CU_ASSERT_EQUAL(bm_identity_sync(&m, only_a, 2, t0 + 10), -EINVAL);
@@ -736,6 +754,12 @@ static void test_identity_rotation(void)
 	CU_ASSERT_EQUAL(bm_identity_sync(&m, NULL, 0, t0 + 10), 0);
 	CU_ASSERT_EQUAL(m.n, 0);
 	CU_ASSERT_EQUAL(bm_identity_next_refresh(&m), 0);
+	{
+		size_t n = 99;
+
+		CU_ASSERT_PTR_NULL(bm_identity_expiries(&m, &n));
+		CU_ASSERT_EQUAL(n, 0);
+	}
 	bm_identity_free(&m);
 
 	/* Configuration errors. */
