@@ -36,6 +36,16 @@ def run(rnd, effect, sigma, rounds=20, windows=20, first=1000):
     return out
 
 
+def read_progs_text(text):
+    """l4_side.read_progs of an l4-progs.txt holding text."""
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        f.write(text)
+    try:
+        return l4_side.read_progs(f.name)
+    finally:
+        os.unlink(f.name)
+
+
 class Estimators(unittest.TestCase):
     def test_no_effect_quiet_machine_is_met(self):
         rnd = random.Random(7)
@@ -176,18 +186,14 @@ class SideBySide(unittest.TestCase):
         self.assertIn("keepalive **met**; close **not met**", text)
 
     def test_l4_progs(self):
-        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
-            f.write("# header\n")
+        progs = read_progs_text(
+            "# header\n"
             # keep-alive: 32 connections' worth of runs, nothing per request
-            f.write("keepalive vip bm_connect4 32 134400 10000\nkeepalive vip bm_sockops 416 83200 10000\n")
-            f.write("keepalive direct bm_connect4 32 19200 10000\nkeepalive direct bm_sockops 288 43200 10000\n")
-            f.write("close vip bm_connect4 5000 21000000 5000\nclose vip bm_sockops 65000 13000000 5000\n")
-            f.write("close direct bm_connect4 5000 3000000 5000\nclose direct bm_sockops 45000 6750000 5000\n")
-            f.write("close direct bm_getpeername4 0 0 5000\nbad line\n")
-        try:
-            progs = l4_side.read_progs(f.name)
-        finally:
-            os.unlink(f.name)
+            "keepalive vip bm_connect4 32 134400 10000\nkeepalive vip bm_sockops 416 83200 10000\n"
+            "keepalive direct bm_connect4 32 19200 10000\nkeepalive direct bm_sockops 288 43200 10000\n"
+            "close vip bm_connect4 5000 21000000 5000\nclose vip bm_sockops 65000 13000000 5000\n"
+            "close direct bm_connect4 5000 3000000 5000\nclose direct bm_sockops 45000 6750000 5000\n"
+            "close direct bm_getpeername4 0 0 5000\nbad line\n")
         self.assertEqual(progs[("close", "vip")][1]["bm_connect4"], (5000, 21000000))
         self.assertAlmostEqual(l4_side.after_connect(progs, "vip"), 0.0)
         self.assertAlmostEqual(l4_side.after_connect(progs, "direct"), 0.0)
@@ -204,13 +210,9 @@ class SideBySide(unittest.TestCase):
     def test_l4_progs_connections_column(self):
         # Written with the connections each run opened: 16 keep-alive
         # connections, each costing what a close run's connection costs.
-        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
-            f.write("keepalive vip bm_connect4 16 67200 10000 16\nkeepalive vip bm_sockops 208 41600 10000 16\n")
-            f.write("close vip bm_connect4 5000 21000000 5000 4\nclose vip bm_sockops 65000 13000000 5000 4\n")
-        try:
-            progs = l4_side.read_progs(f.name)
-        finally:
-            os.unlink(f.name)
+        progs = read_progs_text(
+            "keepalive vip bm_connect4 16 67200 10000 16\nkeepalive vip bm_sockops 208 41600 10000 16\n"
+            "close vip bm_connect4 5000 21000000 5000 4\nclose vip bm_sockops 65000 13000000 5000 4\n")
         self.assertEqual(progs[("keepalive", "vip")].conns, 16)
         self.assertEqual(progs[("close", "vip")].conns, 4)
         self.assertAlmostEqual(l4_side.after_connect(progs, "vip"), 0.0)
