@@ -338,14 +338,14 @@ struct bm_svid_expiry *bm_identity_expiries(struct bm_identity_mgr *m, size_t *n
 	char *pool;
 
 	pthread_mutex_lock(&m->lock);
-	*n = 0;
 	for (size_t i = 0; i < m->n; i++)
 		chars += strlen(m->ents[i].svid->id) + 1;
 	/* One block: the entries, then their ids. */
 	if (m->n)
 		out = malloc(m->n * sizeof(*out) + chars);
+	*n = out ? m->n : 0;
 	pool = out ? (char *)(out + m->n) : NULL;
-	for (size_t i = 0; out && i < m->n; i++, (*n)++) {
+	for (size_t i = 0; i < *n; i++) {
 		size_t len = strlen(m->ents[i].svid->id) + 1;
 
 		memcpy(pool, m->ents[i].svid->id, len);

@@ -90,14 +90,13 @@ int bm_identity_trust_add(struct bm_identity_mgr *m, X509 *root);
 /* Is td our trust domain or one of its aliases? */
 int bm_identity_td_trusted(const struct bm_identity_mgr *m, const char *td);
 
-/* The SVIDs held now, for the metrics: up to max of (SPIFFE ID, notAfter),
- * in issue order. Returns how many were written. */
+/* The SVIDs held now, for the metrics: every one's SPIFFE ID and notAfter,
+ * in issue order, *n of them in one block to free() (the ids included);
+ * NULL with *n = 0 when none are held or out of memory. */
 struct bm_svid_expiry {
 	const char *id;
 	time_t not_after;
 };
-/* Every SVID held: id and notAfter, as many as there are (*n), in one block
- * to free() (the ids included); NULL with *n = 0 when none or out of memory. */
 struct bm_svid_expiry *bm_identity_expiries(struct bm_identity_mgr *m, size_t *n);
 
 /* For `meshctl cert ls`: {"trust_domain","ttl_seconds","identities":[{

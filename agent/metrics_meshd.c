@@ -261,9 +261,7 @@ static void render_breakers(struct bm_prom *p)
 }
 
 /* Certificates this node holds: every workload SVID's notAfter and, when
- * this node holds the CA, the root's; issue and rotation counters. The
- * copy is sized by the SVIDs held (a fixed table of 1,024 ids of up to 2 KB
- * was 2 MB to zero on every scrape). */
+ * this node holds the CA, the root's; issue and rotation counters. */
 static void render_identity(struct bm_agent *a, struct bm_prom *p)
 {
 	size_t n;

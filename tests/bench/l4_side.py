@@ -33,16 +33,14 @@ Run = collections.namedtuple("Run", "requests progs conns")
 
 def read_progs(path):
     """{(workload, path): Run(requests, {program: (runs, ns)}, connections
-    opened)} from l4-progs.txt. Files written before the connections column
-    (6 fields) were all 32 keep-alive and 8 close connections."""
+    opened)} from l4-progs.txt."""
     out = {}
     for line in lines(path):
         f = line.split()
-        if line.startswith("#") or len(f) not in (6, 7):
+        if line.startswith("#") or len(f) != 7:
             continue
         try:
-            runs, ns, n = int(f[3]), int(f[4]), int(f[5])
-            conns = int(f[6]) if len(f) == 7 else (32 if f[0] == "keepalive" else 8)
+            runs, ns, n, conns = int(f[3]), int(f[4]), int(f[5]), int(f[6])
         except ValueError:
             continue
         e = out.setdefault((f[0], f[1]), Run(n, {}, conns))

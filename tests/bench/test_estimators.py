@@ -189,11 +189,11 @@ class SideBySide(unittest.TestCase):
         progs = read_progs_text(
             "# header\n"
             # keep-alive: 32 connections' worth of runs, nothing per request
-            "keepalive vip bm_connect4 32 134400 10000\nkeepalive vip bm_sockops 416 83200 10000\n"
-            "keepalive direct bm_connect4 32 19200 10000\nkeepalive direct bm_sockops 288 43200 10000\n"
-            "close vip bm_connect4 5000 21000000 5000\nclose vip bm_sockops 65000 13000000 5000\n"
-            "close direct bm_connect4 5000 3000000 5000\nclose direct bm_sockops 45000 6750000 5000\n"
-            "close direct bm_getpeername4 0 0 5000\nbad line\n")
+            "keepalive vip bm_connect4 32 134400 10000 32\nkeepalive vip bm_sockops 416 83200 10000 32\n"
+            "keepalive direct bm_connect4 32 19200 10000 32\nkeepalive direct bm_sockops 288 43200 10000 32\n"
+            "close vip bm_connect4 5000 21000000 5000 8\nclose vip bm_sockops 65000 13000000 5000 8\n"
+            "close direct bm_connect4 5000 3000000 5000 8\nclose direct bm_sockops 45000 6750000 5000 8\n"
+            "close direct bm_getpeername4 0 0 5000 8\nbad line\n")
         self.assertEqual(progs[("close", "vip")][1]["bm_connect4"], (5000, 21000000))
         self.assertAlmostEqual(l4_side.after_connect(progs, "vip"), 0.0)
         self.assertAlmostEqual(l4_side.after_connect(progs, "direct"), 0.0)
