@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -19,10 +20,12 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <zlib.h>
 #include "prom.h"
 
 #define REQ_MAX          4096    /* request line + headers we accept */
@@ -30,6 +33,9 @@
 #define BM_PROM_NICE     19      /* the endpoint thread's nice value */
 #define BM_PROM_SEND_PIECE (16 * 1024) /* bytes per send() of a response */
 #define CONN_TIMEOUT_MS  10000   /* whole exchange, response included */
+/* zlib level of a gzip response: 1 makes an exposition (long label sets
+ * repeated per bucket) about 20 times smaller, at a third of the CPU of 6. */
+#define GZIP_LEVEL       1
 
 static const char *const type_names[] = {
 	[BM_PROM_COUNTER] = "counter",
@@ -274,6 +280,8 @@ struct bm_prom_server {
 	void *arg;
 	const char *path;            /* the one path served */
 	const char *content_type;    /* of a 200 */
+	z_stream z;                  /* gzip state, kept between responses */
+	int z_ready;
 };
 
 static uint64_t now_ms(void)
@@ -346,6 +354,116 @@ static ssize_t read_request(int fd, char *buf, size_t cap, uint64_t deadline)
 	return -1;
 }
 
+/* The q of one list element's parameters (";q=0.5"): 1 when absent, -1
+ * when malformed. p points just past the coding's name. */
+static double coding_q(const char *p, const char *end)
+{
+	while (p < end) {
+		char num[8];
+		size_t n;
+		char *stop;
+		double q;
+
+		while (p < end && (*p == ' ' || *p == '\t' || *p == ';'))
+			p++;
+		if (end - p < 2 || (p[0] != 'q' && p[0] != 'Q') || p[1] != '=') {
+			/* another parameter: skip it */
+			while (p < end && *p != ';')
+				p++;
+			continue;
+		}
+		p += 2;
+		n = strcspn(p, " \t;,\r\n");
+		if (n == 0 || n >= sizeof(num) || p + n > end)
+			return -1;
+		memcpy(num, p, n);
+		num[n] = 0;
+		q = strtod(num, &stop);
+		if (*stop || q < 0 || q > 1)
+			return -1;
+		return q;
+	}
+	return 1;
+}
+
+int bm_http_accepts_gzip(const char *req)
+{
+	static const char name[] = "accept-encoding";
+	double gzip_q = -1, star_q = -1;
+	const char *line = strchr(req, '\n');
+
+	/* Every Accept-Encoding line of the header block (a field may be
+	 * split over several lines; RFC 9110 joins them with commas). */
+	while (line && line[1] && line[1] != '\r' && line[1] != '\n') {
+		const char *v = line + 1, *eol = v + strcspn(v, "\r\n");
+
+		line = *eol ? strchr(eol, '\n') : NULL;
+		if (strncasecmp(v, name, sizeof(name) - 1) || v[sizeof(name) - 1] != ':')
+			continue;
+		v += sizeof(name);
+		while (v < eol) {
+			const char *elt_end = v + strcspn(v, ",\r\n"), *c;
+			size_t n;
+			double q;
+
+			if (elt_end > eol)
+				elt_end = eol;
+			while (v < elt_end && (*v == ' ' || *v == '\t'))
+				v++;
+			c = v;
+			n = strcspn(c, " \t;,\r\n");
+			q = coding_q(c + n, elt_end);
+			if (q >= 0 && ((n == 4 && !strncasecmp(c, "gzip", 4)) ||
+				       (n == 6 && !strncasecmp(c, "x-gzip", 6))))
+				gzip_q = q;
+			else if (q >= 0 && n == 1 && *c == '*')
+				star_q = q;
+			v = elt_end + (elt_end < eol);
+		}
+	}
+	/* An explicit gzip wins over "*", and q=0 means "not this". */
+	return gzip_q >= 0 ? gzip_q > 0 : star_q > 0;
+}
+
+/* in -> a gzip member in *out (malloc'd). Reuses the server's zlib state:
+ * setting one up allocates and clears some 260 KB, more than compressing a
+ * scrape's exposition costs. */
+static int gzip_body(struct bm_prom_server *srv, const char *in, size_t len, char **out,
+		     size_t *out_len)
+{
+	z_stream *z = &srv->z;
+	uLong cap;
+	int rc;
+
+	if (len > UINT_MAX)
+		return -E2BIG;
+	if (!srv->z_ready) {
+		memset(z, 0, sizeof(*z));
+		/* windowBits 15 + 16: a gzip header and trailer, not zlib's */
+		if (deflateInit2(z, GZIP_LEVEL, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+			return -ENOMEM;
+		srv->z_ready = 1;
+	} else if (deflateReset(z) != Z_OK) {
+		return -EIO;
+	}
+	cap = deflateBound(z, (uLong)len);
+	*out = malloc(cap);
+	if (!*out)
+		return -ENOMEM;
+	z->next_in = (Bytef *)(uintptr_t)in;
+	z->avail_in = (uInt)len;
+	z->next_out = (Bytef *)*out;
+	z->avail_out = (uInt)cap;
+	rc = deflate(z, Z_FINISH);
+	if (rc != Z_STREAM_END) {
+		free(*out);
+		*out = NULL;
+		return -EIO;
+	}
+	*out_len = cap - z->avail_out;
+	return 0;
+}
+
 static void serve_one(struct bm_prom_server *srv, int fd)
 {
 	static const char text[] = "text/plain; charset=utf-8";
@@ -391,7 +509,20 @@ static void serve_one(struct bm_prom_server *srv, int fd)
 	} else if (err) {
 		reply(fd, "500 Internal Server Error", text, NULL, "render failed\n", 14, 0, deadline);
 	} else {
-		reply(fd, "200 OK", srv->content_type, NULL, body, len, head, deadline);
+		char *gz = NULL;
+		size_t gz_len = 0;
+
+		/* Compressed when the client says it takes gzip (Prometheus
+		 * does): a twentieth of the bytes for the kernel to carry. A
+		 * HEAD gets the length its GET would. */
+		if (bm_http_accepts_gzip(buf) && !gzip_body(srv, body, len, &gz, &gz_len))
+			reply(fd, "200 OK", srv->content_type,
+			      "Content-Encoding: gzip\r\nVary: Accept-Encoding\r\n", gz, gz_len, head,
+			      deadline);
+		else
+			reply(fd, "200 OK", srv->content_type, "Vary: Accept-Encoding\r\n", body, len,
+			      head, deadline);
+		free(gz);
 	}
 	free(body);
 }
@@ -521,5 +652,7 @@ void bm_prom_server_stop(struct bm_prom_server *srv)
 	shutdown(srv->fd, SHUT_RDWR);   /* wakes accept() */
 	pthread_join(srv->thread, NULL);
 	close(srv->fd);
+	if (srv->z_ready)
+		deflateEnd(&srv->z);
 	free(srv);
 }

@@ -74,6 +74,11 @@ int bm_prom_serve(const char *addr, int (*render)(void *arg, FILE *f), void *arg
  * content_type must outlive the server. */
 int bm_http_serve(const char *addr, const char *path, const char *content_type,
 		  int (*render)(void *arg, FILE *f), void *arg, struct bm_prom_server **out);
+/* 1 when an HTTP request's header block (NUL-terminated, request line
+ * first) accepts a gzip body: Accept-Encoding names gzip or x-gzip, or "*",
+ * with a q above 0 (an explicit gzip;q=0 refuses it). The endpoint then
+ * answers a 200 with Content-Encoding: gzip. Exposed for tests. */
+int bm_http_accepts_gzip(const char *req);
 /* The bound port (for an addr with port 0), or -errno. */
 int bm_prom_server_port(const struct bm_prom_server *srv);
 /* Stop the thread (within the per-connection deadline) and free srv. */

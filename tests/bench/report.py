@@ -45,6 +45,7 @@ ap.add_argument("--l7-exposure", default="")
 ap.add_argument("--exposure-guard", type=int, default=-1)
 ap.add_argument("--scrape-period", type=float, default=0)
 ap.add_argument("--scraper-nice", type=int, default=0)
+ap.add_argument("--scrape-gzip", type=int, default=0)
 for a in ("scrape-secs", "scrape-rate"):
     ap.add_argument("--" + a, type=int, default=0)
 o = ap.parse_args()
@@ -78,7 +79,9 @@ def l7_scrape_section(o, runs):
          f"{o.scrape_secs} s per run, twice per round in rotated order: `l7` without scraping and",
          "`l7-scraped` with a scraper in the hub netns (where t_81's Prometheus sits) fetching both",
          "nodes' `/metrics` on :15020 every second (one python process for the run, a connection per",
-         f"fetch, 0.9 s bound, at nice {o.scraper_nice}) in every other {o.scrape_period:g}-second window of",
+         f"fetch, 0.9 s bound, at nice {o.scraper_nice}, "
+         + ("asking for gzip as Prometheus does" if o.scrape_gzip else "asking for plain text") +
+         f") in every other {o.scrape_period:g}-second window of",
          "CLOCK_MONOTONIC (the even ones in odd rounds, the odd ones in even rounds), as Prometheus would",
          "from another host. bm-load reports the requests of the two kinds of window apart: the goal is",
          "judged on all rounds' scraped windows against their quiet",

@@ -125,6 +125,14 @@ ip netns exec bmn-node1 curl -sS --max-time 5 -D "$hdr" -o "$body" http://127.0.
 grep -qi '^content-type: text/plain; version=0.0.4; charset=utf-8' "$hdr" ||
   fail "content type: $(grep -i content-type "$hdr")"
 expect_eq "HTTP opened_total" "$(series "$body" istio_tcp_connections_opened_total)" $N
+# Asked for gzip, as Prometheus asks: the same exposition, compressed.
+ip netns exec bmn-node1 curl -sS --max-time 5 -H 'Accept-Encoding: gzip' -D "$hdr" -o "$body.gz" \
+  http://127.0.0.1:15020/metrics || fail "GET :15020/metrics (gzip) failed"
+grep -qi '^content-encoding: gzip' "$hdr" || fail "no Content-Encoding: gzip: $(tr -d '\r' <"$hdr")"
+gunzip -c "$body.gz" >"$body.txt" || fail "the gzip body does not decompress"
+expect_eq "gzip opened_total" "$(series "$body.txt" istio_tcp_connections_opened_total)" $N
+lint=$(promtool check metrics <"$body.txt" 2>&1) && [ -z "$lint" ] || fail "promtool check metrics (gzip): $lint"
+log "ok: gzip $(stat -c %s "$body.gz") bytes for $(stat -c %s "$body.txt") of text"
 code=$(ip netns exec bmn-node1 curl -s --max-time 5 -o /dev/null -w '%{http_code}' http://127.0.0.1:15020/other)
 expect_eq "GET /other" "$code" 404
 

@@ -11,6 +11,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <zlib.h>
 #include "unit.h"
 #include "../../agent/agent.h"
 #include "../../agent/metrics.h"
@@ -729,13 +730,15 @@ static int render_fixed(void *arg, FILE *f)
 	return 0;
 }
 
+static size_t resp_len;   /* of http_exchange's last response (bodies may hold NULs) */
+
 /* One request on a fresh connection; returns the whole response. */
 static char *http_exchange(int port, const char *req, size_t req_len)
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
 				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	struct timeval tv = { .tv_sec = 5 };
-	static char resp[8192];
+	static char resp[256 * 1024];
 	size_t len = 0;
 	ssize_t n;
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -753,6 +756,7 @@ static char *http_exchange(int port, const char *req, size_t req_len)
 	while (len < sizeof(resp) - 1 && (n = read(fd, resp + len, sizeof(resp) - 1 - len)) > 0)
 		len += (size_t)n;
 	resp[len] = 0;
+	resp_len = len;
 	close(fd);
 	return resp;
 }
@@ -799,6 +803,157 @@ static void test_http_endpoint(void)
 	CU_ASSERT_PTR_NOT_NULL(strstr(http_exchange(port, NULL, 0), "400 Bad Request"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(http_exchange(port, cases[0].req, strlen(cases[0].req)), "200 OK"));
 	bm_prom_server_stop(srv);
+}
+
+/* Accept-Encoding as RFC 9110 reads it: names are case-insensitive, q=0
+ * refuses, an explicit gzip beats "*", several lines add up. */
+static void test_accepts_gzip(void)
+{
+	static const struct {
+		const char *req;
+		int gzip;
+	} cases[] = {
+		{ "GET /metrics HTTP/1.1\r\n\r\n", 0 },
+		{ "GET /metrics HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\n", 1 },
+		/* Prometheus 2 and 3 */
+		{ "GET /metrics HTTP/1.1\r\nHost: n\r\nUser-Agent: Prometheus/2.42.0\r\n"
+		  "Accept: text/plain;version=0.0.4;q=1,*/*;q=0.1\r\nAccept-Encoding: gzip\r\n"
+		  "X-Prometheus-Scrape-Timeout-Seconds: 10\r\n\r\n", 1 },
+		{ "GET /metrics HTTP/1.1\r\naccept-encoding:deflate, GZip;q=0.5\r\n\r\n", 1 },
+		{ "GET /metrics HTTP/1.1\r\nAccept-Encoding: x-gzip\r\n\r\n", 1 },
+		{ "GET /metrics HTTP/1.1\r\nAccept-Encoding: *\r\n\r\n", 1 },
+		{ "GET /metrics HTTP/1.1\r\nAccept-Encoding: gzip;q=0\r\n\r\n", 0 },
+		{ "GET /metrics HTTP/1.1\r\nAccept-Encoding: gzip; q=0.000\r\n\r\n", 0 },
+		{ "GET /metrics HTTP/1.1\r\nAccept-Encoding: *, gzip;q=0\r\n\r\n", 0 },
+		{ "GET /metrics HTTP/1.1\r\nAccept-Encoding: *;q=0\r\n\r\n", 0 },
+		{ "GET /metrics HTTP/1.1\r\nAccept-Encoding: identity\r\n\r\n", 0 },
+		{ "GET /metrics HTTP/1.1\r\nAccept-Encoding: br, deflate\r\n"
+		  "Accept-Encoding: gzip\r\n\r\n", 1 },
+		{ "GET /metrics HTTP/1.1\r\nAccept-Encoding: gzipx, xgzip\r\n\r\n", 0 },
+		{ "GET /metrics HTTP/1.1\r\nAccept-Encoding: gzip;q=2\r\n\r\n", 0 },
+		{ "GET /metrics HTTP/1.1\r\nAccept-Encoding: gzip;q=abc\r\n\r\n", 0 },
+		{ "GET /metrics HTTP/1.1\r\nAccept-Encoding: gzip;level=1;q=0.8\r\n\r\n", 1 },
+		/* another header that mentions gzip is not Accept-Encoding */
+		{ "GET /metrics HTTP/1.1\r\nX-Accept-Encoding: gzip\r\nAccept-Encodings: gzip\r\n\r\n", 0 },
+		/* nothing after the header block counts */
+		{ "GET /metrics HTTP/1.1\r\n\r\nAccept-Encoding: gzip\r\n\r\n", 0 },
+		{ "GET /metrics HTTP/1.0\nAccept-Encoding: gzip\n\n", 1 },
+		{ "GET /metrics HTTP/1.1\r\nAccept-Encoding:\r\n\r\n", 0 },
+		{ "GET /metrics HTTP/1.1\r\nAccept-Encoding: ;;,,;q=\r\n\r\n", 0 },
+		{ "", 0 },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int got = bm_http_accepts_gzip(cases[i].req);
+
+		if (got != cases[i].gzip)
+			fprintf(stderr, "case %zu: %d for %s\n", i, got, cases[i].req);
+		CU_ASSERT_EQUAL(got, cases[i].gzip);
+	}
+}
+
+/* An exposition of about 150 KB: long label sets repeated, as Istio's are. */
+static int render_big(void *arg, FILE *f)
+{
+	(*(int *)arg)++;
+	fputs("# HELP big_total x\n# TYPE big_total counter\n", f);
+	for (int i = 0; i < 1500; i++)
+		fprintf(f, "big_total{reporter=\"source\",source_workload=\"client-%d\","
+			   "destination_service=\"svc-%d.default.svc.cluster.local\",le=\"%d\"} %d\n",
+			i % 7, i % 13, i, i * 37);
+	return 0;
+}
+
+/* The body after a response's headers, its length in *n (from resp_len). */
+static const char *resp_body(const char *r, size_t *n)
+{
+	const char *b = strstr(r, "\r\n\r\n");
+
+	if (!b)
+		return NULL;
+	b += 4;
+	*n = resp_len - (size_t)(b - r);
+	return b;
+}
+
+static long content_length(const char *r)
+{
+	const char *h = strstr(r, "Content-Length: ");
+
+	return h ? strtol(h + 16, NULL, 10) : -1;
+}
+
+/* A client that takes gzip gets the same exposition compressed, with its
+ * Content-Encoding; one that doesn't gets it plain; HEAD gets the length its
+ * GET would; a later scrape reuses the compressor and is still whole. */
+static void test_endpoint_gzip(void)
+{
+	static const char gz_req[] = "GET /metrics HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\n";
+	static const char head_req[] = "HEAD /metrics HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\n";
+	static const char plain_req[] = "GET /metrics HTTP/1.1\r\nAccept-Encoding: gzip;q=0\r\n\r\n";
+	struct bm_prom_server *srv;
+	struct capture c;
+	char *want, *r, *got;
+	const char *body;
+	size_t n = 0;
+	int renders = 0, port;
+	long gz_len = -1;
+
+	cap_open(&c);
+	render_big(&renders, c.f);
+	want = cap_close(&c);
+	CU_ASSERT_FATAL(c.len > 100000);
+	got = malloc(c.len + 1);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(got);
+	CU_ASSERT_EQUAL_FATAL(bm_prom_serve("127.0.0.1:0", render_big, &renders, &srv), 0);
+	port = bm_prom_server_port(srv);
+	for (int round = 0; round < 2; round++) {
+		uLongf got_len = c.len + 1;
+
+		r = http_exchange(port, gz_req, strlen(gz_req));
+		CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+		CU_ASSERT_EQUAL(strncmp(r, "HTTP/1.1 200 OK\r\n", 17), 0);
+		CU_ASSERT_PTR_NOT_NULL(strstr(r, "\r\nContent-Encoding: gzip\r\n"));
+		CU_ASSERT_PTR_NOT_NULL(strstr(r, "\r\nVary: Accept-Encoding\r\n"));
+		body = resp_body(r, &n);
+		CU_ASSERT_PTR_NOT_NULL_FATAL(body);
+		gz_len = content_length(r);
+		CU_ASSERT_EQUAL((long)n, gz_len);
+		/* gzip magic, and far smaller than the text */
+		CU_ASSERT(n > 10 && (unsigned char)body[0] == 0x1f && (unsigned char)body[1] == 0x8b);
+		CU_ASSERT(n < c.len / 5);
+		{
+			z_stream z = { 0 };
+
+			CU_ASSERT_EQUAL_FATAL(inflateInit2(&z, 15 + 16), Z_OK);
+			z.next_in = (Bytef *)(uintptr_t)body;
+			z.avail_in = (uInt)n;
+			z.next_out = (Bytef *)got;
+			z.avail_out = (uInt)got_len;
+			CU_ASSERT_EQUAL(inflate(&z, Z_FINISH), Z_STREAM_END);
+			got_len = z.total_out;
+			inflateEnd(&z);
+		}
+		CU_ASSERT_EQUAL(got_len, c.len);
+		CU_ASSERT(got_len == c.len && !memcmp(got, want, c.len));
+	}
+	r = http_exchange(port, head_req, strlen(head_req));
+	CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+	CU_ASSERT_PTR_NOT_NULL(strstr(r, "\r\nContent-Encoding: gzip\r\n"));
+	CU_ASSERT_EQUAL(content_length(r), gz_len);
+	CU_ASSERT_PTR_NOT_NULL((body = resp_body(r, &n)));
+	CU_ASSERT_EQUAL(n, 0);
+	r = http_exchange(port, plain_req, strlen(plain_req));
+	CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+	CU_ASSERT_PTR_NULL(strstr(r, "Content-Encoding"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(r, "\r\nVary: Accept-Encoding\r\n"));
+	body = resp_body(r, &n);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(body);
+	CU_ASSERT(n == c.len && !memcmp(body, want, c.len));
+	CU_ASSERT_EQUAL(renders, 1 + 4);
+	bm_prom_server_stop(srv);
+	free(got);
+	free(want);
 }
 
 static int render_nice(void *arg, FILE *f)
@@ -875,5 +1030,7 @@ BM_SUITE(metrics,
 	 BM_CASE(test_mesh_table_fold),
 	 BM_CASE(test_mesh_rows_render),
 	 BM_CASE(test_http_endpoint),
+	 BM_CASE(test_accepts_gzip),
+	 BM_CASE(test_endpoint_gzip),
 	 BM_CASE(test_endpoint_low_priority),
 	 BM_CASE(test_ready_endpoint))
