@@ -11,6 +11,7 @@
 #   fuzz_h2up      the HTTP/2 upstream client (agent/h2up.c) through the
 #                  engine: the fuzzer is the upstream server
 #   fuzz_grpc      grpc-status parsing and gRPC local replies (agent/l7reply.c)
+#   fuzz_prom      a scraper's request headers, for Accept-Encoding (agent/prom.c)
 # (fuzz_http1 covers chunked trailers too: bm_h1_trailers and
 # bm_h1_write_end_trailers in its round trip.)
 # FUZZ_TARGETS (space-separated names) picks a subset. Exits non-zero when
@@ -24,11 +25,11 @@ cd "$(dirname "$0")/../.."
 seconds=${FUZZ_SECONDS:-30}
 out=${FUZZ_OUT:-build/fuzz}
 clang=${CLANG:-clang}
-targets=${FUZZ_TARGETS:-fuzz_resource fuzz_http1 fuzz_jwt fuzz_l7match fuzz_h2down fuzz_h2up fuzz_grpc}
+targets=${FUZZ_TARGETS:-fuzz_resource fuzz_http1 fuzz_jwt fuzz_l7match fuzz_h2down fuzz_h2up fuzz_grpc fuzz_prom}
 
 cflags=(-g -O1 -std=gnu11 -D_GNU_SOURCE -Wall -Iinclude -Ilib -Iagent
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all)
-libs=(-ljansson -lpcre2-8 -lhttp_parser -lnghttp2 -lssl -lcrypto -lyaml -lm -lpthread)
+libs=(-ljansson -lpcre2-8 -lhttp_parser -lnghttp2 -lssl -lcrypto -lyaml -lz -lm -lpthread)
 # The L7 engine without the BPF loader, the agent's main loop or metrics.
 engine=(agent/l7conn.c agent/l7proxy.c agent/l7h1.c agent/h2down.c agent/h2up.c
 	agent/l7reply.c agent/l7mirror.c agent/l7upstream.c agent/l7match.c agent/l7model.c
@@ -44,6 +45,7 @@ sources() {
 	fuzz_jwt)      echo agent/jwt.c ;;
 	fuzz_l7match)  echo agent/l7match.c agent/authz.c agent/resutil.c agent/log.c lib/*.c ;;
 	fuzz_h2down | fuzz_h2up | fuzz_grpc) echo "${engine[@]}" ;;
+	fuzz_prom)     echo agent/prom.c ;;
 	*) echo "unknown fuzz target $1" >&2; return 1 ;;
 	esac
 }
@@ -58,6 +60,7 @@ seeds() {
 	fuzz_h2down)   echo "tests/fuzz/corpus_h2down tests/fuzz/h2.dict 8192" ;;
 	fuzz_h2up)     echo "tests/fuzz/corpus_h2up tests/fuzz/h2.dict 8192" ;;
 	fuzz_grpc)     echo "tests/fuzz/corpus_grpc tests/fuzz/grpc.dict 4096" ;;
+	fuzz_prom)     echo "tests/fuzz/corpus_prom tests/fuzz/prom.dict 4096" ;;
 	esac
 }
 
