@@ -34,7 +34,8 @@
 #define BM_PROM_SEND_PIECE (16 * 1024) /* bytes per send() of a response */
 #define CONN_TIMEOUT_MS  10000   /* whole exchange, response included */
 /* zlib level of a gzip response: 1 makes an exposition (long label sets
- * repeated per bucket) about 20 times smaller, at a third of the CPU of 6. */
+ * repeated per bucket) about 20 times smaller, at less than half the CPU
+ * of 6 (126 KB: 5.7 KB in 0.29 ms, against 4.1 KB in 0.68 ms). */
 #define GZIP_LEVEL       1
 
 static const char *const type_names[] = {
@@ -425,9 +426,8 @@ int bm_http_accepts_gzip(const char *req)
 	return gzip_q >= 0 ? gzip_q > 0 : star_q > 0;
 }
 
-/* in -> a gzip member in *out (malloc'd). Reuses the server's zlib state:
- * setting one up allocates and clears some 260 KB, more than compressing a
- * scrape's exposition costs. */
+/* in -> a gzip member in *out (malloc'd). Reuses the server's zlib state
+ * (some 260 KB) instead of allocating and faulting it in on every scrape. */
 static int gzip_body(struct bm_prom_server *srv, const char *in, size_t len, char **out,
 		     size_t *out_len)
 {
