@@ -35,7 +35,7 @@
 #                 order: "l7" without scraping and "l7-scraped" with a scraper
 #                 in the hub netns (as Prometheus is in t_81) fetching both
 #                 nodes' http://198.19.255.<i>:15020/metrics every second
-#                 (one python process for the run, bounded) during every
+#                 (one bm-scrape process for the run, bounded) during every
 #                 other BENCH_SCRAPE_PERIOD-second window of CLOCK_MONOTONIC
 #                 (the even ones in odd rounds, the odd ones in even rounds)
 #                 and never in the others. bm-load reports the requests
@@ -109,9 +109,9 @@ SCRAPE_PERIOD=${BENCH_SCRAPE_PERIOD:-1}
 # what queued behind a scrape to drain; 100 ms shows whether anything lasts.
 EXPOSURE_GUARDS=${BENCH_EXPOSURE_GUARDS:-0 20 100}
 EXPOSURE_GUARD=${BENCH_EXPOSURE_GUARD:-20}
-# The scraper stands in for a Prometheus on another host: its own CPU (python
-# receiving 130 KB per second) is not the scraped node's cost, but on 2 vCPUs
-# it would compete with the data path, so it runs at nice 19 unless told.
+# The scraper stands in for a Prometheus on another host: its own CPU is not
+# the scraped node's cost, but on 2 vCPUs it competes with the data path, so
+# it is small (bm-scrape) and runs at nice 19 unless told.
 SCRAPER_NICE=${BENCH_SCRAPER_NICE:-19}
 # 1: the scraper asks for gzip (Accept-Encoding: gzip), as Prometheus does on
 # every scrape, and meshd answers compressed; 0: it asks for nothing and gets
@@ -127,7 +127,7 @@ WAIT=${BENCH_WAIT:-600}
 VIP_L4=198.19.11.10
 VIP_L7=198.19.11.20
 RUN_DIR=${BPFMESH_RUN:-/run/bpfmesh}
-LOAD=$BUILD/bench/bm-load
+LOAD=$BUILD/bench/bm-load SCRAPER=$BUILD/bench/bm-scrape
 HGET=$BUILD/tools/bm-hget
 
 log() { echo "l7.sh: $*" >&2; }
@@ -162,6 +162,7 @@ export BPFMESH_RUN=$RUN_DIR
 # shellcheck source=tests/bench/lib.sh
 . "$ROOT/tests/bench/lib.sh"
 bench_build_load "$LOAD" || die "cannot build bm-load"
+bench_build_tool bm-scrape "$SCRAPER" || die "cannot build bm-scrape"
 OURS=0
 BG_PIDS=()
 SETUPS=0
@@ -460,61 +461,17 @@ check_scrape() {
 # network namespaces) whose number is PARITY modulo 2: at 0.25 s, 1.25 s, ...
 # into each of those windows, nothing in the others. The parity alternates
 # with the round, so whatever else favours even or odd windows falls on the
-# scraped side in half of the rounds and on the quiet side in the other half. One long-running process (python, started once, so no
-# process start per scrape competes for the CPUs), one connection per fetch
-# (meshd answers Connection: close), each fetch bounded to 0.9 s, for at most
-# SCRAPE_SECS + 5 s. Appends "node_ip code bytes seconds" per fetch to OUT.
-# Sets SCRAPER_PID.
+# scraped side in half of the rounds and on the quiet side in the other half.
+# One long-running process (bm-scrape, in C: started once, so no process start
+# per scrape competes for the CPUs, and a fetch costs it a few system calls;
+# runs 1-8 used a python loop that also allocated a 256 KB buffer per fetch),
+# one connection per fetch (meshd answers Connection: close), each fetch
+# bounded to 0.9 s, for at most SCRAPE_SECS + 5 s. Appends "node_ip code
+# bytes seconds start" per fetch to OUT. Sets SCRAPER_PID.
 scraper_start() {
   # shellcheck disable=SC2086
-  timeout $((SCRAPE_SECS + 10)) ip netns exec bm-hub nice -n "$SCRAPER_NICE" python3 -c '
-import math, socket, sys, time
-out, secs, period, parity, gzip, urls = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1", sys.argv[6:]
-ae = b"Accept-Encoding: gzip\r\n" if gzip else b""
-targets = [(u.split("/")[2].split(":")[0], int(u.split("/")[2].split(":")[1]), "/" + u.split("/", 3)[3]) for u in urls]
-f = open(out, "a", buffering=1)
-
-def next_scrape(now):
-    # time.monotonic() is CLOCK_MONOTONIC on Linux, as bm-load uses.
-    w = math.floor(now / period)
-    while True:
-        if w % 2 == parity:
-            k = 0.25
-            while k < period:
-                if w * period + k >= now:
-                    return w * period + k
-                k += 1.0
-        w += 1
-
-end = time.monotonic() + secs
-while True:
-    t = next_scrape(time.monotonic())
-    if t >= end:
-        break
-    time.sleep(max(0.0, t - time.monotonic()))
-    for host, port, path in targets:
-        t = time.monotonic(); code, size = "000", 0
-        try:
-            with socket.create_connection((host, port), timeout=0.9) as s:
-                s.settimeout(max(0.05, 0.9 - (time.monotonic() - t)))
-                s.sendall(b"GET %s HTTP/1.1\r\nHost: %s:%d\r\nAccept: text/plain\r\n%sConnection: close\r\n\r\n" % (path.encode(), host.encode(), port, ae))
-                # Read into one buffer and keep only the head: the stand-in
-                # for a Prometheus on another host should cost this machine
-                # as little CPU as it can.
-                mv, head, total = memoryview(bytearray(262144)), b"", 0
-                while True:
-                    n = s.recv_into(mv)
-                    if not n:
-                        break
-                    if len(head) < 4096 and b"\r\n\r\n" not in head:
-                        head += bytes(mv[:n])
-                    total += n
-            hl = head.find(b"\r\n\r\n")
-            code, size = head.split(b" ")[1].decode(), total - hl - 4
-        except Exception:
-            pass
-        f.write("%s %s %d %.6f %.6f\n" % (host, code, size, time.monotonic() - t, t))
-' "$1" $((SCRAPE_SECS + 5)) "$SCRAPE_PERIOD" "$2" "$SCRAPE_GZIP" $METRICS_URLS &
+  timeout $((SCRAPE_SECS + 10)) ip netns exec bm-hub nice -n "$SCRAPER_NICE" \
+    "$SCRAPER" "$1" $((SCRAPE_SECS + 5)) "$SCRAPE_PERIOD" "$2" "$SCRAPE_GZIP" $METRICS_URLS &
   SCRAPER_PID=$!
   BG_PIDS+=("$SCRAPER_PID")
 }

@@ -49,8 +49,12 @@ bench_sandbox_down() {
 
 # bench_build_load OUT: builds tests/bench/bm-load.c into OUT unless OUT is
 # newer (the benchmarks' fixed-rate load generator; not part of `make`).
-bench_build_load() {
-  mkdir -p "$(dirname "$1")"
-  [ -x "$1" ] && [ ! "$(dirname "${BASH_SOURCE[0]}")/bm-load.c" -nt "$1" ] && return 0
-  gcc -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter -o "$1" "$(dirname "${BASH_SOURCE[0]}")/bm-load.c" -lm
+bench_build_load() { bench_build_tool bm-load "$1"; }
+# bench_build_tool NAME OUT: the same for tests/bench/NAME.c (bm-scrape, ...).
+bench_build_tool() {
+  local src
+  src="$(dirname "${BASH_SOURCE[0]}")/$1.c"
+  mkdir -p "$(dirname "$2")"
+  [ -x "$2" ] && [ ! "$src" -nt "$2" ] && return 0
+  gcc -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter -o "$2" "$src" -lm
 }

@@ -78,7 +78,7 @@ def l7_scrape_section(o, runs):
          f"bm-load at {o.scrape_rate:,} req/s on 4 keep-alive connections through the l7 scenario for "
          f"{o.scrape_secs} s per run, twice per round in rotated order: `l7` without scraping and",
          "`l7-scraped` with a scraper in the hub netns (where t_81's Prometheus sits) fetching both",
-         "nodes' `/metrics` on :15020 every second (one python process for the run, a connection per",
+         "nodes' `/metrics` on :15020 every second (one bm-scrape process for the run, a connection per",
          f"fetch, 0.9 s bound, at nice {o.scraper_nice}, "
          + ("asking for gzip as Prometheus does" if o.scrape_gzip else "asking for plain text") +
          f") in every other {o.scrape_period:g}-second window of",

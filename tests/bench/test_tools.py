@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Checks the two tools the scrape estimator reads from, end to end:
-bm-load's --trace-out (against a small HTTP server on loopback) and
-exposure.py's command line (on made-up traces and scrapes whose exposed
-requests are counted here by brute force). Run by `make unit`; needs gcc
-and the standard library only."""
+"""Checks the tools the scrape estimator reads from, end to end:
+bm-load's --trace-out and bm-scrape's fetch log (against a small HTTP
+server on loopback) and exposure.py's command line (on made-up traces and
+scrapes whose exposed requests are counted here by brute force). Run by
+`make unit`; needs gcc and the standard library only."""
 import collections
 import http.server
 import json
@@ -85,6 +85,105 @@ class BmLoadTrace(unittest.TestCase):
         even = sum(1 for d, _ in rows if (d // 500000) % 2 == 0)
         self.assertEqual(even, res["even"]["requests"])
         self.assertEqual(len(rows) - even, res["odd"]["requests"])
+
+
+class ScrapeHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    seen = []   # (monotonic s, Accept-Encoding) per request
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        ScrapeHandler.seen.append((time.monotonic(), self.headers.get("Accept-Encoding")))
+        if self.path != "/metrics":
+            self.wfile.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            return
+        body = b"x" * 70000
+        self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+                         % (len(body), body))
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+class BmScrape(unittest.TestCase):
+    """bm-scrape fetches at k + 0.25 s into the windows of its parity only,
+    logs one line per fetch, and asks for gzip only when told to."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.bin = os.path.join(cls.tmp.name, "bm-scrape")
+        subprocess.run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter", "-o", cls.bin,
+                        os.path.join(HERE, "bm-scrape.c"), "-lm"], check=True)
+        cls.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ScrapeHandler)
+        cls.thread = threading.Thread(target=cls.srv.serve_forever, daemon=True)
+        cls.thread.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.srv.shutdown()
+        cls.srv.server_close()
+        cls.tmp.cleanup()
+
+    def scrape(self, parity, gzip):
+        ScrapeHandler.seen = []
+        out = os.path.join(self.tmp.name, f"scrapes-{parity}-{gzip}.txt")
+        port = self.srv.server_address[1]
+        subprocess.run([self.bin, out, "2.6", "1", str(parity), str(gzip), f"http://127.0.0.1:{port}/metrics",
+                        f"http://127.0.0.1:{port}/other"], check=True, timeout=30)
+        with open(out) as f:
+            return [line.split() for line in f]
+
+    def test_schedule_log_and_encoding(self):
+        for parity, gzip in ((0, 1), (1, 0)):
+            rows = self.scrape(parity, gzip)
+            # 2.6 s hold one or two windows of the parity: a pair of fetches each
+            self.assertIn(len(rows), (2, 4), rows)
+            for i, r in enumerate(rows):
+                self.assertEqual(len(r), 5, r)
+                host, code, size, secs, start = r[0], r[1], int(r[2]), float(r[3]), float(r[4])
+                self.assertEqual(host, "127.0.0.1")
+                self.assertEqual((code, size), ("200", 70000) if i % 2 == 0 else ("404", 0))
+                self.assertTrue(0 <= secs < 0.9)
+                if i % 2 == 0:
+                    # k + 0.25 s into a window of its parity (1-second windows)
+                    self.assertEqual(int(start) % 2, parity, start)
+                    self.assertAlmostEqual(start - int(start), 0.25, delta=0.02)
+            self.assertEqual(len(ScrapeHandler.seen), len(rows))
+            self.assertTrue(all(ae == ("gzip" if gzip else None) for _, ae in ScrapeHandler.seen))
+
+    def test_failed_fetch_logged_as_000(self):
+        out = os.path.join(self.tmp.name, "refused.txt")
+        with socket_closed_port() as port:
+            subprocess.run([self.bin, out, "1.3", "1", "0", "0", f"http://127.0.0.1:{port}/metrics"],
+                           check=True, timeout=30)
+            subprocess.run([self.bin, out, "1.3", "1", "1", "0", f"http://127.0.0.1:{port}/metrics"],
+                           check=True, timeout=30)
+        with open(out) as f:
+            rows = [line.split() for line in f]
+        self.assertGreaterEqual(len(rows), 1)
+        self.assertTrue(all(r[1:3] == ["000", "0"] for r in rows), rows)
+
+    def test_bad_arguments(self):
+        for args in (["x"], ["o", "1", "1", "2", "0", "http://127.0.0.1:1/m"],
+                     ["o", "1", "1", "0", "0", "http://localhost:1/m"], ["o", "1", "1", "0", "0", "ftp://x"]):
+            r = subprocess.run([self.bin, *args], capture_output=True, text=True, timeout=10)
+            self.assertEqual(r.returncode, 2, args)
+
+
+class socket_closed_port:
+    """A loopback port nobody listens on (bound, then closed)."""
+
+    def __enter__(self):
+        import socket
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        self.port = s.getsockname()[1]
+        s.close()
+        return self.port
+
+    def __exit__(self, *exc):
+        return False
 
 
 def exposed(due, lat, intervals):
