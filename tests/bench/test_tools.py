@@ -32,14 +32,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-class BmLoadTrace(unittest.TestCase):
+class ToolCase(unittest.TestCase):
+    """Builds tests/bench/TOOL.c into a temporary directory (cls.bin) and
+    serves HANDLER on a loopback port (cls.srv) for the class's tests."""
+    TOOL = HANDLER = None
+
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory()
-        cls.load = os.path.join(cls.tmp.name, "bm-load")
-        subprocess.run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter", "-o", cls.load,
-                        os.path.join(HERE, "bm-load.c"), "-lm"], check=True)
-        cls.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        cls.bin = os.path.join(cls.tmp.name, cls.TOOL)
+        subprocess.run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter", "-o", cls.bin,
+                        os.path.join(HERE, cls.TOOL + ".c"), "-lm"], check=True)
+        cls.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), cls.HANDLER)
         cls.thread = threading.Thread(target=cls.srv.serve_forever, daemon=True)
         cls.thread.start()
 
@@ -49,10 +53,14 @@ class BmLoadTrace(unittest.TestCase):
         cls.srv.server_close()
         cls.tmp.cleanup()
 
+
+class BmLoadTrace(ToolCase):
+    TOOL, HANDLER = "bm-load", Handler
+
     def run_load(self, *extra):
         trace = os.path.join(self.tmp.name, "trace.txt")
         before = time.monotonic_ns() // 1000
-        out = subprocess.run([self.load, "--addr", f"127.0.0.1:{self.srv.server_address[1]}", "--conns", "2",
+        out = subprocess.run([self.bin, "--addr", f"127.0.0.1:{self.srv.server_address[1]}", "--conns", "2",
                               "--rate", "200", "--duration", "1.5", "--warmup", "0.3", "--trace-out", trace,
                               *extra], check=True, capture_output=True, text=True, timeout=30).stdout
         after = time.monotonic_ns() // 1000
@@ -105,25 +113,10 @@ class ScrapeHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-class BmScrape(unittest.TestCase):
+class BmScrape(ToolCase):
     """bm-scrape fetches at k + 0.25 s into the windows of its parity only,
     logs one line per fetch, and asks for gzip only when told to."""
-
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = tempfile.TemporaryDirectory()
-        cls.bin = os.path.join(cls.tmp.name, "bm-scrape")
-        subprocess.run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter", "-o", cls.bin,
-                        os.path.join(HERE, "bm-scrape.c"), "-lm"], check=True)
-        cls.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ScrapeHandler)
-        cls.thread = threading.Thread(target=cls.srv.serve_forever, daemon=True)
-        cls.thread.start()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.srv.shutdown()
-        cls.srv.server_close()
-        cls.tmp.cleanup()
+    TOOL, HANDLER = "bm-scrape", ScrapeHandler
 
     def scrape(self, parity, gzip):
         ScrapeHandler.seen = []
