@@ -60,7 +60,7 @@ SRV_PID=""
 OURS=0
 # shellcheck source=tests/bench/lib.sh
 . "$ROOT/tests/bench/lib.sh"
-bench_build_load "$LOAD" || { echo "l4.sh: cannot build bm-load" >&2; exit 1; }
+bench_build_tool bm-load "$LOAD" || { echo "l4.sh: cannot build bm-load" >&2; exit 1; }
 cleanup() {
   set +e
   sysctl -qw kernel.bpf_stats_enabled="$STATS_WAS" 2>/dev/null

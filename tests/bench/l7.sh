@@ -161,7 +161,7 @@ TMP=$(mktemp -d /tmp/bpfmesh-bench.XXXXXX)
 export BPFMESH_RUN=$RUN_DIR
 # shellcheck source=tests/bench/lib.sh
 . "$ROOT/tests/bench/lib.sh"
-bench_build_load "$LOAD" || die "cannot build bm-load"
+bench_build_tool bm-load "$LOAD" || die "cannot build bm-load"
 bench_build_tool bm-scrape "$SCRAPER" || die "cannot build bm-scrape"
 OURS=0
 BG_PIDS=()

